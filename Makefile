@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+# Tests run against the real PostgreSQL and Redis of the machine (see .ci/run).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/school_payments
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test install migrate worker beat bench clean
+
+$(VENV)/.installed: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (see .python-version)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Development server with demo data: SQLite and inline tasks unless DATABASE_URL/REDIS_URL are set.
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py rundemo 127.0.0.1:8000
+
+test: install
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) APP_ENV=test \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+# Against Redis (set REDIS_URL and DATABASE_URL first).
+worker: install
+	$(VENV)/bin/celery -A config worker --loglevel=INFO
+
+beat: install
+	$(VENV)/bin/celery -A config beat --loglevel=INFO
+
+clean:
+	rm -rf $(VENV) db.sqlite3

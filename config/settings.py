@@ -1,0 +1,209 @@
+"""Settings, all from the environment (12-factor).
+
+With nothing configured the service runs for development: SQLite, an in-process cache and Celery
+tasks run inline. ``APP_ENV=production`` turns on the start-up checks at the bottom of this file,
+which refuse to start with DEBUG on or without the secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+APP_ENV = (env_str("APP_ENV", "development") or "development").lower()
+if APP_ENV not in {"development", "test", "production"}:
+    raise ImproperlyConfigured(f"APP_ENV must be development, test or production, got {APP_ENV!r}")
+IS_PRODUCTION = APP_ENV == "production"
+
+# Development-only values. They are public (they are in this file), so production refuses them.
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
+_DEV_FIELD_ENCRYPTION_KEY = "oKKGUumRSo3Q7uw3gd4evOaRrr1xgbOGJXr9HjXSas8="
+
+DEBUG = env_bool("DEBUG", default=not IS_PRODUCTION)
+SECRET_KEY = env_str("SECRET_KEY") or ("" if IS_PRODUCTION else _DEV_SECRET_KEY)
+# Fernet keys, comma-separated: the first encrypts, all decrypt (so keys can be rotated).
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS") or (
+    [] if IS_PRODUCTION else [_DEV_FIELD_ENCRYPTION_KEY]
+)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# The public base URL of this service, used to build links sent to parents and providers.
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL", "http://localhost:8000") or "").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "payments",
+    "providers",
+    "webhooks",
+    "directory_client",
+    "quickbooks_sync",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+            # Inline tasks write from the request thread while runserver serves other
+            # threads; wait for SQLite's lock instead of failing at once.
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache and Celery broker ------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "sp",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+# No Redis configured: run tasks inline, in the process that enqueues them (development only).
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A webhook must be answered even when Redis is down: fail a publish fast and let the sweep
+# enqueue what was stored (webhooks.tasks.webhook_events_sweep).
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 1, "socket_timeout": 2}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "webhook-events-sweep": {
+        "task": "webhooks.tasks.webhook_events_sweep",
+        "schedule": env_int("WEBHOOK_SWEEP_INTERVAL_SECONDS", 60),
+    },
+}
+
+# --- Webhooks ---------------------------------------------------------------------------------
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024)
+# Let the view see bodies up to its own limit and answer 413 itself.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES * 2, 2_621_440)
+# An event stored but not processed after this long is enqueued again by the sweep.
+WEBHOOK_SWEEP_AFTER_SECONDS = env_int("WEBHOOK_SWEEP_AFTER_SECONDS", 120)
+# A claim on an event older than this is considered abandoned (worker died mid-task).
+WEBHOOK_CLAIM_TIMEOUT_SECONDS = env_int("WEBHOOK_CLAIM_TIMEOUT_SECONDS", 600)
+
+# --- School Directory API (student mapping) --------------------------------------------------
+# In development the defaults point at the local stand-in that `make run` starts (fakes/).
+_LOCAL_FAKES = APP_ENV == "development"
+FAKES_BASE_URL = f"http://127.0.0.1:{env_int('FAKES_PORT', 8001)}"
+SCHOOL_API_BASE_URL = (
+    env_str("SCHOOL_API_BASE_URL") or (f"{FAKES_BASE_URL}/directory" if _LOCAL_FAKES else "")
+).rstrip("/")
+SCHOOL_API_TOKEN = env_str("SCHOOL_API_TOKEN") or ("demo-directory-token" if _LOCAL_FAKES else "")
+SCHOOL_API_TIMEOUT_SECONDS = float(env_str("SCHOOL_API_TIMEOUT_SECONDS", "5") or 5)
+SCHOOL_API_ATTEMPTS = env_int("SCHOOL_API_ATTEMPTS", 3)
+
+# --- Auth, i18n, static -------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Security in production -------------------------------------------------------------------
+if IS_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+}
+
+
+def _check_production_settings() -> None:
+    problems = []
+    if DEBUG:
+        problems.append("DEBUG must be off")
+    if not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY:
+        problems.append("SECRET_KEY must be set")
+    if not FIELD_ENCRYPTION_KEYS or _DEV_FIELD_ENCRYPTION_KEY in FIELD_ENCRYPTION_KEYS:
+        problems.append("FIELD_ENCRYPTION_KEYS must be set")
+    if not DATABASE_URL:
+        problems.append("DATABASE_URL must be set")
+    if not REDIS_URL:
+        problems.append("REDIS_URL must be set")
+    if not SCHOOL_API_BASE_URL or not SCHOOL_API_TOKEN:
+        problems.append("SCHOOL_API_BASE_URL and SCHOOL_API_TOKEN must be set")
+    if problems:
+        raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems))
+
+
+if IS_PRODUCTION:
+    _check_production_settings()

@@ -1,0 +1,130 @@
+"""A tiny threaded WSGI server and request recording shared by every fake."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any, Callable
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Request(RecordedRequest):
+    route_params: dict[str, str] = field(default_factory=dict)
+
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+def read_request(environ) -> Request:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    headers = {
+        key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    return Request(
+        method=environ["REQUEST_METHOD"],
+        path=environ.get("PATH_INFO", ""),
+        query=parse_qs(environ.get("QUERY_STRING", "")),
+        headers=headers,
+        body=body,
+    )
+
+
+class FakeApp:
+    """Base of a fake: records every request; subclasses implement ``handle``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[RecordedRequest] = []
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def __call__(self, environ, start_response):
+        request = read_request(environ)
+        with self.lock:
+            self.requests.append(
+                RecordedRequest(request.method, request.path, request.query, request.headers, request.body)
+            )
+        status, headers, body = self.handle(request)
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", list(headers.items()))
+        return [body]
+
+
+class PrefixRouter:
+    """Mounts several fakes under path prefixes on one port (``/directory``, ``/qbo``, ...)."""
+
+    def __init__(self, mounts: dict[str, Callable]):
+        self.mounts = sorted(mounts.items(), key=lambda item: -len(item[0]))
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        for prefix, app in self.mounts:
+            if path == prefix or path.startswith(prefix + "/"):
+                environ = dict(environ, PATH_INFO=path[len(prefix):] or "/", SCRIPT_NAME=prefix)
+                return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [b'{"detail": "no fake mounted here"}']
+
+
+class RunningServer:
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        self.httpd = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.host, self.port = self.httpd.server_address[:2]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"fake:{self.port}", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> RunningServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    return RunningServer(app, host, port).start()
+
+
+_REASONS = {
+    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable",
+}  # fmt: skip

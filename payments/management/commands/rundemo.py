@@ -1,0 +1,29 @@
+"""``make run``: the demo data, the local fake outside services and the development server."""
+
+import os
+
+from django.conf import settings
+from django.core.management.commands.runserver import Command as RunserverCommand
+
+from fakes.directory import FakeDirectory
+from fakes.server import PrefixRouter, serve_in_thread
+from payments.demo import demo_seed
+
+
+class Command(RunserverCommand):
+    help = "Seed the demo data, start the local fakes and serve on http://localhost:8000"
+
+    def inner_run(self, *args, **options):
+        # Runs in the serving process (the autoreloader's child), so the fakes restart with it.
+        port = int(os.environ.get("FAKES_PORT", "8001"))
+        fakes = PrefixRouter({"/directory": FakeDirectory()})
+        serve_in_thread(fakes, port=port)
+        login = demo_seed()
+        self.stdout.write(
+            "\n"
+            f"  School Directory stand-in: http://127.0.0.1:{port}/directory (SCHOOL_API_BASE_URL={settings.SCHOOL_API_BASE_URL})\n"
+            f"  Django admin: http://localhost:{self.port}/admin/  login: {login.username} / {login.password}\n"
+            f"  Tasks run {'inline (no REDIS_URL)' if settings.CELERY_TASK_ALWAYS_EAGER else 'on Celery workers'}; "
+            f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}\n"
+        )
+        super().inner_run(*args, **options)

@@ -1,0 +1,288 @@
+"""The domain: schools, provider accounts, students, payments, webhook events, audit log.
+
+Duplicates are made impossible by unique constraints, not by checks before insert:
+one webhook event per (account, provider event id), one payment per (account, provider
+transaction id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from payments.fields import EncryptedJSONField, EncryptedTextField
+from payments.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
+from payments.state import PaymentStatus
+
+CURRENCY_CHOICES = [(code, code) for code in sorted(CURRENCY_EXPONENTS)]
+
+
+def validate_currency(value: str) -> None:
+    try:
+        if currency_code(value) != value:
+            raise ValidationError("Use the upper-case ISO 4217 code.")
+    except MoneyError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class School(models.Model):
+    code = models.SlugField(
+        max_length=32, unique=True, help_text="Lower-case code; providers send it as X-School-Code."
+    )
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+
+class AggregatorAccount(models.Model):
+    """A school's account with one payment provider, and the secrets to trust its webhooks."""
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="accounts")
+    provider = models.SlugField(max_length=32, help_text="Registry slug, e.g. surepay, stripe.")
+    webhook_secret = EncryptedTextField()
+    # During a rotation the previous secret keeps verifying until it expires.
+    previous_webhook_secret = EncryptedTextField(blank=True, default="")
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    api_key = EncryptedTextField(blank=True, default="", help_text="The provider's secret API key.")
+    credentials = EncryptedJSONField(
+        blank=True, default=dict, help_text="Other provider credentials (e.g. M-Pesa passkey)."
+    )
+    test_mode = models.BooleanField(default=False)
+    active = models.BooleanField(default=True)
+    ip_allowlist = models.TextField(
+        blank=True, default="", help_text="Optional: addresses or CIDR ranges, one per line."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["school", "provider"], name="uniq_account_per_school_provider")
+        ]
+        ordering = ["school__code", "provider"]
+
+    def __str__(self) -> str:
+        # Never include a secret here: this string ends up in logs and admin pages.
+        return f"{self.provider} @ {self.school.code}"
+
+    def __repr__(self) -> str:
+        return f"<AggregatorAccount {self.pk} {self.provider}>"
+
+    def webhook_secrets(self, now: datetime | None = None) -> list[str]:
+        """The secrets a webhook may be signed with now: current first, then a previous one
+        that is still inside its rotation grace period."""
+        now = now or timezone.now()
+        secrets = [self.webhook_secret] if self.webhook_secret else []
+        if (
+            self.previous_webhook_secret
+            and self.previous_secret_expires_at
+            and self.previous_secret_expires_at > now
+        ):
+            secrets.append(self.previous_webhook_secret)
+        return secrets
+
+
+class Student(models.Model):
+    """A student as known to the School Directory (a local copy, filled by look-ups)."""
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="students")
+    student_number = models.CharField(max_length=64, help_text="The school's own student id.")
+    full_name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["school", "student_number"], name="uniq_student_number")
+        ]
+        ordering = ["school__code", "student_number"]
+
+    def __str__(self) -> str:
+        return f"{self.student_number} {self.full_name}".strip()
+
+
+class ProviderStudentLink(models.Model):
+    """The cache of known mappings: a provider's student id -> the school's student."""
+
+    class Source(models.TextChoices):
+        DIRECTORY = "directory", "School Directory"
+        STAFF = "staff", "Mapped by staff"
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT)
+    provider = models.SlugField(max_length=32)
+    provider_student_id = models.CharField(max_length=128)
+    student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="provider_links")
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.DIRECTORY)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["school", "provider", "provider_student_id"], name="uniq_provider_student_link"
+            )
+        ]
+
+
+class MappingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    MAPPED = "mapped", "Mapped"
+    UNMATCHED = "unmatched", "Unmatched (student unknown)"
+    FAILED = "failed", "Failed (directory unavailable)"
+    NOT_APPLICABLE = "not_applicable", "No student id given"
+
+
+class Payment(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="payments")
+    account = models.ForeignKey(
+        AggregatorAccount, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
+    )
+    provider = models.SlugField(max_length=32)
+    external_txn_id = models.CharField(max_length=128, null=True, blank=True)
+    # Our own reference, sent to the provider when we start a payment and echoed back by it.
+    reference = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    refunded_amount_minor = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=24, choices=PaymentStatus.choices, default=PaymentStatus.PENDING)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    provider_student_id = models.CharField(max_length=128, blank=True, default="")
+    student = models.ForeignKey(
+        Student, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
+    )
+    mapping_status = models.CharField(
+        max_length=16, choices=MappingStatus.choices, default=MappingStatus.PENDING
+    )
+    mapping_error = models.TextField(blank=True, default="")
+    payer = models.JSONField(blank=True, default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "external_txn_id"], name="uniq_payment_txn_per_account"),
+            models.CheckConstraint(condition=Q(amount_minor__gte=0), name="payment_amount_not_negative"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount_minor__gte=0) & Q(refunded_amount_minor__lte=models.F("amount_minor")),
+                name="payment_refund_within_amount",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["school", "status", "created_at"]),
+            models.Index(fields=["school", "mapping_status"]),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.external_txn_id or self.reference or self.pk} {self.amount_display}"
+
+    @property
+    def amount_display(self) -> str:
+        return format_minor(self.amount_minor, self.currency)
+
+
+class WebhookEvent(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected (dead letter)"
+
+    account = models.ForeignKey(AggregatorAccount, on_delete=models.PROTECT, related_name="webhook_events")
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="webhook_events")
+    provider = models.SlugField(max_length=32)
+    # NULL for a dead letter: a rejected delivery must not block the provider's corrected
+    # redelivery of the same event id.
+    external_event_id = models.CharField(max_length=255, null=True, blank=True)
+    event_type = models.CharField(max_length=100, blank=True, default="")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="webhook_events"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    verification = models.CharField(
+        max_length=64, blank=True, default="", help_text="How the delivery was authenticated."
+    )
+    normalized = models.JSONField(blank=True, default=dict)
+    raw_body = models.TextField(blank=True, default="")
+    headers = models.JSONField(blank=True, default=dict)
+    body_sha256 = models.CharField(max_length=64)
+    body_purged_at = models.DateTimeField(null=True, blank=True)
+    errors = models.JSONField(blank=True, default=list, help_text="Field errors of a dead letter.")
+    last_error = models.TextField(blank=True, default="")
+    result = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "external_event_id"], name="uniq_webhook_event_per_account"),
+            # A provider retrying the same invalid body does not pile up dead letters.
+            models.UniqueConstraint(
+                fields=["account", "body_sha256"],
+                condition=Q(status="rejected"),
+                name="uniq_dead_letter_per_body",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["pending", "processing"]),
+                name="webhook_event_unfinished",
+            ),
+            models.Index(fields=["school", "received_at"]),
+        ]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.external_event_id or '(dead letter)'}"
+
+
+class AuditLog(models.Model):
+    """Append-only record of who did what to which object."""
+
+    class ActorType(models.TextChoices):
+        SYSTEM = "system", "System"
+        PROVIDER = "provider", "Provider"
+        STAFF = "staff", "Staff"
+        PARENT = "parent", "Parent"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    school = models.ForeignKey(School, on_delete=models.PROTECT, null=True, blank=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor = models.CharField(max_length=150, blank=True, default="")
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True, default="")
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    details = models.JSONField(blank=True, default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["target_type", "target_id", "created_at"])]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_type}:{self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("AuditLog entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("AuditLog entries are append-only")

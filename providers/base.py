@@ -1,0 +1,245 @@
+"""The provider interface: one small class per provider, looked up through ``registry``.
+
+An adapter only says what is special about its provider: how a webhook is signed, what its
+payload looks like, how to start a payment and how to ask for its status. JSON decoding, HMAC
+comparison in constant time, validation-error formatting, HTTP timeouts and error mapping live
+here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+import pydantic
+from django.conf import settings
+
+from payments.state import PaymentStatus
+from providers.errors import (
+    OperationNotSupported,
+    PayloadInvalid,
+    PayloadMalformed,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+
+if TYPE_CHECKING:
+    from payments.models import AggregatorAccount, Payment
+
+
+@dataclass(frozen=True)
+class NormalizedEvent:
+    """One provider notification in our own terms. Only this type travels inward."""
+
+    event_id: str
+    event_type: str
+    # The payment state the event reports; None for an event that concerns no payment.
+    status: PaymentStatus | None
+    external_txn_id: str = ""
+    amount_minor: int = 0
+    currency: str = ""
+    # Our own reference, when the provider echoes the one we gave it at checkout.
+    reference: str = ""
+    provider_student_id: str = ""
+    payer: Mapping[str, Any] = field(default_factory=dict)
+    # Refund events: the total refunded so far when the provider reports it, else this
+    # refund's own amount (``refund_amount_minor``).
+    refunded_total_minor: int | None = None
+    refund_amount_minor: int | None = None
+    # True when the body is not bound to a secret (unsigned, or a signature that does not cover
+    # the body): its claims are only believed after ``fetch_status`` confirms them.
+    requires_confirmation: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("raw")
+        data["status"] = str(self.status) if self.status else None
+        return data
+
+
+@dataclass(frozen=True)
+class NormalizedStatus:
+    """What the provider's API says about a payment right now."""
+
+    status: PaymentStatus
+    external_txn_id: str = ""
+    amount_minor: int | None = None
+    currency: str = ""
+    refunded_total_minor: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    """Where to send the parent, or the on-phone prompt that was sent instead."""
+
+    redirect_url: str = ""
+    external_txn_id: str = ""
+    prompt_sent: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ReturnUrls:
+    success_url: str
+    cancel_url: str
+    callback_url: str = ""
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    external_refund_id: str
+    status: PaymentStatus
+
+
+class ProviderAdapter:
+    """Base class of every provider adapter. Subclasses set the class attributes and implement
+    ``verify_signature`` and ``parse``; the payment-API methods where the provider has them."""
+
+    slug: ClassVar[str]
+    display_name: ClassVar[str]
+    # Shown to staff as "how this delivery was authenticated".
+    verification_method: ClassVar[str] = ""
+    # Name of the setting holding the provider API's base URL (the real host by default).
+    api_base_url_setting: ClassVar[str | None] = None
+    api_timeout_seconds: ClassVar[float] = 10.0
+
+    # --- Webhooks ----------------------------------------------------------------------------
+
+    def verify_and_parse(
+        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount
+    ) -> NormalizedEvent:
+        """Check the signature over the raw bytes, then decode and validate.
+
+        Raises ``SignatureMissing`` / ``SignatureInvalid`` (nothing may be stored),
+        ``PayloadMalformed`` (not JSON) or ``PayloadInvalid`` (a field is wrong).
+        """
+        self.verify_signature(body=body, headers=headers, account=account)
+        return self.parse(payload=self.decode_json(body), headers=headers, account=account)
+
+    def verify_signature(
+        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount
+    ) -> None:
+        raise NotImplementedError
+
+    def parse(
+        self, *, payload: dict[str, Any], headers: Mapping[str, str], account: AggregatorAccount
+    ) -> NormalizedEvent:
+        raise NotImplementedError
+
+    # --- Payment API -------------------------------------------------------------------------
+
+    def create_checkout(self, *, payment: Payment, return_urls: ReturnUrls) -> CheckoutResult:
+        """Ask the provider to start collecting ``payment``; return where to send the payer."""
+        raise OperationNotSupported()
+
+    def fetch_status(self, *, payment: Payment) -> NormalizedStatus:
+        """Ask the provider's API for the payment's current state (confirmations, janitor)."""
+        raise OperationNotSupported()
+
+    def refund(self, *, payment: Payment, amount_minor: int) -> RefundResult:
+        raise OperationNotSupported()
+
+    # --- Shared helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def decode_json(body: bytes) -> dict[str, Any]:
+        # Numbers become Decimal, never float, so amounts stay exact.
+        try:
+            payload = json.loads(body, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadMalformed(f"Malformed JSON body: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise PayloadMalformed("Malformed JSON body: expected a JSON object")
+        return payload
+
+    @staticmethod
+    def hmac_matches(
+        *, secrets: Iterable[str], message: bytes, signature: str, digestmod=hashlib.sha256
+    ) -> bool:
+        """True when ``signature`` (hex) is the HMAC of ``message`` under any of ``secrets``.
+
+        Compared with ``hmac.compare_digest`` so timing reveals nothing about the expected value.
+        """
+        provided = signature.strip().lower().encode("ascii", "replace")
+        matched = False
+        for secret in secrets:
+            expected = hmac.new(secret.encode("utf-8"), message, digestmod).hexdigest().encode("ascii")
+            matched |= hmac.compare_digest(expected, provided)
+        return matched
+
+    @staticmethod
+    def validate(model: type[pydantic.BaseModel], payload: dict[str, Any], *, event_type: str = ""):
+        """Validate ``payload`` with ``model``; a failure becomes ``PayloadInvalid`` with one
+        ``{"field", "message"}`` per problem."""
+        try:
+            return model.model_validate(payload)
+        except pydantic.ValidationError as exc:
+            raise PayloadInvalid(field_errors(exc), event_type=event_type) from exc
+
+    def api_base_url(self, account: AggregatorAccount | None = None) -> str:
+        if not self.api_base_url_setting:
+            raise OperationNotSupported()
+        return getattr(settings, self.api_base_url_setting).rstrip("/")
+
+    def http_client(self, **kwargs) -> httpx.Client:
+        """An httpx client with this provider's timeout. Every outbound call goes through one."""
+        return httpx.Client(timeout=httpx.Timeout(self.api_timeout_seconds), **kwargs)
+
+    def request_json(self, client: httpx.Client, method: str, url: str, **kwargs) -> dict[str, Any]:
+        """Send one API request and return its JSON body.
+
+        Network errors, timeouts, 429 and 5xx raise ``ProviderUnavailable`` (retry later);
+        other 4xx raise ``ProviderRejected`` with the provider's message.
+        """
+        try:
+            response = client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(f"{self.display_name} timed out") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{self.display_name} unreachable: {type(exc).__name__}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise ProviderUnavailable(f"{self.display_name} answered HTTP {response.status_code}")
+        try:
+            data = response.json(parse_float=Decimal)
+        except ValueError as exc:
+            raise ProviderUnavailable(
+                f"{self.display_name} answered HTTP {response.status_code} without JSON"
+            ) from exc
+        if response.status_code >= 400:
+            raise ProviderRejected(
+                f"{self.display_name} refused the request (HTTP {response.status_code}): "
+                f"{_provider_message(data)}"
+            )
+        if not isinstance(data, dict):
+            raise ProviderUnavailable(f"{self.display_name} answered with unexpected JSON")
+        return data
+
+
+def field_errors(exc: pydantic.ValidationError) -> list[dict[str, str]]:
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in error["loc"]) or "(body)"
+        message = error["msg"]
+        # pydantic prefixes messages from our own validators with "Value error, ".
+        message = message.removeprefix("Value error, ")
+        errors.append({"field": location, "message": message})
+    return errors
+
+
+def _provider_message(data: Any) -> str:
+    if isinstance(data, dict):
+        for key in ("message", "error_description", "error", "detail", "errorMessage"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return value["message"][:300]
+    return "no message"

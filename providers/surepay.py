@@ -1,0 +1,95 @@
+"""SurePay and similar school-fee aggregators: the generic aggregator scheme of DESIGN.md.
+
+- ``X-School-Code``: the school's code (or the school code in the webhook URL).
+- ``X-Signature``: hex HMAC-SHA256 of the raw body, keyed with the account's webhook secret.
+- Body: ``event_id``, ``external_txn_id``, ``amount`` (string in major units, may carry
+  thousands separators), ``currency``, ``status`` (SUCCEEDED, FAILED, PENDING, REVERSED),
+  ``provider_student_id`` and an optional ``raw`` object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
+
+from payments.money import MoneyError, currency_code, parse_major_amount
+from payments.state import PaymentStatus
+from providers.base import NormalizedEvent, ProviderAdapter
+from providers.errors import SignatureInvalid, SignatureMissing
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+STATUS_MAP = {
+    "SUCCEEDED": PaymentStatus.SUCCEEDED,
+    "FAILED": PaymentStatus.FAILED,
+    "PENDING": PaymentStatus.PENDING,
+    # A reversal returns the whole amount to the payer.
+    "REVERSED": PaymentStatus.REFUNDED,
+}
+
+
+class SurePayWebhook(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    external_txn_id: Identifier
+    # currency is declared before amount so the amount validator can see it.
+    currency: str
+    amount: Any
+    status: Literal["SUCCEEDED", "FAILED", "PENDING", "REVERSED"]
+    provider_student_id: Identifier
+    raw: dict[str, Any] | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        try:
+            return currency_code(value)
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_in_minor_units(cls, value: Any, info: ValidationInfo) -> int:
+        currency = info.data.get("currency")
+        if currency is None:
+            # The currency error is reported on its own field; nothing to check against.
+            return 0
+        try:
+            minor = parse_major_amount(value, currency)
+        except MoneyError as exc:
+            raise ValueError(str(exc)) from exc
+        if minor <= 0:
+            raise ValueError("amount must be greater than zero")
+        return minor
+
+
+class SurePayProvider(ProviderAdapter):
+    slug = "surepay"
+    display_name = "SurePay"
+    verification_method = "HMAC-SHA256 of the body (X-Signature)"
+    signature_header = "X-Signature"
+
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account) -> None:
+        signature = headers.get(self.signature_header, "")
+        if not signature:
+            raise SignatureMissing(f"Missing {self.signature_header} header")
+        if not self.hmac_matches(secrets=account.webhook_secrets(), message=body, signature=signature):
+            raise SignatureInvalid(f"{self.signature_header} does not match the body")
+
+    def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        event = self.validate(SurePayWebhook, payload)
+        status = STATUS_MAP[event.status]
+        return NormalizedEvent(
+            event_id=event.event_id,
+            event_type=f"payment.{event.status.lower()}",
+            status=status,
+            external_txn_id=event.external_txn_id,
+            amount_minor=event.amount,
+            currency=event.currency,
+            provider_student_id=event.provider_student_id,
+            refunded_total_minor=event.amount if status == PaymentStatus.REFUNDED else None,
+            raw=payload,
+        )
