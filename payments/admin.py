@@ -36,7 +36,7 @@ class PaymentAdmin(admin.ModelAdmin):
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     list_display = ("received_at", "provider", "external_event_id", "event_type", "status", "attempts")
-    list_filter = ("status", "provider")
+    list_filter = ("status", "account__provider")
     search_fields = ("external_event_id",)
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
 

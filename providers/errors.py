@@ -33,13 +33,13 @@ class SignatureInvalid(ProviderError):
     detail = "Signature invalid"
 
 
-class PayloadMalformed(ProviderError):
+class PayloadMalformed(ProviderError, PermanentError):
     """The body is not the JSON object the provider sends."""
 
     detail = "Malformed JSON body"
 
 
-class PayloadInvalid(ProviderError):
+class PayloadInvalid(ProviderError, PermanentError):
     """The body is JSON but a field is missing or wrong; ``errors`` lists each field."""
 
     detail = "Invalid webhook payload"

@@ -1,0 +1,167 @@
+import hashlib
+import hmac
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from config.celery import reset_broker_backoff
+from fakes.directory import FakeDirectory
+from payments.selectors import account_cache_clear
+from fakes.server import serve_in_thread
+from tests.factories import AccountFactory, SchoolFactory
+
+
+def sign(body: bytes, secret: str = "sekret") -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def surepay_body(**overrides) -> bytes:
+    payload = {
+        "event_id": "evt-001",
+        "external_txn_id": "txn-123",
+        "amount": "100,000",
+        "currency": "UGX",
+        "status": "SUCCEEDED",
+        "provider_student_id": "prov-001",
+    }
+    payload.update(overrides)
+    payload = {key: value for key, value in payload.items() if value is not None}
+    return json.dumps(payload).encode()
+
+
+@pytest.fixture(autouse=True)
+def _clean_broker():
+    """Every test starts with an empty test Redis database and a broker marked up."""
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    reset_broker_backoff()
+    account_cache_clear()
+    yield
+    from webhooks.services import EVENT_PUBLISHER
+
+    EVENT_PUBLISHER.flush()  # nothing from this test may reach the next one's broker
+    reset_broker_backoff()
+
+
+@pytest.fixture
+def school(db):
+    return SchoolFactory(code="ng", name="Nile Gardens School", currency="UGX")
+
+
+@pytest.fixture
+def account(school):
+    return AccountFactory(school=school, provider="surepay", webhook_secret="sekret")
+
+
+@pytest.fixture
+def fake_directory(settings):
+    directory = FakeDirectory(token="test-directory-token")
+    server = serve_in_thread(directory)
+    settings.SCHOOL_API_BASE_URL = server.base_url
+    settings.SCHOOL_API_TOKEN = "test-directory-token"
+    settings.SCHOOL_API_TIMEOUT_SECONDS = 1.0
+    yield directory
+    server.stop()
+
+
+def post_webhook(client, body: bytes, *, provider="surepay", school_code="ng", signature=None, path_school=None, **headers):
+    url = f"/api/webhooks/{provider}" + (f"/{path_school}" if path_school else "")
+    extra = {}
+    if school_code is not None:
+        extra["HTTP_X_SCHOOL_CODE"] = school_code
+    if signature is not None:
+        extra["HTTP_X_SIGNATURE"] = signature
+    for name, value in headers.items():
+        extra["HTTP_" + name.upper().replace("-", "_")] = value
+    return client.post(url, data=body, content_type="application/json", **extra)
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Poll until ``predicate()`` is truthy (work done by another thread or process)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real Celery worker (solo pool, in a thread) consuming the test Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    app.loader.import_module("celery.contrib.testing.tasks")
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as worker:
+        yield worker
+
+
+def process_pending() -> list:
+    """Process every stored, unprocessed event in this thread, as a worker would."""
+    from payments.models import WebhookEvent
+    from webhooks.services import webhook_event_run
+
+    pending = WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("pk")
+    return [webhook_event_run(event_id=event_id) for event_id in pending.values_list("pk", flat=True)]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db):
+    """Start this code under gunicorn, in its own process, on the test database: the way it runs
+    in production. Returns a function taking the REDIS_URL to use; gives the base URL."""
+    import httpx
+
+    processes = []
+
+    def start(*, redis_url: str = settings.REDIS_URL) -> str:
+        db = settings.DATABASES["default"]
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "REDIS_URL": redis_url,
+            "APP_ENV": "test",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
+             "--log-level", "warning"],
+            cwd=REPO,
+            env=env,
+        )  # fmt: skip
+        processes.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{base_url}/api/webhooks/surepay", timeout=1).status_code == 405
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, timeout=20)
+        return base_url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,45 @@
+import factory
+
+from payments.models import AggregatorAccount, Payment, School, Student
+from payments.state import PaymentStatus
+
+
+class SchoolFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = School
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"school{n}")
+    name = factory.LazyAttribute(lambda o: f"School {o.code}")
+    currency = "UGX"
+
+
+class AccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AggregatorAccount
+
+    school = factory.SubFactory(SchoolFactory)
+    provider = "surepay"
+    webhook_secret = "sekret"
+
+
+class StudentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Student
+
+    school = factory.SubFactory(SchoolFactory)
+    student_number = factory.Sequence(lambda n: f"STU-{n:04d}")
+    full_name = factory.Faker("name")
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Payment
+
+    account = factory.SubFactory(AccountFactory)
+    school = factory.SelfAttribute("account.school")
+    provider = factory.SelfAttribute("account.provider")
+    external_txn_id = factory.Sequence(lambda n: f"txn-{n}")
+    amount_minor = 100_000
+    currency = "UGX"
+    status = PaymentStatus.PENDING
