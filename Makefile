@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 # Tests run against the real PostgreSQL and Redis of the machine (see .ci/run).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/school_payments
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+RUN_ADDR ?= 127.0.0.1:8000
 
-.PHONY: run test install migrate worker beat bench clean
+.PHONY: run test install worker beat bench clean
 
 $(VENV)/.installed: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (see .python-version)"; exit 1; }
@@ -22,7 +23,7 @@ install: $(VENV)/.installed
 # Development server with demo data: SQLite and inline tasks unless DATABASE_URL/REDIS_URL are set.
 run: install
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py rundemo 127.0.0.1:8000
+	$(PY) manage.py rundemo $(RUN_ADDR)
 
 test: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) APP_ENV=test DB_CONN_MAX_AGE=0 \
@@ -34,6 +35,10 @@ worker: install
 
 beat: install
 	$(VENV)/bin/celery -A config beat --loglevel=INFO
+
+# Not a test: gunicorn on PostgreSQL under load, against a bare "HMAC + one insert" view.
+bench: install
+	$(PY) bench/webhook_bench.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3

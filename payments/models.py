@@ -159,6 +159,11 @@ class Payment(models.Model):
     external_txn_id = models.CharField(max_length=128, null=True, blank=True)
     # Our own reference, sent to the provider when we start a payment and echoed back by it.
     reference = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    # The provider's id for the checkout we started (Stripe session, M-Pesa CheckoutRequestID),
+    # known before its transaction id.
+    provider_checkout_id = models.CharField(max_length=128, null=True, blank=True)
+    # What an adapter must remember between starting and confirming a payment (no secrets).
+    provider_data = models.JSONField(blank=True, default=dict)
     amount_minor = models.BigIntegerField()
     currency = models.CharField(max_length=3, validators=[validate_currency])
     refunded_amount_minor = models.BigIntegerField(default=0)
@@ -179,6 +184,9 @@ class Payment(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account", "external_txn_id"], name="uniq_payment_txn_per_account"),
+            models.UniqueConstraint(
+                fields=["account", "provider_checkout_id"], name="uniq_payment_checkout_per_account"
+            ),
             models.CheckConstraint(condition=Q(amount_minor__gte=0), name="payment_amount_not_negative"),
             models.CheckConstraint(
                 condition=Q(refunded_amount_minor__gte=0) & Q(refunded_amount_minor__lte=models.F("amount_minor")),

@@ -48,12 +48,15 @@ def account_cache_clear(**_signal_kwargs) -> None:
 def payment_for_event_locked(*, account: AggregatorAccount, event: NormalizedEvent) -> Payment | None:
     """The payment an event is about, locked for the caller's transaction.
 
-    A payment we started is matched by our reference (the provider's id may not be known yet);
-    any other by the provider's transaction id, unique per account.
+    A payment we started is matched by our reference or the provider's checkout id (its
+    transaction id may not be known yet); any other by the provider's transaction id, unique
+    per account.
     """
     match = Q(account=account, external_txn_id=event.external_txn_id) if event.external_txn_id else Q()
     if event.reference:
         match |= Q(school_id=account.school_id, reference=event.reference)
+    if event.checkout_id:
+        match |= Q(account=account, provider_checkout_id=event.checkout_id)
     if not match:
         return None
     # NO KEY UPDATE: rows that reference the payment (its webhook events) can still be inserted.

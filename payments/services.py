@@ -27,7 +27,7 @@ from payments.models import (
 )
 from payments.money import MoneyError, currency_code
 from payments.state import SETTLED_STATES, PaymentStatus, can_transition
-from providers.base import NormalizedEvent
+from providers.base import NormalizedEvent, NormalizedStatus
 from providers.errors import UnknownProvider
 from providers.registry import get_provider, provider_slugs
 
@@ -85,12 +85,13 @@ def payment_apply_event(
     new_payment_id: uuid.UUID,
     account: AggregatorAccount,
     event: NormalizedEvent,
+    audit_action: str = "payment.webhook",
 ) -> PaymentChange:
     """Apply a verified provider event to its payment, inside the caller's transaction.
 
     ``payment`` is the locked existing payment, or None to create one with ``new_payment_id``.
-    Writes the payment (one insert or update) and one ``payment.webhook`` audit entry that says
-    what changed, or why nothing did.
+    Writes the payment (one insert or update) and one audit entry that says what changed, or
+    why nothing did.
     """
     if event.status is None:
         return PaymentChange(None, False, False, None, None, f"{event.event_type} concerns no payment")
@@ -149,7 +150,7 @@ def payment_apply_event(
         payment.save(update_fields=sorted(changed | {"updated_at"}))
     applied = (created or bool(changed)) and not note.startswith("ignored")
     audit_record(
-        action="payment.webhook",
+        action=audit_action,
         actor_type=AuditLog.ActorType.PROVIDER,
         actor=account.provider,
         school_id=account.school_id,
@@ -166,6 +167,35 @@ def payment_apply_event(
         },
     )
     return PaymentChange(payment, created, applied, from_status, payment.status, note)
+
+
+def payment_apply_provider_status(*, payment_id: uuid.UUID, status: NormalizedStatus, source: str) -> PaymentChange:
+    """Apply what the provider's API says about a payment now: the confirmation of an event
+    whose body alone is not trusted, or a re-check of a payment whose webhook never came.
+
+    The same state machine and amount rules as a webhook, under a row lock; audited as
+    ``payment.confirmed``. Call it outside the provider request (no lock across a network call).
+    """
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).select_related("account").get(
+            pk=payment_id
+        )
+        as_event = NormalizedEvent(
+            event_id=source,
+            event_type=f"status.{status.status}",
+            status=status.status,
+            external_txn_id=status.external_txn_id,
+            amount_minor=payment.amount_minor if status.amount_minor is None else status.amount_minor,
+            currency=status.currency or payment.currency,
+            refunded_total_minor=status.refunded_total_minor,
+        )
+        return payment_apply_event(
+            payment=payment,
+            new_payment_id=payment.pk,
+            account=payment.account,
+            event=as_event,
+            audit_action="payment.confirmed",
+        )
 
 
 def _set_status(payment: Payment, status: str, changed: set[str]) -> None:

@@ -46,6 +46,8 @@ class NormalizedEvent:
     currency: str = ""
     # Our own reference, when the provider echoes the one we gave it at checkout.
     reference: str = ""
+    # The provider's id of the checkout we started (``Payment.provider_checkout_id``).
+    checkout_id: str = ""
     provider_student_id: str = ""
     payer: Mapping[str, Any] = field(default_factory=dict)
     # Refund events: the total refunded so far when the provider reports it, else this
@@ -114,18 +116,25 @@ class ProviderAdapter:
     # --- Webhooks ----------------------------------------------------------------------------
 
     def verify_and_parse(
-        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount
+        self,
+        *,
+        body: bytes,
+        headers: Mapping[str, str],
+        account: AggregatorAccount,
+        query: Mapping[str, str] | None = None,
     ) -> NormalizedEvent:
         """Check the signature over the raw bytes, then decode and validate.
 
-        Raises ``SignatureMissing`` / ``SignatureInvalid`` (nothing may be stored),
-        ``PayloadMalformed`` (not JSON) or ``PayloadInvalid`` (a field is wrong).
+        ``query`` is the callback URL's query string, for providers whose only proof is a
+        token we put in the callback URL. Raises ``SignatureMissing`` / ``SignatureInvalid``
+        (nothing may be stored), ``PayloadMalformed`` (not JSON) or ``PayloadInvalid`` (a field
+        is wrong). Runs on the request path: no outbound HTTP call.
         """
-        self.verify_signature(body=body, headers=headers, account=account)
+        self.verify_signature(body=body, headers=headers, account=account, query=query or {})
         return self.parse(payload=self.decode_json(body), headers=headers, account=account)
 
     def verify_signature(
-        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount
+        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount, query: Mapping[str, str]
     ) -> None:
         raise NotImplementedError
 
@@ -141,7 +150,9 @@ class ProviderAdapter:
         raise OperationNotSupported()
 
     def fetch_status(self, *, payment: Payment) -> NormalizedStatus:
-        """Ask the provider's API for the payment's current state (confirmations, janitor)."""
+        """Ask the provider's API for the payment's current state. Used to confirm an event
+        with ``requires_confirmation`` before it may move money, and by the janitor that
+        re-checks payments whose webhook never came."""
         raise OperationNotSupported()
 
     def refund(self, *, payment: Payment, amount_minor: int) -> RefundResult:

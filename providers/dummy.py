@@ -64,7 +64,7 @@ class DummyProvider(ProviderAdapter):
     verification_method = "HMAC-SHA256 of the body (X-Dummy-Signature)"
     signature_header = "X-Dummy-Signature"
 
-    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account) -> None:
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
         header = headers.get(self.signature_header, "")
         if not header:
             raise SignatureMissing(f"Missing {self.signature_header} header")

@@ -72,7 +72,7 @@ class SurePayProvider(ProviderAdapter):
     verification_method = "HMAC-SHA256 of the body (X-Signature)"
     signature_header = "X-Signature"
 
-    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account) -> None:
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
         signature = headers.get(self.signature_header, "")
         if not signature:
             raise SignatureMissing(f"Missing {self.signature_header} header")

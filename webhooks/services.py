@@ -33,8 +33,14 @@ from django.utils import timezone
 from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
 from payments import selectors
 from payments.errors import PermanentError, TransientError
-from payments.models import AggregatorAccount, AuditLog, WebhookEvent
-from payments.services import audit_record, payment_apply_event, payment_mapping_fail, payment_student_map
+from payments.models import AggregatorAccount, AuditLog, Payment, WebhookEvent
+from payments.services import (
+    audit_record,
+    payment_apply_event,
+    payment_apply_provider_status,
+    payment_mapping_fail,
+    payment_student_map,
+)
 from providers.base import NormalizedEvent, ProviderAdapter
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
@@ -76,6 +82,7 @@ def webhook_receive(
     body: bytes,
     headers: Mapping[str, str],
     remote_addr: str | None,
+    query: Mapping[str, str] | None = None,
 ) -> WebhookReceipt:
     """Authenticate, validate and store one delivery. Raises the exception that says why not:
     ``UnknownProvider``, ``SchoolCodeMissing``, ``AccountUnknown``, ``SignatureMissing``,
@@ -89,7 +96,7 @@ def webhook_receive(
         _audit_refusal(adapter, None, "account_unknown", school_code, body, remote_addr)
         raise AccountUnknown()
     try:
-        event = adapter.verify_and_parse(body=body, headers=headers, account=account)
+        event = adapter.verify_and_parse(body=body, headers=headers, account=account, query=query)
     except (SignatureMissing, SignatureInvalid) as exc:
         _audit_refusal(adapter, account, type(exc).__name__, school_code, body, remote_addr)
         raise
@@ -272,12 +279,25 @@ def webhook_event_claim(*, event_id: int) -> WebhookEvent | None:
 
 
 def webhook_event_process(*, event_id: int) -> str | None:
-    """Apply a claimed event to its payment, then map the payment's student. Returns the
-    result, or None when there was nothing to claim."""
+    """Apply a claimed event to its payment, confirm it with the provider's API when its body
+    cannot be trusted alone, then map the payment's student. Returns the result, or None when
+    there was nothing to claim."""
     event = webhook_event_claim(event_id=event_id)
     if event is None:
         return None
-    result = webhook_event_apply(event=event)
+    adapter = get_provider(event.account.provider)
+    # Verified on receipt; parsed again here so only the raw delivery needs storing.
+    normalized = adapter.parse(
+        payload=adapter.decode_json(event.raw_body.encode("utf-8")), headers=event.headers, account=event.account
+    )
+    result = webhook_event_apply(event=event, normalized=normalized)
+    if normalized.requires_confirmation and event.payment_id is not None:
+        # Outside any transaction: no lock is held during the provider call. Re-run on every
+        # retry until it succeeds; applying the same answer twice changes nothing.
+        payment = Payment.objects.get(pk=event.payment_id)
+        confirmed = adapter.fetch_status(payment=payment)
+        change = payment_apply_provider_status(payment_id=payment.pk, status=confirmed, source=f"event {normalized.event_id}")
+        result = f"{result}; confirmed: {change.note}"
     if event.payment_id is not None:
         result = f"{result}; student {payment_student_map(payment_id=event.payment_id)}"
     WebhookEvent.objects.filter(pk=event.pk, status=WebhookEvent.Status.PROCESSING).update(
@@ -290,16 +310,11 @@ def webhook_event_process(*, event_id: int) -> str | None:
     return result
 
 
-def webhook_event_apply(*, event: WebhookEvent) -> str:
+def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> str:
     """Apply the event to its payment once: the payment change, its audit entry and the event's
     ``applied_at`` mark commit together. Updates ``event.payment_id``; returns the outcome."""
     if event.applied_at is not None:
         return "applied before"
-    adapter = get_provider(event.account.provider)
-    # Verified on receipt; parsed again here so only the raw delivery needs storing.
-    normalized = adapter.parse(
-        payload=adapter.decode_json(event.raw_body.encode("utf-8")), headers=event.headers, account=event.account
-    )
     for attempt in (1, 2):
         try:
             with transaction.atomic():

@@ -47,6 +47,7 @@ def webhook_receive_view(request: HttpRequest, provider: str, school_code: str |
             school_code=school_code or request.headers.get("X-School-Code"),
             body=request.body,
             headers=request.headers,
+            query=request.GET.dict(),
             remote_addr=request.META.get("REMOTE_ADDR"),
         )
     except tuple(ERROR_RESPONSES) as exc:
