@@ -80,19 +80,28 @@ class NormalizedStatus:
 
 @dataclass(frozen=True)
 class CheckoutResult:
-    """Where to send the parent, or the on-phone prompt that was sent instead."""
+    """Where to send the parent, or the on-phone prompt that was sent instead.
+
+    Adapters do not write to the database: the caller saves ``checkout_id`` as
+    ``Payment.provider_checkout_id``, a known ``external_txn_id``, and merges ``provider_data``
+    into ``Payment.provider_data``.
+    """
 
     redirect_url: str = ""
+    checkout_id: str = ""
     external_txn_id: str = ""
     prompt_sent: bool = False
     message: str = ""
+    provider_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ReturnUrls:
-    success_url: str
-    cancel_url: str
-    callback_url: str = ""
+    """Absolute URLs given to the provider when a checkout starts."""
+
+    success_url: str  # where the payer lands after paying: our thanks page
+    cancel_url: str  # where the payer lands after giving up: the pay page
+    callback_url: str = ""  # our webhook URL for this school and provider
 
 
 @dataclass(frozen=True)

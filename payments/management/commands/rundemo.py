@@ -5,8 +5,8 @@ import os
 from django.conf import settings
 from django.core.management.commands.runserver import Command as RunserverCommand
 
-from fakes.directory import FakeDirectory
-from fakes.server import PrefixRouter, serve_in_thread
+from fakes.app import build_fakes
+from fakes.server import serve_in_thread
 from payments.demo import demo_seed
 
 
@@ -16,8 +16,7 @@ class Command(RunserverCommand):
     def inner_run(self, *args, **options):
         # Runs in the serving process (the autoreloader's child), so the fakes restart with it.
         port = int(os.environ.get("FAKES_PORT", "8001"))
-        fakes = PrefixRouter({"/directory": FakeDirectory()})
-        serve_in_thread(fakes, port=port)
+        serve_in_thread(build_fakes(), port=port)
         login = demo_seed()
         self.stdout.write(
             "\n"
