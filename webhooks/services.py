@@ -6,8 +6,9 @@ The id is published to Celery after commit. No outbound HTTP call, one query for
 
 Processing, ``webhook_event_process``, claims the event with a conditional update, applies it to
 its payment under a row lock in one transaction with the audit entry and the event's
-``applied_at`` mark (so an event is never applied twice), then does the follow-up work: the
-student mapping through the School Directory.
+``applied_at`` mark (so an event is never applied twice), then does the follow-up work: it asks
+the provider's API to confirm events whose body is not bound to a secret, and maps the student
+through the School Directory.
 
 Why not apply the payment in the request: on a 2-core machine each ORM statement costs about as
 much CPU as the whole bare "HMAC + one insert" request, and a provider only needs to know that
