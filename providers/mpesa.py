@@ -91,13 +91,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class Item(_Model):
+class MetadataItem(_Model):
     Name: str
     Value: Any = None
 
 
-class CallbackMetadata(_Model):
-    Item: list[Item]
+class StkMetadata(_Model):
+    Item: list[MetadataItem]
 
 
 class StkCallback(_Model):
@@ -105,7 +105,7 @@ class StkCallback(_Model):
     CheckoutRequestID: Identifier
     ResultCode: StrictInt
     ResultDesc: str = ""
-    CallbackMetadata: CallbackMetadata | None = None
+    CallbackMetadata: StkMetadata | None = None
 
 
 class _Body(_Model):
