@@ -370,9 +370,10 @@ class StripeProvider(ProviderAdapter):
         return RefundResult(refund["id"], S.REFUNDED if total >= payment.amount_minor else S.PARTIALLY_REFUNDED)
 
     def _call(self, request, account):
-        """Run one SDK call; map Stripe's errors onto ours (retry later, or give up)."""
+        """Run one SDK call and return the object as plain dicts; map Stripe's errors onto ours
+        (retry later, or give up)."""
         try:
-            return request(self.client(account))
+            return request(self.client(account)).to_dict()
         except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
             raise ProviderUnavailable(f"Stripe unavailable: {type(exc).__name__}") from exc
         except stripe.StripeError as exc:
