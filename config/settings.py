@@ -166,6 +166,31 @@ SCHOOL_API_TOKEN = env_str("SCHOOL_API_TOKEN") or ("demo-directory-token" if _LO
 SCHOOL_API_TIMEOUT_SECONDS = float(env_str("SCHOOL_API_TIMEOUT_SECONDS", "5") or 5)
 SCHOOL_API_ATTEMPTS = env_int("SCHOOL_API_ATTEMPTS", 3)
 
+# --- Payment providers' APIs (issue 3) -----------------------------------------------------------
+# Each defaults to the provider's real host; in development to the local fakes that `make run`
+# serves on FAKES_PORT (fakes/app.py), so checkout and status calls work with no outside service.
+
+
+def _provider_api_base_url(name: str, real_host: str, fake_prefix: str) -> str:
+    fake = f"{FAKES_BASE_URL}/{fake_prefix}" if _LOCAL_FAKES else real_host
+    return (env_str(name) or fake).rstrip("/")
+
+
+STRIPE_API_BASE_URL = _provider_api_base_url("STRIPE_API_BASE_URL", "https://api.stripe.com", "stripe")
+PAYSTACK_API_BASE_URL = _provider_api_base_url("PAYSTACK_API_BASE_URL", "https://api.paystack.co", "paystack")
+# Daraja has two hosts; an account in test mode uses the sandbox.
+MPESA_API_BASE_URL = _provider_api_base_url("MPESA_API_BASE_URL", "https://api.safaricom.co.ke", "mpesa")
+MPESA_SANDBOX_API_BASE_URL = _provider_api_base_url(
+    "MPESA_SANDBOX_API_BASE_URL", "https://sandbox.safaricom.co.ke", "mpesa"
+)
+# Daraja documents the Timestamp's format but not its zone; Safaricom's own Node library uses UTC.
+MPESA_TIMESTAMP_TIMEZONE = env_str("MPESA_TIMESTAMP_TIMEZONE", "UTC") or "UTC"
+CHAPA_API_BASE_URL = _provider_api_base_url("CHAPA_API_BASE_URL", "https://api.chapa.co", "chapa")
+FLUTTERWAVE_API_BASE_URL = _provider_api_base_url(
+    "FLUTTERWAVE_API_BASE_URL", "https://api.flutterwave.com", "flutterwave"
+)
+OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.omise.co", "omise")
+
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

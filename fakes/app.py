@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+from fakes.chapa import FakeChapa
 from fakes.directory import FakeDirectory
+from fakes.flutterwave import FakeFlutterwave
+from fakes.mpesa import FakeDaraja
+from fakes.omise import FakeOmise
+from fakes.paystack import FakePaystack
 from fakes.server import PrefixRouter
+from fakes.stripe import FakeStripe
 
 
 def build_fakes() -> PrefixRouter:
@@ -12,5 +18,12 @@ def build_fakes() -> PrefixRouter:
     return PrefixRouter(
         {
             "/directory": FakeDirectory(),
+            # Payment providers' APIs; each accepts its demo key (see README "Providers").
+            "/stripe": FakeStripe(),
+            "/paystack": FakePaystack(),
+            "/mpesa": FakeDaraja(),
+            "/chapa": FakeChapa(),
+            "/flutterwave": FakeFlutterwave(),
+            "/omise": FakeOmise(),
         }
     )

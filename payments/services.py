@@ -11,6 +11,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -398,6 +399,14 @@ def account_create(
     school = School.objects.filter(code=school_code.strip().lower()).first()
     if school is None:
         raise OnboardingError(f"unknown school {school_code!r}")
+    if adapter.signs_with_api_key:
+        # The provider signs webhooks with the secret API key itself (Paystack): one value.
+        if webhook_secret and api_key and webhook_secret != api_key:
+            raise OnboardingError(f"{adapter.slug} signs webhooks with its secret API key: give it once, as --api-key")
+        webhook_secret = webhook_secret or api_key or None
+        if not webhook_secret:
+            raise OnboardingError(f"{adapter.slug} signs webhooks with its secret API key: pass --api-key")
+        api_key = webhook_secret
     if webhook_secret is not None and len(webhook_secret) < 6:
         raise OnboardingError("webhook secret is too short (at least 6 characters)")
     secret = webhook_secret or generate_webhook_secret()
@@ -422,5 +431,78 @@ def account_create(
             school_id=school.pk,
             target=account,
             details={"provider": adapter.slug, "test_mode": test_mode},
+        )
+    return account, secret
+
+
+# --- Webhook secret rotation ----------------------------------------------------------------------
+
+
+def account_rotate_secret(
+    *,
+    school_code: str,
+    provider: str,
+    new_secret: str | None = None,
+    grace_hours: float = 24,
+    actor: str = "cli",
+) -> tuple[AggregatorAccount, str]:
+    """Give an account a new webhook secret; the current one keeps verifying for ``grace_hours``.
+
+    The rule: the new secret signs from now on; the old one moves to ``previous_webhook_secret``
+    until ``previous_secret_expires_at`` (``webhook_secrets()`` offers both meanwhile), so
+    deliveries the provider signed before its side was switched are still accepted. A grace of 0
+    ends the old secret at once. Rotating again during a grace period replaces the older secret.
+    A secret is generated when none is given, except for providers that sign with their secret
+    API key (Paystack): the new key comes from the provider's dashboard and becomes the API key
+    too. Audited as ``secret.rotated`` (never with a secret). Returns the account and the new
+    secret, for the caller to show once.
+    """
+    try:
+        adapter = get_provider(provider)
+    except UnknownProvider as exc:
+        raise OnboardingError(f"unknown provider {provider!r} (known: {', '.join(provider_slugs())})") from exc
+    if grace_hours < 0 or grace_hours > 24 * 30:
+        raise OnboardingError("grace period must be between 0 and 720 hours")
+    if adapter.signs_with_api_key and not new_secret:
+        raise OnboardingError(
+            f"{adapter.slug} signs webhooks with its secret API key: roll the key in its dashboard and pass it with --secret"
+        )
+    if new_secret is not None and len(new_secret) < 6:
+        raise OnboardingError("webhook secret is too short (at least 6 characters)")
+    secret = new_secret or generate_webhook_secret()
+    with transaction.atomic():
+        account = (
+            AggregatorAccount.objects.select_for_update()
+            .select_related("school")
+            .filter(school__code=school_code.strip().lower(), provider=adapter.slug)
+            .first()
+        )
+        if account is None:
+            raise OnboardingError(f"school {school_code!r} has no {adapter.slug} account")
+        if secret == account.webhook_secret:
+            raise OnboardingError("the new secret is the current one")
+        now = timezone.now()
+        account.previous_webhook_secret = account.webhook_secret if grace_hours else ""
+        account.previous_secret_expires_at = now + timedelta(hours=grace_hours) if grace_hours else None
+        account.webhook_secret = secret
+        fields = ["webhook_secret", "previous_webhook_secret", "previous_secret_expires_at", "updated_at"]
+        if adapter.signs_with_api_key:
+            account.api_key = secret
+            fields.append("api_key")
+        account.save(update_fields=fields)
+        audit_record(
+            action="secret.rotated",
+            actor_type=AuditLog.ActorType.STAFF if actor != "cli" else AuditLog.ActorType.SYSTEM,
+            actor=actor,
+            school_id=account.school_id,
+            target=account,
+            details={
+                "provider": adapter.slug,
+                "grace_hours": grace_hours,
+                "previous_valid_until": account.previous_secret_expires_at.isoformat()
+                if account.previous_secret_expires_at
+                else None,
+                "api_key_rotated": adapter.signs_with_api_key,
+            },
         )
     return account, secret

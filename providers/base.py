@@ -121,6 +121,13 @@ class ProviderAdapter:
     # Name of the setting holding the provider API's base URL (the real host by default).
     api_base_url_setting: ClassVar[str | None] = None
     api_timeout_seconds: ClassVar[float] = 10.0
+    # True when the provider signs its webhooks with the account's secret API key instead of a
+    # secret of its own (Paystack): the account's webhook secret and API key are then the same
+    # value, set together when the account is created or rotated (``payments.services``).
+    signs_with_api_key: ClassVar[bool] = False
+    # A substring that marks the provider's test keys (``"sk_test_"``); "" when keys do not say.
+    # A test-mode account must hold a test key and a live account a live one (``secret_api_key``).
+    test_key_marker: ClassVar[str] = ""
 
     # --- Webhooks ----------------------------------------------------------------------------
 
@@ -208,6 +215,22 @@ class ProviderAdapter:
         if not self.api_base_url_setting:
             raise OperationNotSupported()
         return getattr(settings, self.api_base_url_setting).rstrip("/")
+
+    def secret_api_key(self, account: AggregatorAccount) -> str:
+        """The account's secret API key, refused when it does not match the account's mode: a
+        test-mode account must never move real money, nor a live one silently take test money."""
+        key = (account.api_key or "").strip()
+        if not key:
+            raise ProviderRejected(f"The {self.display_name} account has no API key")
+        if self.test_key_marker:
+            is_test_key = self.test_key_marker in key
+            if account.test_mode and not is_test_key:
+                raise ProviderRejected(
+                    f"The {self.display_name} account is in test mode but its API key is not a test key"
+                )
+            if not account.test_mode and is_test_key:
+                raise ProviderRejected(f"The {self.display_name} account is live but its API key is a test key")
+        return key
 
     def http_client(self, **kwargs) -> httpx.Client:
         """An httpx client with this provider's timeout. Every outbound call goes through one."""

@@ -16,6 +16,12 @@ from providers.errors import UnknownProvider
 PROVIDERS: dict[str, str] = {
     "surepay": "providers.surepay.SurePayProvider",
     "dummy": "providers.dummy.DummyProvider",
+    "stripe": "providers.stripe.StripeProvider",
+    "paystack": "providers.paystack.PaystackProvider",
+    "mpesa": "providers.mpesa.MpesaProvider",
+    "chapa": "providers.chapa.ChapaProvider",
+    "flutterwave": "providers.flutterwave.FlutterwaveProvider",
+    "omise": "providers.omise.OmiseProvider",
 }
 
 

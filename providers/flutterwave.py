@@ -1,0 +1,262 @@
+"""Flutterwave (v3): Standard hosted checkout; webhooks carry the secret hash, not a signature.
+
+Webhook (https://developer.flutterwave.com/docs/webhooks ; Flutterwave's own WooCommerce plugin):
+the ``verif-hash`` header is the secret hash set in the dashboard, compared for equality (in
+constant time) with the account's ``webhook_secret``. There is no HMAC over the body and no
+timestamp: the header proves the sender knows the secret but binds nothing, so anyone holding
+one delivery's header could send any body. Every event therefore carries
+``requires_confirmation``: the worker asks ``GET /v3/transactions/<id>/verify`` (and the refunds
+of that transaction) and only the API's answer moves the payment. The ``flutterwave-signature``
+header seen in third-party code is unconfirmed and not used.
+
+Shapes accepted (both are seen in the wild):
+- v3 envelope ``{"event": "charge.completed", "data": {id, tx_ref, flw_ref, amount, currency,
+  status, customer}}`` - sent for success *and* failure; the outcome is ``data.status``;
+- the older flat ``{"id", "txRef", "flwRef", "amount", "currency", "status", "event.type"}``;
+- the refund notification (off unless support enables it): flat PascalCase ``TransactionId``,
+  ``AmountRefunded``, ``FlwRef``, ``status``.
+
+No event id: ours is ``charge:<transaction id>:<status>`` (a redelivery is a duplicate; the later
+"successful" of a transaction first reported "pending" is a new event) and
+``refund:<transaction id>:<refund ref>``. Amounts are major units (``25000`` = NGN 25,000.00);
+cumulative refunds come from the API.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
+
+from payments.money import MoneyError, from_minor
+from payments.state import PaymentStatus
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.common import CurrencyCode, Identifier, major_units, metadata_text, minor_or_error
+from providers.errors import PayloadInvalid, ProviderRejected, SignatureInvalid, SignatureMissing
+
+S = PaymentStatus
+
+CHARGE_STATUS = {"successful": S.SUCCEEDED, "failed": S.FAILED, "pending": S.PENDING, "cancelled": S.CANCELLED}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class Customer(_Model):
+    email: str | None = None
+    name: str | None = Field(default=None, validation_alias=AliasChoices("name", "fullName"))
+    phone_number: str | None = Field(default=None, validation_alias=AliasChoices("phone_number", "phone"))
+
+
+class Charge(_Model):
+    """A charge, from either the v3 envelope's ``data`` or the flat camelCase payload."""
+
+    id: StrictInt
+    tx_ref: Identifier = Field(validation_alias=AliasChoices("tx_ref", "txRef"))
+    flw_ref: str | None = Field(default=None, validation_alias=AliasChoices("flw_ref", "flwRef"))
+    currency: CurrencyCode
+    amount: Any
+    status: str
+    customer: Customer | None = None
+    meta: dict[str, Any] | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(major_units, value, info.data.get("currency"))
+
+
+class ChargeEnvelope(_Model):
+    event: str
+    data: Charge
+
+
+class RefundNotice(_Model):
+    TransactionId: StrictInt
+    FlwRef: Identifier
+    AmountRefunded: Any
+    status: str = ""
+    currency: str | None = None
+
+
+class FlutterwaveProvider(ProviderAdapter):
+    slug = "flutterwave"
+    display_name = "Flutterwave"
+    verification_method = "verif-hash equals the secret hash (does not cover the body); confirmed by the verify API"
+    api_base_url_setting = "FLUTTERWAVE_API_BASE_URL"
+    test_key_marker = "_TEST-"  # FLWSECK_TEST-...
+    signature_header = "verif-hash"
+
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
+        provided = headers.get(self.signature_header, "")
+        if not provided:
+            raise SignatureMissing(f"Missing {self.signature_header} header")
+        matched = False
+        for secret in account.webhook_secrets():
+            matched |= hmac.compare_digest(secret.encode(), provided.encode("utf-8", "replace"))
+        if not matched:
+            raise SignatureInvalid(f"{self.signature_header} does not match the secret hash")
+
+    def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        if "TransactionId" in payload or "AmountRefunded" in payload:
+            refund = self.validate(RefundNotice, payload, event_type="refund")
+            return NormalizedEvent(
+                event_id=f"refund:{refund.TransactionId}:{refund.FlwRef}",
+                event_type="refund",
+                # A claim only: the refunded total is taken from the API on confirmation.
+                status=S.REFUNDED,
+                external_txn_id=str(refund.TransactionId),
+                requires_confirmation=True,
+                raw=payload,
+            )
+        if "data" in payload:
+            event_type = str(payload.get("event") or "charge.completed")
+            charge = self.validate(ChargeEnvelope, payload, event_type=event_type).data
+            prefix = "data."
+        else:
+            event_type = str(payload.get("event.type") or "charge.completed")
+            charge = self.validate(Charge, payload, event_type=event_type)
+            prefix = ""
+        status = CHARGE_STATUS.get(charge.status.lower())
+        if status is None:
+            self._invalid(f"{prefix}status", f"unknown charge status {charge.status!r}", event_type)
+        customer = charge.customer.model_dump(exclude_none=True) if charge.customer else {}
+        meta = charge.meta or (payload.get("meta_data") if isinstance(payload.get("meta_data"), dict) else None)
+        return NormalizedEvent(
+            event_id=f"charge:{charge.id}:{charge.status.lower()}",
+            event_type=event_type,
+            status=status,
+            external_txn_id=str(charge.id),
+            amount_minor=charge.amount,
+            currency=charge.currency,
+            reference=charge.tx_ref,
+            provider_student_id=metadata_text(meta, "student_id"),
+            payer={k: v for k, v in customer.items() if v},
+            requires_confirmation=True,
+            raw=payload,
+        )
+
+    @staticmethod
+    def _invalid(field: str, message: str, event_type: str):
+        raise PayloadInvalid([{"field": field, "message": message}], event_type=event_type)
+
+    # --- Payment API (https://developer.flutterwave.com/docs/collecting-payments/standard) ----
+
+    def _headers(self, account) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret_api_key(account)}", "Accept": "application/json"}
+
+    def create_checkout(self, *, payment, return_urls) -> CheckoutResult:
+        payer = payment.payer or {}
+        if not payer.get("email"):
+            raise ProviderRejected("Flutterwave needs the payer's email address to start a checkout")
+        if not payment.reference:
+            raise ProviderRejected("The payment has no reference to give Flutterwave as tx_ref")
+        customer = {"email": payer["email"]}
+        if payer.get("name"):
+            customer["name"] = payer["name"]
+        if payer.get("phone"):
+            customer["phonenumber"] = payer["phone"]
+        body = {
+            "tx_ref": payment.reference,
+            # Major units as a string: exact, never a float.
+            "amount": str(from_minor(payment.amount_minor, payment.currency)),
+            # Flutterwave assumes NGN when the currency is omitted: always send it.
+            "currency": payment.currency,
+            "redirect_url": return_urls.success_url,
+            "customer": customer,
+            "customizations": {"title": f"{payment.school.name} fees"[:100]},
+            "meta": {"payment_id": str(payment.pk), "student_id": payment.provider_student_id or ""},
+        }
+        with self.http_client() as client:
+            data = self.request_json(
+                client, "POST", f"{self.api_base_url()}/v3/payments", json=body, headers=self._headers(payment.account)
+            )
+        link = (data.get("data") or {}).get("link")
+        if data.get("status") != "success" or not link:
+            raise ProviderRejected(f"Flutterwave did not start the checkout: {data.get('message', 'no message')}")
+        return CheckoutResult(redirect_url=link)
+
+    def fetch_status(self, *, payment) -> NormalizedStatus:
+        """Verify the transaction (by its id once known, else by our tx_ref) and, when it was
+        paid, add up its completed refunds."""
+        account = payment.account
+        base = self.api_base_url()
+        with self.http_client() as client:
+            if payment.external_txn_id:
+                data = self.request_json(
+                    client, "GET", f"{base}/v3/transactions/{payment.external_txn_id}/verify", headers=self._headers(account)
+                )
+            elif payment.reference:
+                data = self.request_json(
+                    client,
+                    "GET",
+                    f"{base}/v3/transactions/verify_by_reference",
+                    params={"tx_ref": payment.reference},
+                    headers=self._headers(account),
+                )
+            else:
+                raise ProviderRejected("The payment has neither a Flutterwave id nor a reference")
+            txn = data.get("data") or {}
+            if payment.reference and txn.get("tx_ref") != payment.reference:
+                raise ProviderRejected("Flutterwave's verify answer is for another transaction")
+            status = CHARGE_STATUS.get(str(txn.get("status", "")).lower())
+            if status is None:
+                raise ProviderRejected(f"Flutterwave reported an unknown status {txn.get('status')!r}")
+            currency = str(txn.get("currency", "")).upper()
+            try:
+                amount = major_units(txn.get("amount"), currency)
+            except MoneyError as exc:
+                raise ProviderRejected(f"Flutterwave reported an amount we cannot take exactly: {txn.get('amount')!r}") from exc
+            refunded = 0
+            if status == S.SUCCEEDED:
+                refunded = self._refunded_total(client, account, txn.get("id"), currency)
+        if refunded:
+            status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
+        return NormalizedStatus(
+            status=status,
+            external_txn_id=str(txn.get("id", "")),
+            amount_minor=amount,
+            currency=currency,
+            refunded_total_minor=refunded or None,
+            detail=str(txn.get("processor_response") or txn.get("status"))[:200],
+        )
+
+    def _refunded_total(self, client, account, transaction_id, currency: str) -> int:
+        # GET /v3/refunds lists refunds; filtering by the transaction's id (``id``) and the
+        # ``tx_id`` field of each refund follow Flutterwave's v3 reference (the filter name is
+        # unconfirmed, so the answer is filtered again here). Only completed refunds count.
+        data = self.request_json(
+            client, "GET", f"{self.api_base_url()}/v3/refunds", params={"id": transaction_id}, headers=self._headers(account)
+        )
+        total = 0
+        for refund in data.get("data") or []:
+            if str(refund.get("tx_id")) != str(transaction_id) or str(refund.get("status")).lower() != "completed":
+                continue
+            try:
+                total += major_units(refund.get("amount_refunded"), currency)
+            except MoneyError as exc:
+                raise ProviderRejected(f"Flutterwave reported a refund we cannot take exactly: {refund!r}"[:300]) from exc
+        return total
+
+    def refund(self, *, payment, amount_minor: int) -> RefundResult:
+        """``POST /v3/transactions/<id>/refund`` with the amount in major units."""
+        if not payment.external_txn_id:
+            raise ProviderRejected("The payment has no Flutterwave transaction id to refund")
+        body = {"amount": str(from_minor(amount_minor, payment.currency))}
+        with self.http_client() as client:
+            data = self.request_json(
+                client,
+                "POST",
+                f"{self.api_base_url()}/v3/transactions/{payment.external_txn_id}/refund",
+                json=body,
+                headers=self._headers(payment.account),
+            )
+        refund = data.get("data") or {}
+        total = payment.refunded_amount_minor + amount_minor
+        return RefundResult(
+            external_refund_id=str(refund.get("id", "")),
+            status=S.REFUNDED if total >= payment.amount_minor else S.PARTIALLY_REFUNDED,
+        )

@@ -1,0 +1,269 @@
+"""Paystack: hosted checkout (transaction/initialize), webhooks signed with the secret API key.
+
+Webhook (https://paystack.com/docs/payments/webhooks/ ; official snippets in
+github.com/PaystackOSS/doc-code-snippets): ``x-paystack-signature`` is the hex HMAC-**SHA512** of
+the raw body keyed with the account's secret key (``sk_test_...`` / ``sk_live_...``). There is no
+separate webhook secret, so for Paystack the account's ``webhook_secret`` *is* its secret API key
+(``signs_with_api_key``); during a key rotation the previous key keeps verifying until it expires.
+No timestamp, so no replay window: the deterministic event id makes a replay a duplicate.
+
+Paystack events carry no event id. Ours is built from the payload: ``<event>:<data.id>`` (the
+transaction's or the refund's id), so a redelivery of the same notification is a duplicate.
+
+Events: ``charge.success`` -> succeeded; ``charge.failed`` (if the account gets one) -> failed;
+``refund.processed`` -> refund of ``data.amount`` (this refund's amount, a delta: Paystack does
+not report a cumulative total); ``refund.pending/processing/failed`` and everything else
+(``transfer.*``, ``subscription.*``...) are stored and concern no payment.
+
+Amounts are integers in the currency's subunit (kobo, pesewas, cents): x100 of the major unit.
+Paystack's multiplier for zero-decimal ISO currencies (XOF, RWF) is unconfirmed, so those are
+refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from payments.money import MoneyError, exponent, scale_units
+from payments.state import PaymentStatus
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.common import CurrencyCode, Identifier, NonEmpty, integer_units, metadata_text, minor_or_error
+from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
+
+S = PaymentStatus
+
+# Paystack's subunit is a hundredth of the major unit for every currency it documents.
+PAYSTACK_EXPONENT = 2
+
+
+def from_paystack_amount(value: Any, currency: str) -> int:
+    """Paystack subunits -> ISO minor units; refused where ISO's exponent is not Paystack's 2."""
+    if exponent(currency) != PAYSTACK_EXPONENT:
+        raise MoneyError(f"Paystack's subunit for {currency} is unconfirmed; refusing to guess")
+    return scale_units(integer_units(value), from_exponent=PAYSTACK_EXPONENT, to_exponent=exponent(currency), currency=currency)
+
+
+def to_paystack_amount(amount_minor: int, currency: str) -> int:
+    if exponent(currency) != PAYSTACK_EXPONENT:
+        raise MoneyError(f"Paystack's subunit for {currency} is unconfirmed; refusing to guess")
+    return amount_minor
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Customer(_Model):
+    email: str | None = None
+    customer_code: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+
+
+class Transaction(_Model):
+    id: int | Identifier
+    reference: Identifier
+    currency: CurrencyCode
+    amount: Any
+    status: str = ""
+    domain: str = "live"
+    # Paystack sends "" or null when the checkout had no metadata.
+    metadata: dict[str, Any] | str | None = None
+    customer: Customer | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(from_paystack_amount, value, info.data.get("currency"))
+
+
+class Refund(_Model):
+    id: int | Identifier
+    transaction_reference: Identifier
+    currency: CurrencyCode
+    amount: Any
+    status: str = ""
+    domain: str = "live"
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(from_paystack_amount, value, info.data.get("currency"))
+
+
+class _Envelope(_Model):
+    event: NonEmpty
+    data: dict[str, Any]
+
+
+class ChargeEvent(_Model):
+    event: NonEmpty
+    data: Transaction
+
+
+class RefundEvent(_Model):
+    event: NonEmpty
+    data: Refund
+
+
+CHARGE_EVENTS = {"charge.success": S.SUCCEEDED, "charge.failed": S.FAILED}
+# Only a processed refund has returned money; the others announce progress.
+REFUND_EVENTS = {"refund.processed": S.REFUNDED, "refund.pending": None, "refund.processing": None, "refund.failed": None}
+
+# transaction/verify's data.status -> ours. "abandoned" is Paystack's initial state for a checkout
+# that has not been completed yet, so it is still open.
+VERIFY_STATUS = {
+    "success": S.SUCCEEDED,
+    "failed": S.FAILED,
+    "reversed": S.REFUNDED,
+    "abandoned": S.PENDING,
+    "ongoing": S.PENDING,
+    "pending": S.PENDING,
+    "processing": S.PROCESSING,
+    "queued": S.PROCESSING,
+}
+
+
+class PaystackProvider(ProviderAdapter):
+    slug = "paystack"
+    display_name = "Paystack"
+    verification_method = "x-paystack-signature (HMAC-SHA512 of the body, keyed with the secret API key)"
+    api_base_url_setting = "PAYSTACK_API_BASE_URL"
+    signs_with_api_key = True
+    test_key_marker = "sk_test_"
+    signature_header = "x-paystack-signature"
+
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
+        signature = headers.get(self.signature_header, "")
+        if not signature:
+            raise SignatureMissing(f"Missing {self.signature_header} header")
+        if not self.hmac_matches(
+            secrets=account.webhook_secrets(), message=body, signature=signature, digestmod=hashlib.sha512
+        ):
+            raise SignatureInvalid(f"{self.signature_header} does not match the body")
+
+    def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        envelope = self.validate(_Envelope, payload)
+        kind = envelope.event
+        expected_domain = "test" if account.test_mode else "live"
+        if kind in CHARGE_EVENTS:
+            txn = self.validate(ChargeEvent, payload, event_type=kind).data
+            customer = txn.customer.model_dump(exclude_none=True) if txn.customer else {}
+            return NormalizedEvent(
+                event_id=f"{kind}:{txn.id}",
+                event_type=kind,
+                # A test-mode event never moves money on a live account (and vice versa).
+                status=CHARGE_EVENTS[kind] if txn.domain == expected_domain else None,
+                external_txn_id=str(txn.id),
+                amount_minor=txn.amount,
+                currency=txn.currency,
+                reference=txn.reference,
+                provider_student_id=metadata_text(txn.metadata, "student_id"),
+                payer={k: v for k, v in customer.items() if v},
+                raw=payload,
+            )
+        if kind in REFUND_EVENTS:
+            refund = self.validate(RefundEvent, payload, event_type=kind).data
+            status = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            return NormalizedEvent(
+                event_id=f"{kind}:{refund.id}",
+                event_type=kind,
+                status=status,
+                amount_minor=refund.amount,
+                currency=refund.currency,
+                reference=refund.transaction_reference,
+                # Paystack reports each refund's own amount, not a running total.
+                refund_amount_minor=refund.amount if status else None,
+                raw=payload,
+            )
+        data = envelope.data
+        key = data.get("id") or data.get("reference") or data.get("transfer_code") or hashlib.sha256(
+            repr(sorted(data.items())).encode()
+        ).hexdigest()[:32]
+        return NormalizedEvent(event_id=f"{kind}:{key}"[:255], event_type=kind, status=None, raw=payload)
+
+    # --- Payment API (https://github.com/PaystackOSS/openapi) ---------------------------------
+
+    def _headers(self, account) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret_api_key(account)}", "Accept": "application/json"}
+
+    def create_checkout(self, *, payment, return_urls) -> CheckoutResult:
+        email = (payment.payer or {}).get("email")
+        if not email:
+            raise ProviderRejected("Paystack needs the payer's email address to start a checkout")
+        if not payment.reference:
+            raise ProviderRejected("The payment has no reference to give Paystack")
+        try:
+            amount = to_paystack_amount(payment.amount_minor, payment.currency)
+        except MoneyError as exc:
+            raise ProviderRejected(str(exc)) from exc
+        metadata = {"payment_id": str(payment.pk), "school": payment.school.code, "cancel_action": return_urls.cancel_url}
+        if payment.provider_student_id:
+            metadata["student_id"] = payment.provider_student_id
+        body = {
+            "email": email,
+            "amount": amount,
+            "currency": payment.currency,
+            "reference": payment.reference,
+            "callback_url": return_urls.success_url,
+            "metadata": metadata,
+        }
+        with self.http_client() as client:
+            data = self.request_json(
+                client, "POST", f"{self.api_base_url()}/transaction/initialize", json=body, headers=self._headers(payment.account)
+            )
+        result = data.get("data") or {}
+        if not data.get("status") or not result.get("authorization_url"):
+            raise ProviderRejected(f"Paystack did not start the checkout: {data.get('message', 'no message')}")
+        return CheckoutResult(
+            redirect_url=result["authorization_url"],
+            provider_data={"paystack_access_code": result.get("access_code", "")},
+        )
+
+    def fetch_status(self, *, payment) -> NormalizedStatus:
+        if not payment.reference:
+            raise ProviderRejected("The payment has no reference to look up at Paystack")
+        url = f"{self.api_base_url()}/transaction/verify/{quote(payment.reference, safe='')}"
+        with self.http_client() as client:
+            data = self.request_json(client, "GET", url, headers=self._headers(payment.account))
+        txn = data.get("data") or {}
+        status = VERIFY_STATUS.get(str(txn.get("status")))
+        if status is None:
+            raise ProviderRejected(f"Paystack reported an unknown status {txn.get('status')!r}")
+        currency = str(txn.get("currency", "")).upper()
+        try:
+            amount = from_paystack_amount(txn.get("amount"), currency)
+        except (MoneyError, KeyError) as exc:
+            raise ProviderRejected(f"Paystack reported an amount we cannot take exactly: {txn.get('amount')!r}") from exc
+        return NormalizedStatus(
+            status=status,
+            external_txn_id=str(txn.get("id", "")),
+            amount_minor=amount,
+            currency=currency,
+            refunded_total_minor=amount if status == S.REFUNDED else None,
+            detail=str(txn.get("gateway_response") or txn.get("status")),
+        )
+
+    def refund(self, *, payment, amount_minor: int) -> RefundResult:
+        """Ask Paystack to refund ``amount_minor``; the ``refund.processed`` webhook applies it."""
+        try:
+            amount = to_paystack_amount(amount_minor, payment.currency)
+        except MoneyError as exc:
+            raise ProviderRejected(str(exc)) from exc
+        body = {"transaction": payment.reference or payment.external_txn_id, "amount": amount}
+        with self.http_client() as client:
+            data = self.request_json(
+                client, "POST", f"{self.api_base_url()}/refund", json=body, headers=self._headers(payment.account)
+            )
+        refund = data.get("data") or {}
+        total = payment.refunded_amount_minor + amount_minor
+        return RefundResult(
+            external_refund_id=str(refund.get("id", "")),
+            status=S.REFUNDED if total >= payment.amount_minor else S.PARTIALLY_REFUNDED,
+        )

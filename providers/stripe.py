@@ -1,0 +1,393 @@
+"""Stripe: Checkout Sessions, webhooks verified by the official ``stripe`` SDK.
+
+Webhook (https://docs.stripe.com/webhooks): ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]``,
+HMAC-SHA256 of ``"<t>." + raw body`` keyed with the endpoint's signing secret (``whsec_...``),
+which is the account's ``webhook_secret``. The SDK's ``WebhookSignature.verify_header`` checks
+every ``v1`` value in constant time and refuses timestamps older than 300 s; we run it once per
+secret we hold (current and, during a rotation, previous).
+
+Events (https://docs.stripe.com/checkout/fulfillment): ``checkout.session.completed`` (paid, or
+``unpaid`` for delayed methods), ``checkout.session.async_payment_succeeded`` / ``_failed``,
+``checkout.session.expired``, ``payment_intent.succeeded`` / ``payment_intent.payment_failed``,
+``charge.refunded`` (``amount_refunded`` is the cumulative total). Anything else is stored and
+concerns no payment.
+
+Amounts (https://docs.stripe.com/currencies) are integers in Stripe's unit, which is not always
+ISO's: see ``stripe_exponent``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import stripe
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+
+from payments.money import MoneyError, exponent, scale_units
+from payments.state import PaymentStatus
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.common import CurrencyCode, Identifier, NonEmpty, metadata_text, minor_or_error
+from providers.errors import (
+    PayloadInvalid,
+    ProviderRejected,
+    ProviderUnavailable,
+    SignatureInvalid,
+    SignatureMissing,
+)
+
+S = PaymentStatus
+
+# Stripe's zero-decimal currencies: the integer is the whole amount (UGX 5000 -> 5000).
+# https://stripe.com/docs/currencies (archived copy, see shared/reference/providers.md 1.5).
+# UGX is on this list; whether Stripe adds a two-decimal backwards-compatibility rule for UGX is
+# unconfirmed: we follow the published list, and a session's amount that is not what we asked
+# for is taken as confirmed by the payment rules, so check UGX in the sandbox before going live.
+STRIPE_ZERO_DECIMAL = frozenset(
+    {"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"}
+)
+
+
+def stripe_exponent(currency: str) -> int:
+    """Decimal places of Stripe's integer unit for ``currency``.
+
+    Zero-decimal list -> 0 (MGA too, although ISO gives it 2). Three-decimal currencies (BHD,
+    JOD, KWD, OMR, TND) -> 3. Everything else -> 2, including ISK, which ISO makes zero-decimal
+    but Stripe keeps two-decimal in multiples of 100, and HUF and TWD, whose two decimals are
+    only restricted for payouts, not charges.
+    """
+    if currency in STRIPE_ZERO_DECIMAL:
+        return 0
+    return 3 if exponent(currency) == 3 else 2
+
+
+def from_stripe_amount(amount: int, currency: str) -> int:
+    """Stripe's integer -> ISO minor units, exactly (ISK 10000 -> 100 krónur; ISK 150 refused)."""
+    return scale_units(amount, from_exponent=stripe_exponent(currency), to_exponent=exponent(currency), currency=currency)
+
+
+def to_stripe_amount(amount_minor: int, currency: str) -> int:
+    """ISO minor units -> Stripe's integer. Three-decimal currencies must end in 0 for Stripe."""
+    amount = scale_units(
+        amount_minor, from_exponent=exponent(currency), to_exponent=stripe_exponent(currency), currency=currency
+    )
+    if stripe_exponent(currency) == 3 and amount % 10:
+        raise MoneyError(f"Stripe charges {currency} in multiples of 10 of its minor unit")
+    return amount
+
+
+def _stripe_amount_field(cls, value: Any, info: ValidationInfo) -> int:
+    return minor_or_error(lambda v, c: from_stripe_amount(v, c), value, info.data.get("currency"))
+
+
+class _StripeObject(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CustomerDetails(_StripeObject):
+    email: str | None = None
+    name: str | None = None
+    phone: str | None = None
+
+
+class CheckoutSession(_StripeObject):
+    id: Identifier
+    currency: CurrencyCode
+    amount_total: StrictInt
+    payment_status: Literal["paid", "unpaid", "no_payment_required"]
+    status: Literal["open", "complete", "expired"] | None = None
+    client_reference_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    payment_intent: str | None = None
+    customer_details: CustomerDetails | None = None
+
+    _amount = field_validator("amount_total")(_stripe_amount_field)
+
+
+class PaymentIntent(_StripeObject):
+    id: Identifier
+    currency: CurrencyCode
+    amount: StrictInt
+    status: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _amount = field_validator("amount")(_stripe_amount_field)
+
+
+class Charge(_StripeObject):
+    id: Identifier
+    currency: CurrencyCode
+    amount: StrictInt
+    amount_refunded: StrictInt
+    payment_intent: Identifier
+    refunded: StrictBool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _amount = field_validator("amount", "amount_refunded")(_stripe_amount_field)
+
+
+class _Envelope(_StripeObject):
+    id: NonEmpty
+    type: NonEmpty
+    livemode: StrictBool
+
+
+class _SessionData(_StripeObject):
+    object: CheckoutSession
+
+
+class _IntentData(_StripeObject):
+    object: PaymentIntent
+
+
+class _ChargeData(_StripeObject):
+    object: Charge
+
+
+class SessionEvent(_Envelope):
+    data: _SessionData
+
+
+class IntentEvent(_Envelope):
+    data: _IntentData
+
+
+class ChargeEvent(_Envelope):
+    data: _ChargeData
+
+
+SESSION_EVENTS = {
+    "checkout.session.completed": None,  # depends on payment_status
+    "checkout.session.async_payment_succeeded": S.SUCCEEDED,
+    "checkout.session.async_payment_failed": S.FAILED,
+    "checkout.session.expired": S.EXPIRED,
+}
+INTENT_EVENTS = {"payment_intent.succeeded": S.SUCCEEDED, "payment_intent.payment_failed": S.FAILED}
+
+# One HTTP client for every StripeClient: httpx pools connections and is thread-safe.
+_http_client: stripe.HTTPClient | None = None
+_http_client_lock = threading.Lock()
+
+
+class StripeProvider(ProviderAdapter):
+    slug = "stripe"
+    display_name = "Stripe"
+    verification_method = "Stripe-Signature (HMAC-SHA256 of timestamp and body, 300 s tolerance), via the stripe SDK"
+    api_base_url_setting = "STRIPE_API_BASE_URL"
+    test_key_marker = "_test_"  # sk_test_..., rk_test_...
+    signature_header = "Stripe-Signature"
+    tolerance_seconds = stripe.Webhook.DEFAULT_TOLERANCE  # 300
+
+    # --- Webhooks ----------------------------------------------------------------------------
+
+    def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
+        header = headers.get(self.signature_header, "")
+        if not header:
+            raise SignatureMissing(f"Missing {self.signature_header} header")
+        expired = False
+        for secret in account.webhook_secrets():
+            try:
+                stripe.WebhookSignature.verify_header(body, header, secret, tolerance=self.tolerance_seconds)
+                return
+            except stripe.SignatureVerificationError as exc:
+                # The SDK compares signatures first, so this message means the signature matched.
+                expired |= str(exc).startswith("Timestamp outside the tolerance zone")
+            except UnicodeDecodeError:
+                break
+        if expired:
+            raise SignatureInvalid(f"{self.signature_header} timestamp is older than {self.tolerance_seconds} seconds")
+        raise SignatureInvalid(f"{self.signature_header} does not match the body")
+
+    def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        envelope = self.validate(_Envelope, payload)
+        kind = envelope.type
+        # A test-mode event never moves money on a live account, nor a live one on a test account.
+        other_mode = envelope.livemode == bool(account.test_mode)
+        if kind in SESSION_EVENTS:
+            event = self.validate(SessionEvent, payload, event_type=kind)
+            session = event.data.object
+            status = SESSION_EVENTS[kind]
+            if status is None:
+                # Delayed methods (bank debits) complete the session unpaid; the money follows in
+                # async_payment_succeeded.
+                status = S.SUCCEEDED if session.payment_status == "paid" else S.PROCESSING
+            details = session.customer_details
+            return NormalizedEvent(
+                event_id=event.id,
+                event_type=kind,
+                status=None if other_mode else status,
+                external_txn_id=session.payment_intent or "",
+                amount_minor=session.amount_total,
+                currency=session.currency,
+                reference=session.client_reference_id or metadata_text(session.metadata, "reference"),
+                checkout_id=session.id,
+                provider_student_id=metadata_text(session.metadata, "student_id"),
+                payer={k: v for k, v in (details.model_dump() if details else {}).items() if v},
+                raw=payload,
+            )
+        if kind in INTENT_EVENTS:
+            event = self.validate(IntentEvent, payload, event_type=kind)
+            intent = event.data.object
+            return NormalizedEvent(
+                event_id=event.id,
+                event_type=kind,
+                status=None if other_mode else INTENT_EVENTS[kind],
+                external_txn_id=intent.id,
+                amount_minor=intent.amount,
+                currency=intent.currency,
+                reference=metadata_text(intent.metadata, "reference"),
+                provider_student_id=metadata_text(intent.metadata, "student_id"),
+                raw=payload,
+            )
+        if kind == "charge.refunded":
+            event = self.validate(ChargeEvent, payload, event_type=kind)
+            charge = event.data.object
+            if charge.amount_refunded > charge.amount:
+                raise PayloadInvalid(
+                    [{"field": "data.object.amount_refunded", "message": "refunded more than the charge"}],
+                    event_type=kind,
+                )
+            return NormalizedEvent(
+                event_id=event.id,
+                event_type=kind,
+                status=None if other_mode else (S.REFUNDED if charge.amount_refunded == charge.amount else S.PARTIALLY_REFUNDED),
+                external_txn_id=charge.payment_intent,
+                amount_minor=charge.amount,
+                currency=charge.currency,
+                reference=metadata_text(charge.metadata, "reference"),
+                # Stripe reports the cumulative refunded amount on the charge.
+                refunded_total_minor=charge.amount_refunded,
+                raw=payload,
+            )
+        return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)
+
+    # --- Payment API (https://docs.stripe.com/api/checkout/sessions) --------------------------
+
+    def client(self, account) -> stripe.StripeClient:
+        """A client for this account only: key and base URL are per client, never set on the
+        ``stripe`` module, so accounts and threads cannot leak into each other."""
+        global _http_client
+        with _http_client_lock:
+            if _http_client is None:
+                _http_client = stripe.HTTPXClient(timeout=self.api_timeout_seconds, allow_sync_methods=True)
+        return stripe.StripeClient(
+            self.secret_api_key(account),
+            base_addresses={"api": self.api_base_url(account)},
+            http_client=_http_client,
+            # Our own callers retry with backoff; the SDK's quick retries reuse the idempotency key.
+            max_network_retries=1,
+        )
+
+    def create_checkout(self, *, payment, return_urls) -> CheckoutResult:
+        try:
+            unit_amount = to_stripe_amount(payment.amount_minor, payment.currency)
+        except MoneyError as exc:
+            raise ProviderRejected(str(exc)) from exc
+        metadata = {"reference": payment.reference or "", "payment_id": str(payment.pk)}
+        if payment.provider_student_id:
+            metadata["student_id"] = payment.provider_student_id
+        params = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": payment.currency.lower(),
+                        "unit_amount": unit_amount,
+                        "product_data": {"name": _description(payment)},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "success_url": return_urls.success_url,
+            "cancel_url": return_urls.cancel_url,
+            "client_reference_id": payment.reference or str(payment.pk),
+            "metadata": metadata,
+            # Copied onto the PaymentIntent so payment_intent.* events carry our reference too.
+            "payment_intent_data": {"metadata": metadata},
+        }
+        if payment.payer.get("email"):
+            params["customer_email"] = payment.payer["email"]
+        # One session per payment, even if the caller retries after a timeout.
+        session = self._call(
+            lambda c: c.v1.checkout.sessions.create(params, {"idempotency_key": f"checkout-{payment.pk}"}),
+            payment.account,
+        )
+        return CheckoutResult(
+            redirect_url=session["url"],
+            checkout_id=session["id"],
+            provider_data={"stripe_session_id": session["id"]},
+        )
+
+    def fetch_status(self, *, payment) -> NormalizedStatus:
+        if not payment.provider_checkout_id:
+            raise ProviderRejected("No Stripe Checkout Session was started for this payment")
+        session = self._call(lambda c: c.v1.checkout.sessions.retrieve(payment.provider_checkout_id), payment.account)
+        currency = str(session["currency"]).upper()
+        amount = self._amount(session["amount_total"], currency)
+        intent_id = session.get("payment_intent") or ""
+        if session["payment_status"] == "paid":
+            refunded = 0
+            if intent_id:
+                intent = self._call(
+                    lambda c: c.v1.payment_intents.retrieve(intent_id, {"expand": ["latest_charge"]}), payment.account
+                )
+                charge = intent.get("latest_charge")
+                if charge and not isinstance(charge, str):
+                    refunded = self._amount(charge["amount_refunded"], currency)
+            if refunded:
+                status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
+                return NormalizedStatus(status, intent_id, amount, currency, refunded_total_minor=refunded, detail="refunded")
+            return NormalizedStatus(S.SUCCEEDED, intent_id, amount, currency, detail="paid")
+        if session["status"] == "expired":
+            return NormalizedStatus(S.EXPIRED, intent_id, None, currency, detail="session expired")
+        if session["status"] == "complete":
+            return NormalizedStatus(S.PROCESSING, intent_id, None, currency, detail="awaiting a delayed payment")
+        return NormalizedStatus(S.PENDING, intent_id, None, currency, detail="session open")
+
+    def refund(self, *, payment, amount_minor: int) -> RefundResult:
+        """Refund ``amount_minor`` of the payment's PaymentIntent. The status returned is the one
+        the payment reaches once the refund lands (the ``charge.refunded`` webhook applies it)."""
+        if not payment.external_txn_id:
+            raise ProviderRejected("The payment has no Stripe PaymentIntent to refund")
+        try:
+            amount = to_stripe_amount(amount_minor, payment.currency)
+        except MoneyError as exc:
+            raise ProviderRejected(str(exc)) from exc
+        # Deterministic: a retried request after a timeout cannot refund twice.
+        key = f"refund-{payment.pk}-{payment.refunded_amount_minor}-{amount_minor}"
+        refund = self._call(
+            lambda c: c.v1.refunds.create(
+                {"payment_intent": payment.external_txn_id, "amount": amount, "metadata": {"reference": payment.reference or ""}},
+                {"idempotency_key": key},
+            ),
+            payment.account,
+        )
+        if refund["status"] in ("failed", "canceled"):
+            raise ProviderRejected(f"Stripe refused the refund ({refund['status']})")
+        total = payment.refunded_amount_minor + amount_minor
+        return RefundResult(refund["id"], S.REFUNDED if total >= payment.amount_minor else S.PARTIALLY_REFUNDED)
+
+    def _call(self, request, account):
+        """Run one SDK call and return the object as plain dicts; map Stripe's errors onto ours
+        (retry later, or give up)."""
+        try:
+            return request(self.client(account)).to_dict()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            raise ProviderUnavailable(f"Stripe unavailable: {type(exc).__name__}") from exc
+        except stripe.StripeError as exc:
+            if exc.http_status is None or exc.http_status >= 500:
+                raise ProviderUnavailable(f"Stripe answered HTTP {exc.http_status}") from exc
+            raise ProviderRejected(f"Stripe refused the request (HTTP {exc.http_status}): {exc.user_message or exc.code}") from exc
+
+    @staticmethod
+    def _amount(value: Any, currency: str) -> int:
+        try:
+            return from_stripe_amount(int(value), currency)
+        except (MoneyError, TypeError, ValueError) as exc:
+            raise ProviderRejected(f"Stripe reported an amount we cannot take exactly: {value!r} {currency}") from exc
+
+
+def _description(payment) -> str:
+    return f"{payment.school.name} fees ({payment.reference or payment.pk})"[:250]
