@@ -114,6 +114,17 @@ class DatabaseGauges:
         return families
 
 
+class _Everything:
+    """A collector that yields what another registry collects (no ``describe``: registering it
+    checks no names)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        return self.registry.collect()
+
+
 _registry_lock = threading.Lock()
 _scrape_registry: CollectorRegistry | None = None
 database_gauges = DatabaseGauges()
@@ -124,11 +135,11 @@ def scrape_registry() -> CollectorRegistry:
     global _scrape_registry
     with _registry_lock:
         if _scrape_registry is None:
+            registry = CollectorRegistry()
             if multiprocess_dir():
-                registry = CollectorRegistry()
                 multiprocess.MultiProcessCollector(registry)
             else:
-                registry = REGISTRY  # this process's metrics, plus process and GC metrics
+                registry.register(_Everything(REGISTRY))  # this process's metrics, process and GC
             registry.register(database_gauges)
             _scrape_registry = registry
         return _scrape_registry
