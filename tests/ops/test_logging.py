@@ -60,8 +60,13 @@ def json_lines():
     handler.addFilter(RequestContextFilter())
     handler.addFilter(RedactSecretsFilter())
     logger.addHandler(handler)
+    # Another test's logging set-up (a Celery worker's) may have disabled or raised it.
+    disabled, level = logger.disabled, logger.level
+    logger.disabled = False
+    logger.setLevel(logging.INFO)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     logger.removeHandler(handler)
+    logger.disabled, logger.level = disabled, level
 
 
 @override_settings(ROOT_URLCONF=__name__)
