@@ -197,7 +197,7 @@ INSTALLED_APPS += ["ops"]
 MIDDLEWARE = ["ops.middleware.RequestIdMiddleware", "ops.middleware.ProbeMiddleware", *MIDDLEWARE]
 # Static files (the admin's) are collected into the image and served by gunicorn through
 # WhiteNoise; in development runserver serves them.
-SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION)
+SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION and Path(STATIC_ROOT).is_dir())
 if SERVE_STATIC:
     MIDDLEWARE.insert(
         MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
