@@ -43,9 +43,7 @@ def database_check(*, timeout: float) -> str | None:
 
 
 def redis_check(*, timeout: float) -> str | None:
-    """None when Redis answers PING, else why not. Not configured (development) is fine."""
-    if not settings.REDIS_URL:
-        return None
+    """None when Redis answers PING, else why not."""
     import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
@@ -59,13 +57,11 @@ def redis_check(*, timeout: float) -> str | None:
 
 
 def readiness() -> tuple[bool, dict[str, str]]:
-    """(ready, {check: "ok" | "not configured" | reason})."""
+    """(ready, {check: "ok" | "not configured" | the reason it failed})."""
     timeout = settings.READINESS_TIMEOUT_SECONDS
-    results = {
-        "database": database_check(timeout=timeout),
-        "redis": redis_check(timeout=timeout) if settings.REDIS_URL else None,
-    }
-    checks = {name: error or "ok" for name, error in results.items()}
-    if not settings.REDIS_URL:
-        checks["redis"] = "not configured"
-    return all(error is None for error in results.values()), checks
+    errors = {"database": database_check(timeout=timeout)}
+    if settings.REDIS_URL:
+        errors["redis"] = redis_check(timeout=timeout)
+    checks = {name: error or "ok" for name, error in errors.items()}
+    checks.setdefault("redis", "not configured")
+    return all(error is None for error in errors.values()), checks

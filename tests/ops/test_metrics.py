@@ -41,7 +41,7 @@ def _fresh_database_gauges(settings):
     database_gauges.clear()
 
 
-def test_webhooks_are_counted_by_provider_and_outcome(client, account):
+def test_webhooks_are_counted_by_provider_and_outcome(client, account, settings):
     before = {
         key: webhooks_count(*key)
         for key in [
@@ -50,6 +50,7 @@ def test_webhooks_are_counted_by_provider_and_outcome(client, account):
             ("surepay", "signature_invalid"),
             ("surepay", "invalid_payload"),
             ("surepay", "method_not_allowed"),
+            ("surepay", "payload_too_large"),
             ("unknown", "unknown_provider"),
         ]
     }
@@ -60,6 +61,8 @@ def test_webhooks_are_counted_by_provider_and_outcome(client, account):
     bad = surepay_body(event_id="evt-bad", amount="1,00")
     assert post_webhook(client, bad, signature=sign(bad)).status_code == 400
     assert client.get("/api/webhooks/surepay").status_code == 405
+    huge = b"x" * (settings.WEBHOOK_MAX_BODY_BYTES + 1)
+    assert post_webhook(client, huge, signature=sign(huge)).status_code == 413
     assert post_webhook(client, body, signature=sign(body), provider="no-such-provider").status_code == 404
 
     after = {key: webhooks_count(*key) for key in before}
