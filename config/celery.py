@@ -21,6 +21,12 @@ app = Celery("school_payments")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# --- Ops (issue 6): request ids into and out of task messages, worker metrics -------------------
+# Handlers in ops.celery_signals; beat entries are in settings.CELERY_BEAT_SCHEDULE.
+from ops import celery_signals  # noqa: E402 - after the app exists
+
+celery_signals.connect(app)
+
 logger = logging.getLogger(__name__)
 
 # After a failed publish, skip the broker for a short while: every request would otherwise wait

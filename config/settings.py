@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
+from ops.logs import json_formatter_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -212,12 +214,59 @@ if IS_PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
+# --- Ops (issue 6): probes, metrics, request ids, JSON logs, retention -------------------------
+# See the README's "Deployment" section. ProbeMiddleware answers /healthz, /readyz and /metrics
+# before the host check (kubelet and Prometheus reach a pod by its IP); RequestIdMiddleware gives
+# each request an id that logs, Celery tasks and the response carry.
+INSTALLED_APPS += ["ops"]
+MIDDLEWARE = ["ops.middleware.RequestIdMiddleware", "ops.middleware.ProbeMiddleware", *MIDDLEWARE]
+# Static files (the admin's) are collected into the image and served by gunicorn through
+# WhiteNoise; in development runserver serves them.
+SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION and Path(STATIC_ROOT).is_dir())
+if SERVE_STATIC:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "whitenoise.middleware.WhiteNoiseMiddleware"
+    )
+# Seconds each readiness check (database, Redis) may take; also bounds the scrape-time queries.
+READINESS_TIMEOUT_SECONDS = float(env_str("READINESS_TIMEOUT_SECONDS", "2") or 2)
+# When set, /metrics (and a worker's metrics port) require "Authorization: Bearer <token>".
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN") or ""
+# How long the database gauges of /metrics (backlogs) are reused between scrapes.
+METRICS_DB_CACHE_SECONDS = float(env_str("METRICS_DB_CACHE_SECONDS", "15") or 15)
+# A Celery worker serves its metrics and /healthz on this port when set (the image's workers: 9100).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0) or None
+# Stored raw webhook bodies and headers of finished events are deleted after this many days.
+WEBHOOK_BODY_RETENTION_DAYS = env_int("WEBHOOK_BODY_RETENTION_DAYS", 90)
+CELERY_BEAT_SCHEDULE["webhook-bodies-purge"] = {
+    "task": "ops.tasks.webhook_bodies_purge",
+    "schedule": crontab(hour=3, minute=17),  # daily, off the hour
+}
+# Keep Django's LOGGING in the worker (JSON, request ids, redaction) instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+# json (one object per line: time, level, logger, message, request_id, extra fields) or plain.
+LOG_FORMAT = (env_str("LOG_FORMAT") or ("json" if IS_PRODUCTION else "plain")).lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_context": {"()": "ops.logs.RequestContextFilter"},
+        "redact_secrets": {"()": "ops.logs.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "json": json_formatter_config(),
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_context", "redact_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # httpx logs every request at INFO; our own code logs what matters.
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},

@@ -4,4 +4,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/webhooks/", include("webhooks.urls")),
+    # Ops (issue 6): /healthz, /readyz, /metrics (also answered by ops.middleware.ProbeMiddleware).
+    path("", include("ops.urls")),
 ]

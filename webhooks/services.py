@@ -32,6 +32,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
+from config.metrics import webhook_processed
 from payments import selectors
 from payments.errors import PermanentError, TransientError
 from payments.models import AggregatorAccount, AuditLog, Payment, WebhookEvent
@@ -301,13 +302,16 @@ def webhook_event_process(*, event_id: int) -> str | None:
         result = f"{result}; confirmed: {change.note}"
     if event.payment_id is not None:
         result = f"{result}; student {payment_student_map(payment_id=event.payment_id)}"
-    WebhookEvent.objects.filter(pk=event.pk, status=WebhookEvent.Status.PROCESSING).update(
+    processed_at = timezone.now()
+    done = WebhookEvent.objects.filter(pk=event.pk, status=WebhookEvent.Status.PROCESSING).update(
         status=WebhookEvent.Status.PROCESSED,
-        processed_at=timezone.now(),
+        processed_at=processed_at,
         result=result[:200],
         last_error="",
         next_attempt_at=None,
     )
+    if done:  # ops (issue 6): the processing lag, received -> processed
+        webhook_processed(event.account.provider, (processed_at - event.received_at).total_seconds())
     return result
 
 

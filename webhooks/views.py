@@ -8,6 +8,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from config.metrics import webhook_answered
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing, UnknownProvider
 from webhooks.services import AccountUnknown, SchoolCodeMissing, webhook_receive
 
@@ -24,11 +25,28 @@ ERROR_RESPONSES: dict[type[Exception], tuple[int, str]] = {
 
 
 def error_response(status: int, code: str, detail: str, **extra) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+    response = JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+    response.outcome = code  # ops (issue 6): the metrics label of this answer
+    return response
 
 
+# Ops (issue 6): every answer is counted here, by provider and outcome (the error code, or
+# accepted/duplicate): one cached counter increment, no I/O.
 @csrf_exempt
 def webhook_receive_view(request: HttpRequest, provider: str, school_code: str | None = None) -> JsonResponse:
+    try:
+        response = _webhook_receive(request, provider, school_code)
+    except Exception:
+        webhook_answered(provider, "server_error")
+        raise
+    webhook_answered(provider, getattr(response, "outcome", None) or _SUCCESS_OUTCOMES.get(response.status_code, "other"))
+    return response
+
+
+_SUCCESS_OUTCOMES = {202: "accepted", 200: "duplicate"}
+
+
+def _webhook_receive(request: HttpRequest, provider: str, school_code: str | None) -> JsonResponse:
     if request.method != "POST":
         response = error_response(405, "method_not_allowed", "Use POST")
         response["Allow"] = "POST"

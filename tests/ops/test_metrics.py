@@ -1,0 +1,244 @@
+"""/metrics: webhooks by provider and outcome, processing lag, QuickBooks counters, backlog
+gauges from the database, the optional bearer token, multiprocess mode under gunicorn, and a
+worker's own metrics port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import timedelta
+import sys
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from config.metrics import QBO_REQUESTS, QBO_THROTTLED
+from ops.metrics import database_gauges, worker_metrics_serve
+from payments.models import WebhookEvent
+from tests.conftest import REPO, free_port, post_webhook, process_pending, sign, surepay_body, wait_for
+from tests.factories import AccountFactory, SchoolFactory
+
+
+def webhooks_count(provider: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("webhooks_received_total", {"provider": provider, "outcome": outcome}) or 0.0
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_database_gauges(settings):
+    settings.METRICS_DB_CACHE_SECONDS = 0
+    database_gauges.clear()
+    yield
+    database_gauges.clear()
+
+
+def test_webhooks_are_counted_by_provider_and_outcome(client, account, settings):
+    before = {
+        key: webhooks_count(*key)
+        for key in [
+            ("surepay", "accepted"),
+            ("surepay", "duplicate"),
+            ("surepay", "signature_invalid"),
+            ("surepay", "invalid_payload"),
+            ("surepay", "method_not_allowed"),
+            ("surepay", "payload_too_large"),
+            ("unknown", "unknown_provider"),
+        ]
+    }
+    body = surepay_body()
+    assert post_webhook(client, body, signature=sign(body)).status_code == 202
+    assert post_webhook(client, body, signature=sign(body), provider="SUREPAY").status_code == 200
+    assert post_webhook(client, body, signature="0" * 64).status_code == 401
+    bad = surepay_body(event_id="evt-bad", amount="1,00")
+    assert post_webhook(client, bad, signature=sign(bad)).status_code == 400
+    assert client.get("/api/webhooks/surepay").status_code == 405
+    huge = b"x" * (settings.WEBHOOK_MAX_BODY_BYTES + 1)
+    assert post_webhook(client, huge, signature=sign(huge)).status_code == 413
+    assert post_webhook(client, body, signature=sign(body), provider="no-such-provider").status_code == 404
+
+    after = {key: webhooks_count(*key) for key in before}
+    assert {key: after[key] - before[key] for key in before} == dict.fromkeys(before, 1.0)
+    # An unknown slug from the path never becomes a label of its own.
+    assert REGISTRY.get_sample_value("webhooks_received_total", {"provider": "no-such-provider", "outcome": "unknown_provider"}) is None
+
+
+def test_processing_lag_is_observed_when_an_event_is_processed(client, account, fake_directory):
+    def lag(name):
+        return REGISTRY.get_sample_value(f"webhook_processing_lag_seconds_{name}", {"provider": "surepay"}) or 0.0
+
+    count_before, sum_before = lag("count"), lag("sum")
+    body = surepay_body()
+    post_webhook(client, body, signature=sign(body))
+    WebhookEvent.objects.update(received_at=WebhookEvent.objects.get().received_at - timedelta(seconds=30))
+    assert process_pending() and WebhookEvent.objects.get().status == "processed"
+    assert lag("count") - count_before == 1
+    assert 30 <= lag("sum") - sum_before < 40
+    # Processing it again (a redelivered task) observes nothing more.
+    process_pending()
+    assert lag("count") - count_before == 1
+
+
+@pytest.mark.django_db
+def test_metrics_page_has_every_metric_family(client):
+    QBO_REQUESTS.labels("ok").inc()
+    QBO_THROTTLED.labels("limiter").inc()
+    response = client.get("/metrics", HTTP_HOST="10.1.2.3:8000")  # Prometheus scrapes the pod IP
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert {
+        "webhooks_received",
+        "webhook_processing_lag_seconds",
+        "qbo_requests",
+        "qbo_throttled",
+        "metrics_database_up",
+        "webhook_events_unfinished",
+        "webhook_events_oldest_unfinished_age_seconds",
+    } <= names
+    text = response.content.decode()
+    assert 'qbo_requests_total{outcome="ok"}' in text
+    assert 'qbo_throttled_total{source="limiter"}' in text
+
+
+def test_backlog_gauges_come_from_the_database(client, account):
+    for number in range(3):
+        body = surepay_body(event_id=f"evt-{number}", external_txn_id=f"txn-{number}")
+        post_webhook(client, body, signature=sign(body))
+    WebhookEvent.objects.filter(external_event_id="evt-0").update(status="processing")
+    WebhookEvent.objects.filter(external_event_id="evt-1").update(
+        received_at=WebhookEvent.objects.get(external_event_id="evt-1").received_at - timedelta(minutes=5)
+    )
+    values = samples(client.get("/metrics").content.decode())
+    assert values[("metrics_database_up", ())] == 1
+    assert values[("webhook_events_unfinished", (("status", "pending"),))] == 2
+    assert values[("webhook_events_unfinished", (("status", "processing"),))] == 1
+    assert 300 <= values[("webhook_events_oldest_unfinished_age_seconds", ())] < 330
+    # The QuickBooks sync fields are not on Payment yet: no made-up backlog number.
+    assert not any(name == "payments_sync_backlog" for name, _ in values)
+
+
+def test_sync_backlog_is_served_when_it_can_be_computed(client, db, monkeypatch):
+    from payments.models import Payment
+    from ops import selectors
+
+    monkeypatch.setattr(selectors, "sync_backlog_queryset", lambda: Payment.objects.filter(status="succeeded"))
+    from tests.factories import PaymentFactory
+
+    PaymentFactory(status="succeeded")
+    PaymentFactory(status="pending")
+    values = samples(client.get("/metrics").content.decode())
+    assert values[("payments_sync_backlog", ())] == 1
+
+
+def test_a_database_failure_does_not_break_the_scrape(client, db, monkeypatch):
+    from ops import selectors
+
+    def broken(**kwargs):
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(selectors, "backlog_read", broken)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    values = samples(response.content.decode())
+    assert values[("metrics_database_up", ())] == 0
+
+
+@pytest.mark.django_db
+def test_bearer_token_protects_metrics_when_set(client, settings):
+    settings.METRICS_BEARER_TOKEN = "scrape-token"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token")
+    assert response.status_code == 200 and b"webhooks_received_total" in response.content
+
+
+def test_worker_metrics_port_serves_metrics_and_healthz():
+    from config.metrics import webhook_processed
+
+    port = free_port()
+    server = worker_metrics_serve(port=port, host="127.0.0.1", token="worker-token")
+    try:
+        webhook_processed("dummy", 1.5)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        response = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer worker-token"})
+        assert response.status_code == 200
+        assert 'webhook_processing_lag_seconds_count{provider="dummy"}' in response.text
+        assert "webhook_events_unfinished" not in response.text  # the web pods report the database gauges
+        assert httpx.get(f"{base}/other").status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_multiprocess_mode_adds_up_every_gunicorn_worker(transactional_db, tmp_path, settings):
+    """Two gunicorn workers with PROMETHEUS_MULTIPROC_DIR: whichever worker answers a scrape,
+    the totals are those of both, and they survive a worker's restart."""
+    school = SchoolFactory(code="ng")
+    AccountFactory(school=school, provider="surepay", webhook_secret="sekret")
+    db = settings.DATABASES["default"]
+    port = free_port()
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"left over from an earlier run")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "APP_ENV": "test",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_THREADS": "2",
+        "GUNICORN_KEEPALIVE": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "METRICS_DB_CACHE_SECONDS": "0",
+        "LOG_LEVEL": "WARNING",
+        "GUNICORN_LOGLEVEL": "warning",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py"], cwd=REPO, env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def up():
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, timeout=30)
+        sent = 0
+
+        def counting_processes() -> set[str]:
+            return {path.name.rsplit("_", 1)[1].split(".")[0] for path in metrics_dir.glob("counter_*.db")}
+
+        # New connections until both workers have answered some (bounded).
+        while sent < 12 or (len(counting_processes()) < 2 and sent < 200):
+            body = surepay_body(event_id=f"mp-{sent}", external_txn_id=f"mp-{sent}")
+            headers = {"X-School-Code": "ng", "X-Signature": sign(body), "Content-Type": "application/json", "Connection": "close"}
+            assert httpx.post(f"{base}/api/webhooks/surepay", content=body, headers=headers).status_code == 202
+            sent += 1
+        pids = counting_processes()
+        assert "999999" not in pids  # the master emptied the directory when it started
+        assert len(pids) == 2, pids  # both workers counted some of the webhooks
+
+        key = ("webhooks_received_total", (("outcome", "accepted"), ("provider", "surepay")))
+        for _ in range(6):
+            values = samples(httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text)
+            assert values[key] == sent  # every scrape, whichever worker answered it
+            unfinished = sum(v for (name, _), v in values.items() if name == "webhook_events_unfinished")
+            assert unfinished == sent  # no worker runs here: all still waiting
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
