@@ -4,4 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/webhooks/", include("webhooks.urls")),
+    # Parents pay (issue 4): the staff REST API, and the parent pages.
+    path("api/", include("payments.api.urls")),
+    path("", include("payments.urls")),
 ]
