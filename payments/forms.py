@@ -75,7 +75,7 @@ class ManualPaymentForm(forms.Form):
         self.currency = payment_request.currency
         self.fields["amount"] = amount_field("Amount paid", self.currency)
         self.fields["receipt"].help_text += (
-            f" At most {settings.MANUAL_RECEIPT_MAX_BYTES // (1024 * 1024)} MB."
+            f" At most {receipts.size_text(settings.MANUAL_RECEIPT_MAX_BYTES)}."
         )
         if not self.is_bound:
             self.initial.setdefault("amount", payment_request.amount_display.split(" ", 1)[1])

@@ -35,6 +35,15 @@ ACCEPTED_TYPES = "PDF, JPEG, PNG or WebP"
 ACCEPT_ATTRIBUTE = "application/pdf,image/jpeg,image/png,image/webp"
 
 
+def size_text(size: int) -> str:
+    """``5242880`` -> ``"5 MB"``, ``1024`` -> ``"1 KB"``: how limits are shown to parents."""
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MB"
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    return f"{max(1, size // 1024)} KB"
+
+
 def receipt_check(file: UploadedFile) -> ReceiptType:
     """The receipt's real type, or ``ReceiptInvalid`` when it is empty, too large or not a
     PDF or image we accept."""
@@ -42,7 +51,7 @@ def receipt_check(file: UploadedFile) -> ReceiptType:
     if file.size is None or file.size == 0:
         raise ReceiptInvalid("The receipt file is empty.")
     if file.size > limit:
-        raise ReceiptInvalid(f"The receipt is larger than {limit // (1024 * 1024)} MB.")
+        raise ReceiptInvalid(f"The receipt is larger than {size_text(limit)}.")
     file.seek(0)
     head = file.read(16)
     file.seek(0)

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from payments import selectors, services
+from payments import receipts, selectors, services
 from payments.forms import ManualPaymentForm, PhoneForm, SimulateForm
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.phone import mask_phone
@@ -67,7 +67,6 @@ def _render_pay_page(request, payment_request, *, status=200, error="", phone_fo
         "in_flight": in_flight,
         "in_flight_name": get_provider(in_flight.provider).display_name if in_flight else "",
         "in_flight_phone": mask_phone(in_flight.payer.get("phone", "")) if in_flight and in_flight.payer.get("phone") else "",
-        "receipt_max_mb": settings.MANUAL_RECEIPT_MAX_BYTES // (1024 * 1024),
     }
     return render(request, "payments/pay.html", context, status=status)
 
@@ -155,7 +154,7 @@ def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
             request,
             payment_request,
             status=413,
-            error=f"The receipt is larger than {settings.MANUAL_RECEIPT_MAX_BYTES // (1024 * 1024)} MB.",
+            error=f"The receipt is larger than {receipts.size_text(settings.MANUAL_RECEIPT_MAX_BYTES)}.",
             manual_form=form,
         )
     form = ManualPaymentForm(request.POST, request.FILES, payment_request=payment_request)
