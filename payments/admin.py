@@ -86,6 +86,9 @@ class PaymentRequestAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).filter(school__in=selectors.schools_for_user(user=request.user))
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a new request has no payments
+
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return ()
