@@ -231,7 +231,7 @@ def test_the_pay_page_shows_what_is_due_and_the_ways_to_pay(client, payment_requ
     assert response.status_code == 200
     html = response.content.decode()
     assert "Nile Gardens School" in html
-    assert "Amina Nakato (STU-0001)" in html
+    assert 'Amina Nakato <span class="nowrap">(STU-0001)</span>' in html
     assert '<p class="amount" data-testid="amount">UGX 450,000</p>' in html
     assert 'name="provider" value="dummy">Pay with Dummy (development)</button>' in html
     # SurePay only pushes webhooks: it cannot start a checkout, so it is not offered.
@@ -397,6 +397,9 @@ def test_pages_load_no_outside_assets(client, payment_request, dummy_account):
         html = client.get(url).content.decode()
         assert '<html lang="en">' in html
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
+        # The token in the URL is not sent to providers in a Referer; same-origin POSTs keep
+        # their Origin header (with "no-referrer" browsers send "Origin: null" and CSRF fails).
+        assert '<meta name="referrer" content="same-origin">' in html
         references = re.findall(r'(?:src|href|action)="([^"]*)"', html)
         assert references, url
         # Links to the provider's checkout are allowed (the "continue" button); assets are not.
@@ -408,4 +411,4 @@ def test_pages_load_no_outside_assets(client, payment_request, dummy_account):
 def test_a_student_without_a_name_is_shown_by_number(client, school, dummy_account):
     student = StudentFactory(school=school, student_number="STU-0042", full_name="")
     payment_request = PaymentRequestFactory(school=school, student=student)
-    assert "STU-0042 (STU-0042)" in client.get(f"/pay/{payment_request.token}/").content.decode()
+    assert 'STU-0042 <span class="nowrap">(STU-0042)</span>' in client.get(f"/pay/{payment_request.token}/").content.decode()
