@@ -13,7 +13,6 @@ import pytest
 
 from payments.models import Payment, PaymentRequest
 from payments.state import PaymentStatus
-from tests.payments.conftest import make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -92,12 +92,12 @@ def test_two_tabs_with_different_providers_make_one_payment(live_server, payment
     responses = race(len(providers), pay_now(live_server, payment_request, providers))
     payment = Payment.objects.get()
     by_provider = {}
-    for provider, response in zip(providers, responses):
+    for provider, response in zip(providers, responses, strict=True):
         by_provider.setdefault(provider, set()).add(response.status_code)
     winner, loser = (payment.provider, "dummy" if payment.provider == "slowpay" else "slowpay")
     # The winner's tabs reuse its checkout; the other provider's tabs are refused with a clear page.
     assert by_provider == {winner: {302}, loser: {409}}
-    refused = next(r for p, r in zip(providers, responses) if p == loser)
+    refused = next(r for p, r in zip(providers, responses, strict=True) if p == loser)
     assert "is already under way" in refused.text
 
 

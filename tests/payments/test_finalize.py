@@ -8,9 +8,9 @@ import json
 import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
-from payments.models import AuditLog, Payment, PaymentMethod, PaymentRequest, ReviewFlag
+from payments.models import AuditLog, Payment, PaymentRequest, ReviewFlag
 from payments.services import payment_apply_provider_status, payment_finalize
 from payments.state import PaymentStatus
 from providers.base import NormalizedStatus

@@ -2,7 +2,6 @@
 optional receipt); it waits as ``awaiting_review``; staff confirm or reject it in admin with a
 note, and a confirmation settles the request through the same ``payment_finalize``."""
 
-import io
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
