@@ -176,6 +176,9 @@ MANUAL_RECEIPT_MAX_BYTES = env_int("MANUAL_RECEIPT_MAX_BYTES", 5 * 1024 * 1024)
 MANUAL_PAYMENTS_PENDING_MAX = env_int("MANUAL_PAYMENTS_PENDING_MAX", 3)
 # A second "Pay now" while the first is still asking the provider waits up to this long to reuse
 # its checkout; an intent whose checkout never came back after CHECKOUT_STALE_SECONDS is dropped.
+# The dummy provider's checkout (a page where anyone holding the link "pays" without money) is for
+# development and demos; off in production unless switched on deliberately (a staging stand-in).
+DUMMY_CHECKOUT_ENABLED = env_bool("DUMMY_CHECKOUT_ENABLED", default=not IS_PRODUCTION)
 CHECKOUT_WAIT_SECONDS = float(env_str("CHECKOUT_WAIT_SECONDS", "15") or 15)
 CHECKOUT_STALE_SECONDS = env_int("CHECKOUT_STALE_SECONDS", 120)
 # The janitor asks the provider about a payment still open this long after its checkout started

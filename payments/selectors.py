@@ -96,9 +96,17 @@ def payments_for_user(*, user) -> QuerySet[Payment]:
 
 
 def provider_supports_checkout(adapter: ProviderAdapter) -> bool:
-    """Adapters without ``create_checkout`` (aggregators that only push webhooks) are not
-    offered on the pay page."""
-    return type(adapter).create_checkout is not ProviderAdapter.create_checkout
+    """Adapters without ``create_checkout`` (aggregators that only push webhooks), or whose
+    checkout is switched off (``checkout_enabled``: the dummy in production), are not offered."""
+    implemented = type(adapter).create_checkout is not ProviderAdapter.create_checkout
+    return implemented and bool(getattr(adapter, "checkout_enabled", True))
+
+
+def provider_display_name(slug: str) -> str:
+    try:
+        return get_provider(slug).display_name
+    except UnknownProvider:  # a provider since removed from the registry
+        return slug
 
 
 def provider_needs_phone(adapter: ProviderAdapter) -> bool:

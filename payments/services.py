@@ -959,7 +959,7 @@ def _checkout_decide(
             if attempt.provider != adapter.slug:
                 raise CheckoutRefused(
                     "another_checkout_in_progress",
-                    f"A payment with {get_provider(attempt.provider).display_name} is already under way.",
+                    f"A payment with {selectors.provider_display_name(attempt.provider)} is already under way.",
                     attempt,
                 )
             return ("reuse" if attempt.checkout_created_at else "wait"), attempt

@@ -65,7 +65,7 @@ def _render_pay_page(request, payment_request, *, status=200, error="", phone_fo
         ],
         "manual_form": manual_form or ManualPaymentForm(payment_request=payment_request),
         "in_flight": in_flight,
-        "in_flight_name": get_provider(in_flight.provider).display_name if in_flight else "",
+        "in_flight_name": selectors.provider_display_name(in_flight.provider) if in_flight else "",
         "in_flight_phone": mask_phone(in_flight.payer.get("phone", "")) if in_flight and in_flight.payer.get("phone") else "",
     }
     return render(request, "payments/pay.html", context, status=status)
@@ -197,7 +197,7 @@ def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResp
         "final": state != "processing",
         "refresh_seconds": THANKS_REFRESH_SECONDS,
         "status_url": reverse("payment-status", args=[payment.pk]),
-        "provider_name": get_provider(payment.provider).display_name if not payment.is_manual else "",
+        "provider_name": selectors.provider_display_name(payment.provider) if not payment.is_manual else "",
         "phone": mask_phone(payment.payer["phone"]) if payment.payer.get("phone") else "",
         "can_retry": state == "failed"
         and payment.payment_request is not None
@@ -221,7 +221,7 @@ def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpRe
     """The dummy provider's hosted checkout page. Paying records the outcome as the dummy
     provider's state, posts its signed webhook to this service, then returns to the thanks page."""
     payment = selectors.payment_for_parent(payment_id=payment_id)
-    if payment is None or payment.provider != "dummy" or payment.is_manual:
+    if payment is None or payment.provider != "dummy" or payment.is_manual or not settings.DUMMY_CHECKOUT_ENABLED:
         return render(request, "payments/pay_unavailable.html", {"reason": "unknown_payment"}, status=404)
     form = SimulateForm(request.POST or None, currency=payment.currency, initial={"amount": payment.amount_display.split(" ", 1)[1]})
     recorded = payment.provider_data.get("dummy")

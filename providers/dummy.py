@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints,
 from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code
 from payments.state import PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, ReturnUrls
-from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
+from providers.errors import OperationNotSupported, ProviderRejected, SignatureInvalid, SignatureMissing
 
 if TYPE_CHECKING:
     from payments.models import AggregatorAccount, Payment
@@ -109,7 +109,14 @@ class DummyProvider(ProviderAdapter):
 
     # --- Payment API: the provider's "state" is what the simulate page recorded ----------------
 
+    @property
+    def checkout_enabled(self) -> bool:
+        """Off in production (``DUMMY_CHECKOUT_ENABLED``): its checkout takes no money."""
+        return settings.DUMMY_CHECKOUT_ENABLED
+
     def create_checkout(self, *, payment: Payment, return_urls: ReturnUrls) -> CheckoutResult:
+        if not self.checkout_enabled:
+            raise OperationNotSupported("The dummy provider's checkout is switched off (DUMMY_CHECKOUT_ENABLED)")
         return CheckoutResult(
             redirect_url=settings.PUBLIC_BASE_URL + reverse("payment-simulate", args=[payment.pk]),
             checkout_id=f"dchk_{payment.pk.hex}",

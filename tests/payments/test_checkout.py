@@ -412,3 +412,35 @@ def test_a_student_without_a_name_is_shown_by_number(client, school, dummy_accou
     student = StudentFactory(school=school, student_number="STU-0042", full_name="")
     payment_request = PaymentRequestFactory(school=school, student=student)
     assert 'STU-0042 <span class="nowrap">(STU-0042)</span>' in client.get(f"/pay/{payment_request.token}/").content.decode()
+
+
+def test_the_dummy_checkout_is_off_when_switched_off(client, settings, payment_request, dummy_account):
+    """Production default: a forgotten dummy account must not let anyone "pay" without money."""
+    payment = start(payment_request).payment
+    settings.DUMMY_CHECKOUT_ENABLED = False
+    assert 'value="dummy"' not in client.get(f"/pay/{payment_request.token}/").content.decode()
+    assert client.get(f"/payments/simulate/{payment.pk}").status_code == 404
+    services.payment_checkout_abandon(payment_id=payment.pk, payment_request_id=payment_request.pk, actor_type="parent")
+    with pytest.raises(services.CheckoutRefused) as refused:
+        start(payment_request)
+    assert refused.value.code == "provider_unavailable"
+
+
+def test_production_switches_the_dummy_checkout_off_by_default():
+    import subprocess
+    import sys
+
+    code = "from django.conf import settings; print(settings.DUMMY_CHECKOUT_ENABLED)"
+    env = {
+        "APP_ENV": "production",
+        "SECRET_KEY": "x" * 50,
+        "FIELD_ENCRYPTION_KEYS": "a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U=",
+        "DATABASE_URL": "postgres://u@h/db",
+        "REDIS_URL": "redis://h:6379/0",
+        "SCHOOL_API_BASE_URL": "https://directory.example",
+        "SCHOOL_API_TOKEN": "t",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code], env=env, capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert result.stdout.strip() == "False", result.stderr
