@@ -885,6 +885,9 @@ def payment_checkout_start(
             )
         if decision == "create":
             break
+        if decision == "supersede":
+            _payment_supersede(payment_id=payment.pk, actor_type=actor_type, actor=actor)
+            continue
         # "wait": another click is asking the provider right now; reuse its answer.
         if time.monotonic() >= deadline:
             raise CheckoutRefused(
@@ -921,9 +924,16 @@ def payment_checkout_start(
 
 def _checkout_decide(
     *, payment_request_id: int, adapter, payer: dict, actor_type: str, actor: str
-) -> tuple[Literal["reuse", "wait", "create"], Payment]:
-    """Under the request's row lock: reuse, wait for, or refuse an attempt under way, or
-    create the payment intent (audit ``payment.intent``). One short transaction, no network."""
+) -> tuple[Literal["reuse", "wait", "supersede", "create"], Payment]:
+    """Under the request's row lock: reuse or wait for an attempt under way, refuse a new one
+    beside it, name one to supersede, or create the payment intent (audit ``payment.intent``).
+    One short transaction, no network.
+
+    Lock order is payment, then request, everywhere (``payment_finalize`` holds a payment's lock
+    when it takes its request's); so this, holding the request's lock, locks no payment: the
+    request lock alone serializes every checkout of the request, and a superseded attempt is
+    cancelled in its own transaction (``_payment_supersede``).
+    """
     now = timezone.now()
     with transaction.atomic():
         try:
@@ -944,31 +954,24 @@ def _checkout_decide(
         if account is None or not selectors.provider_supports_checkout(adapter):
             raise CheckoutRefused("provider_unavailable", "This way of paying is not available for this school.")
 
-        stale_before = now - timedelta(seconds=settings.CHECKOUT_STALE_SECONDS)
-        attempts = payment_request.payments.filter(method=PaymentMethod.PROVIDER, status__in=IN_FLIGHT_STATES).order_by(
-            "created_at"
-        )
-        for attempt in attempts.select_for_update(no_key=True, of=("self",)):
-            never_started = attempt.checkout_created_at is None and attempt.created_at < stale_before
-            if attempt.checkout_error or never_started:
-                # The payer never got this checkout (the provider failed, or the process asking
-                # it died): it does not block a new one. It stays on the janitor's list.
-                reason = attempt.checkout_error or "the checkout was never created"
-                _payment_abandon_locked(attempt, reason=f"superseded: {reason}", actor_type=actor_type, actor=actor)
-                continue
+        for attempt in payment_request.payments.filter(
+            method=PaymentMethod.PROVIDER, status__in=IN_FLIGHT_STATES
+        ).order_by("created_at"):
+            if _attempt_superseded(attempt, now):
+                return "supersede", attempt
             if attempt.provider != adapter.slug:
                 raise CheckoutRefused(
                     "another_checkout_in_progress",
                     f"A payment with {selectors.provider_display_name(attempt.provider)} is already under way.",
                     attempt,
                 )
-            return ("reuse" if attempt.checkout_created_at else "wait"), attempt
+            ready = attempt.checkout_created_at is not None or attempt.checkout_error
+            return ("reuse" if ready else "wait"), attempt
 
         payment = Payment(
             school_id=payment_request.school_id,
             account=account,
             provider=adapter.slug,
-            reference=_new_reference("P"),
             amount_minor=payment_request.amount_minor,
             currency=payment_request.currency,
             status=S.PENDING,
@@ -982,7 +985,7 @@ def _checkout_decide(
             payer=payer,
             next_check_at=_recheck_time(now, 0),
         )
-        payment.save(force_insert=True)
+        _payment_insert_with_reference(payment, prefix="P")
         audit_record(
             action="payment.intent",
             actor_type=actor_type,
@@ -999,6 +1002,39 @@ def _checkout_decide(
         )
     payment.payment_request = payment_request
     return "create", payment
+
+
+def _attempt_superseded(attempt: Payment, now: datetime) -> bool:
+    """An attempt the payer never got a checkout for (the provider failed, or the process asking
+    it died) does not block a new one. Only while pending: once the provider is processing it,
+    money may be moving."""
+    if attempt.status != S.PENDING:
+        return False
+    stale = now - timedelta(seconds=settings.CHECKOUT_STALE_SECONDS)
+    return bool(attempt.checkout_error) or (attempt.checkout_created_at is None and attempt.created_at < stale)
+
+
+def _payment_supersede(*, payment_id: uuid.UUID, actor_type: str, actor: str) -> None:
+    """Cancel an attempt superseded by a new checkout (it stays on the janitor's list)."""
+    with transaction.atomic():
+        attempt = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
+        if _attempt_superseded(attempt, timezone.now()):
+            reason = attempt.checkout_error or "the checkout was never created"
+            _payment_abandon_locked(attempt, reason=f"superseded: {reason}", actor_type=actor_type, actor=actor)
+
+
+def _payment_insert_with_reference(payment: Payment, *, prefix: str) -> None:
+    """Insert a new payment with a fresh reference; a (very unlikely) duplicate reference is
+    settled by the unique constraint and another draw."""
+    for attempt in range(3):
+        payment.reference = _new_reference(prefix)
+        try:
+            with transaction.atomic():
+                payment.save(force_insert=True)
+            return
+        except IntegrityError:
+            if attempt == 2 or not Payment.objects.filter(reference=payment.reference).exists():
+                raise
 
 
 def _payment_checkout_record(*, payment_id: uuid.UUID, result: CheckoutResult, actor_type: str, actor: str) -> Payment:
@@ -1170,7 +1206,6 @@ def manual_payment_submit(
             school=payment_request.school,
             account=None,
             provider=MANUAL_PROVIDER,
-            reference=_new_reference("M"),
             amount_minor=amount_minor,
             currency=payment_request.currency,
             status=S.AWAITING_REVIEW,
@@ -1188,7 +1223,7 @@ def manual_payment_submit(
             # Written to storage before the row; a rollback can leave an orphan file, never a
             # row without its file.
             payment.receipt.save(f"receipt.{kind.extension}", receipt, save=False)
-        payment.save(force_insert=True)
+        _payment_insert_with_reference(payment, prefix="M")
         audit_record(
             action="payment.manual_reported",
             actor_type=AuditLog.ActorType.PARENT,

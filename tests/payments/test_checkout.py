@@ -444,3 +444,55 @@ def test_production_switches_the_dummy_checkout_off_by_default():
     }
     result = subprocess.run([sys.executable, "-c", "import django; django.setup(); " + code], env=env, capture_output=True, text=True, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_reference_collision_draws_another(monkeypatch, payment_request, dummy_account):
+    first = start(payment_request).payment
+    services.payment_checkout_abandon(payment_id=first.pk, payment_request_id=payment_request.pk, actor_type="parent")
+    draws = iter([first.reference, "PFRESHREF001"])
+    monkeypatch.setattr(services, "_new_reference", lambda prefix: next(draws))
+    assert start(payment_request).payment.reference == "PFRESHREF001"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deciding_a_checkout_takes_no_payment_lock(payment_request, dummy_account):
+    """``payment_finalize`` holds a payment's lock while it takes its request's; a checkout,
+    holding the request's lock, must therefore never wait for a payment's lock (that would be a
+    deadlock). Here a worker holds the payment under way locked: a second click still gets its
+    answer at once."""
+    import threading
+
+    from django.db import connection, transaction
+
+    payment = start(payment_request).payment
+    locked, release = threading.Event(), threading.Event()
+
+    def worker_holding_the_payment():
+        try:
+            with transaction.atomic():
+                Payment.objects.select_for_update().get(pk=payment.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=worker_holding_the_payment)
+    holder.start()
+    assert locked.wait(5)
+    answers = []
+
+    def second_click():
+        try:
+            answers.append(start(payment_request))
+        finally:
+            connection.close()
+
+    clicker = threading.Thread(target=second_click)
+    clicker.start()
+    clicker.join(timeout=5)
+    finished = not clicker.is_alive()
+    release.set()
+    holder.join()
+    clicker.join()
+    assert finished, "the checkout waited for a payment's row lock"
+    assert answers[0].reused and answers[0].payment.pk == payment.pk
