@@ -216,3 +216,15 @@ def test_a_manual_proof_reaches_staff_whose_confirmation_marks_the_request_paid(
     )
     assert (payment_request.status, payment_request.paid_payment_id) == (PaymentRequest.Status.PAID, payment.pk)
     assert outside_requests == []
+
+
+def test_the_api_docs_page_renders_from_this_services_own_files(chromium, live_server, outside_requests):
+    context = chromium.new_context()
+    context.on("request", lambda req: None if req.url.startswith(live_server.url) else outside_requests.append(req.url))
+    page = context.new_page()
+    page.goto(f"{live_server.url}/api/docs/")
+    page.locator(".swagger-ui .info .title").wait_for(timeout=15_000)
+    assert page.locator(".swagger-ui .info .title").inner_text().startswith("school-payments API")
+    assert page.get_by_text("/api/payment-requests/{id}/checkout").first.is_visible()
+    context.close()
+    assert outside_requests == []

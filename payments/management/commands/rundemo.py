@@ -3,7 +3,9 @@
 import os
 
 from django.conf import settings
-from django.core.management.commands.runserver import Command as RunserverCommand
+# staticfiles' runserver serves /static/ in development (the admin's CSS, the API docs page's
+# Swagger UI); Django's core runserver does not.
+from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
 
 from fakes.app import build_fakes
 from fakes.server import serve_in_thread
