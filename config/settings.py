@@ -193,6 +193,54 @@ FLUTTERWAVE_API_BASE_URL = _provider_api_base_url(
 )
 OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.omise.co", "omise")
 
+
+# --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API (issue 4) ------
+INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+# Receipts uploaded with manual payments. Never served publicly: staff download them through admin.
+MEDIA_ROOT = env_str("MEDIA_ROOT", str(BASE_DIR / "media"))
+MEDIA_URL = "/media/"
+MANUAL_RECEIPT_MAX_BYTES = env_int("MANUAL_RECEIPT_MAX_BYTES", 5 * 1024 * 1024)
+# At most this many manual payments of one request may wait for review at once.
+MANUAL_PAYMENTS_PENDING_MAX = env_int("MANUAL_PAYMENTS_PENDING_MAX", 3)
+# A second "Pay now" while the first is still asking the provider waits up to this long to reuse
+# its checkout; an intent whose checkout never came back after CHECKOUT_STALE_SECONDS is dropped.
+# The dummy provider's checkout (a page where anyone holding the link "pays" without money) is for
+# development and demos; off in production unless switched on deliberately (a staging stand-in).
+DUMMY_CHECKOUT_ENABLED = env_bool("DUMMY_CHECKOUT_ENABLED", default=not IS_PRODUCTION)
+CHECKOUT_WAIT_SECONDS = float(env_str("CHECKOUT_WAIT_SECONDS", "15") or 15)
+CHECKOUT_STALE_SECONDS = env_int("CHECKOUT_STALE_SECONDS", 120)
+# The janitor asks the provider about a payment still open this long after its checkout started
+# (default 5 minutes, 1 hour, 1 day); still open after the last one, it expires.
+PAYMENT_RECHECK_SCHEDULE_SECONDS = [
+    int(value) for value in env_list("PAYMENT_RECHECK_SCHEDULE_SECONDS", ["300", "3600", "86400"])
+]
+PAYMENT_RECHECK_CLAIM_SECONDS = env_int("PAYMENT_RECHECK_CLAIM_SECONDS", 600)
+CELERY_BEAT_SCHEDULE["payments-recheck-due"] = {
+    "task": "payments.tasks.payments_recheck_due",
+    "schedule": env_int("PAYMENT_RECHECK_INTERVAL_SECONDS", 60),
+}
+REST_FRAMEWORK = {
+    # Tokens only: no session cookie authenticates an API call, so the API needs no CSRF token.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["payments.api.permissions.IsSchoolStaff"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "school-payments API",
+    "DESCRIPTION": "Payment requests, checkouts and payments of the caller's own school. "
+    "Send `Authorization: Token <key>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The docs page loads Swagger UI from this service's own static files (drf-spectacular-sidecar).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -10,18 +10,26 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from payments.models import AggregatorAccount, School
+from payments.models import AggregatorAccount, PaymentRequest, School, StaffMembership, Student
 
 DEMO_SCHOOL_CODE = "ng"
 DEMO_SURE_PAY_SECRET = "sekret"
 DEMO_DUMMY_SECRET = "dummy-demo-secret"
 DEMO_ADMIN_USERNAME = "admin"
+# Staff of the demo school only, for the REST API walkthrough (token printed by `make run`).
+DEMO_BURSAR_USERNAME = "bursar"
+DEMO_STUDENTS = [("STU-0001", "Amina Nakato"), ("STU-0002", "Brian Okello"), ("STU-0003", "Grace Atim")]
+DEMO_REQUEST_DESCRIPTION = "Term 1 fees"
+DEMO_REQUEST_AMOUNT_MINOR = 450_000  # UGX has no minor unit: UGX 450,000
 
 
 @dataclass(frozen=True)
 class DemoLogin:
     username: str
     password: str
+    # An open payment request's pay link, and the bursar's API token (README walkthroughs).
+    pay_path: str = ""
+    api_token: str = ""
 
 
 def demo_seed() -> DemoLogin:
@@ -45,7 +53,39 @@ def demo_seed() -> DemoLogin:
         if not user.check_password(password):
             user.set_password(password)
         user.save()
-    return DemoLogin(DEMO_ADMIN_USERNAME, password)
+        pay_path, api_token = _demo_parents_pay(school)
+    return DemoLogin(DEMO_ADMIN_USERNAME, password, pay_path, api_token)
+
+
+def _demo_parents_pay(school: School) -> tuple[str, str]:
+    """The students, an open payment request (a new one once the last was paid, so there is
+    always one to pay), and a staff member with an API token."""
+    from rest_framework.authtoken.models import Token
+
+    from payments.services import payment_request_create, payment_request_draft
+
+    for number, name in DEMO_STUDENTS:
+        Student.objects.update_or_create(school=school, student_number=number, defaults={"full_name": name})
+    payment_request = PaymentRequest.objects.filter(
+        school=school, description=DEMO_REQUEST_DESCRIPTION, status=PaymentRequest.Status.OPEN
+    ).first()
+    if payment_request is None:
+        draft = payment_request_draft(
+            school=school,
+            student_number=DEMO_STUDENTS[0][0],
+            description=DEMO_REQUEST_DESCRIPTION,
+            amount_minor=DEMO_REQUEST_AMOUNT_MINOR,
+        )
+        payment_request = payment_request_create(school=school, draft=draft)
+    bursar = get_user_model().objects.filter(username=DEMO_BURSAR_USERNAME).first()
+    if bursar is None:
+        bursar = get_user_model()(username=DEMO_BURSAR_USERNAME, email="bursar@example.org")
+        bursar.set_unusable_password()
+    bursar.is_staff, bursar.is_active, bursar.is_superuser = True, True, False
+    bursar.save()
+    StaffMembership.objects.get_or_create(user=bursar, school=school)
+    token, _ = Token.objects.get_or_create(user=bursar)
+    return payment_request.pay_path, token.key
 
 
 def _demo_admin_password() -> str:

@@ -1,4 +1,5 @@
-"""The domain: schools, provider accounts, students, payments, webhook events, audit log.
+"""The domain: schools, staff memberships, provider accounts, students, payment requests,
+payments, webhook events, audit log.
 
 Duplicates are made impossible by unique constraints, not by checks before insert:
 one webhook event per (account, provider event id), one payment per (account, provider
@@ -7,9 +8,11 @@ transaction id).
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import JSONField, Q, Value
@@ -143,6 +146,110 @@ class MappingStatus(models.TextChoices):
     NOT_APPLICABLE = "not_applicable", "No student id given"
 
 
+def new_pay_token() -> str:
+    """The secret in a pay link: 192 random bits, URL-safe. Whoever holds it may pay."""
+    return secrets.token_urlsafe(24)
+
+
+class StaffMembership(models.Model):
+    """A staff user belongs to a school: the one rule that scopes what staff see and touch
+    (the REST API now, Django admin later). A user may belong to several schools; a superuser
+    sees every school without a membership."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships")
+    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="staff_memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "school"], name="uniq_staff_membership")]
+        ordering = ["school__code", "user_id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.school.code}"
+
+
+class PaymentRequest(models.Model):
+    """What a parent is asked to pay, reachable through a pay link with an unguessable token."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PAID = "paid", "Paid"
+        CANCELLED = "cancelled", "Cancelled"
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="payment_requests", db_index=False)
+    student = models.ForeignKey(Student, on_delete=models.PROTECT, related_name="payment_requests")
+    description = models.CharField(max_length=200)
+    amount_minor = models.BigIntegerField(help_text="In the currency's minor units (UGX has none, KES has cents).")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
+    due_date = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    token = models.CharField(max_length=64, unique=True, default=new_pay_token, editable=False)
+    # The payment whose success settled this request (set by payments.services.payment_finalize).
+    paid_payment = models.ForeignKey(
+        "Payment", on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
+    )
+    paid_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="payment_request_amount_positive"),
+            # A paid request always says which payment paid it.
+            models.CheckConstraint(
+                condition=~Q(status="paid") | Q(paid_payment__isnull=False, paid_at__isnull=False),
+                name="payment_request_paid_has_payment",
+            ),
+        ]
+        indexes = [models.Index(fields=["school", "status", "created_at"])]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.amount_display}) for {self.student.student_number}"
+
+    @property
+    def amount_display(self) -> str:
+        return format_minor(self.amount_minor, self.currency)
+
+    @property
+    def pay_path(self) -> str:
+        return f"/pay/{self.token}/"
+
+    @property
+    def pay_url(self) -> str:
+        return f"{settings.PUBLIC_BASE_URL}{self.pay_path}"
+
+
+def receipt_upload_to(instance: Payment, filename: str) -> str:
+    # Never the parent's file name: a random name under the school, with the checked extension.
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"receipts/{instance.school.code}/{uuid.uuid4().hex}.{extension}"
+
+
+class PaymentMethod(models.TextChoices):
+    PROVIDER = "provider", "Payment provider"
+    BANK_TRANSFER = "bank_transfer", "Bank transfer"
+    MOBILE_MONEY = "mobile_money", "Mobile money"
+    CASH = "cash", "Cash"
+
+
+MANUAL_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.MOBILE_MONEY, PaymentMethod.CASH)
+# The provider slug of payments reported by a parent and confirmed by staff (no provider account).
+MANUAL_PROVIDER = "manual"
+
+
+class ReviewFlag(models.TextChoices):
+    """Why a succeeded payment needs a person: the money is kept, the request is not settled by it."""
+
+    NONE = "", "None"
+    AMOUNT_MISMATCH = "amount_mismatch", "Amount differs from the request"
+    OVERPAYMENT = "overpayment", "Request already paid or cancelled"
+
+
 class Payment(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Covered by the composite indexes below, which lead with these columns.
@@ -178,6 +285,36 @@ class Payment(models.Model):
     )
     mapping_error = models.TextField(blank=True, default="")
     payer = models.JSONField(blank=True, default=dict)
+
+    # --- Started from a pay link (issue 4) ---
+    payment_request = models.ForeignKey(
+        PaymentRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
+    )
+    method = models.CharField(max_length=16, choices=PaymentMethod.choices, default=PaymentMethod.PROVIDER)
+    # Where the payer was sent to pay (empty for an on-phone prompt); kept so a second click reuses it.
+    checkout_url = models.TextField(blank=True, default="")
+    checkout_created_at = models.DateTimeField(null=True, blank=True)
+    checkout_error = models.TextField(blank=True, default="")
+    # The janitor: when to ask the provider next, how often it was asked, what went wrong.
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    status_checks = models.PositiveIntegerField(default=0)
+    last_check_error = models.TextField(blank=True, default="")
+    # A succeeded payment that did not settle its request as it stands (payments.services.payment_finalize).
+    review_flag = models.CharField(max_length=24, choices=ReviewFlag.choices, blank=True, default="")
+    review_flag_reason = models.TextField(blank=True, default="")
+
+    # --- Manual payments (bank transfer, mobile money, cash), reviewed by staff ---
+    manual_reference = models.CharField(
+        max_length=128, blank=True, default="", help_text="The parent's reference: bank or mobile-money id, receipt number."
+    )
+    receipt = models.FileField(upload_to=receipt_upload_to, blank=True, default="")
+    receipt_content_type = models.CharField(max_length=64, blank=True, default="")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.TextField(blank=True, default="")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -196,6 +333,13 @@ class Payment(models.Model):
         indexes = [
             models.Index(fields=["school", "status", "created_at"]),
             models.Index(fields=["school", "mapping_status"]),
+            # The janitor's look-up: only payments it still has to ask about.
+            models.Index(
+                fields=["next_check_at"], condition=Q(next_check_at__isnull=False), name="payment_recheck_due"
+            ),
+            models.Index(
+                fields=["school", "review_flag"], condition=~Q(review_flag=""), name="payment_review_flagged"
+            ),
         ]
         ordering = ["-created_at"]
 
@@ -205,6 +349,10 @@ class Payment(models.Model):
     @property
     def amount_display(self) -> str:
         return format_minor(self.amount_minor, self.currency)
+
+    @property
+    def is_manual(self) -> bool:
+        return self.method != PaymentMethod.PROVIDER
 
 
 class WebhookEvent(models.Model):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
-from payments.models import AggregatorAccount, Payment
-from providers.base import NormalizedEvent
+from payments.models import AggregatorAccount, Payment, PaymentMethod, PaymentRequest, School
+from payments.state import PaymentStatus
+from providers.base import NormalizedEvent, ProviderAdapter
+from providers.errors import UnknownProvider
+from providers.registry import get_provider
 
 
 # (provider, school code) -> (expires at, account or None). The look-up is the most expensive
@@ -61,3 +65,147 @@ def payment_for_event_locked(*, account: AggregatorAccount, event: NormalizedEve
         return None
     # NO KEY UPDATE: rows that reference the payment (its webhook events) can still be inserted.
     return Payment.objects.select_for_update(no_key=True).filter(match).first()
+
+
+# --- Staff scope ---------------------------------------------------------------------------------
+
+
+def schools_for_user(*, user) -> QuerySet[School]:
+    """The schools a staff user may see and touch: every school for a superuser, else those of
+    their ``StaffMembership`` rows. The one scoping rule (REST API; admin reuses it)."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return School.objects.none()
+    if user.is_superuser:
+        return School.objects.all()
+    return School.objects.filter(staff_memberships__user=user)
+
+
+def user_can_access_school(*, user, school_id: int) -> bool:
+    return schools_for_user(user=user).filter(pk=school_id).exists()
+
+
+def payment_requests_for_user(*, user) -> QuerySet[PaymentRequest]:
+    return PaymentRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("school", "student")
+
+
+def payments_for_user(*, user) -> QuerySet[Payment]:
+    return Payment.objects.filter(school__in=schools_for_user(user=user)).select_related("school", "student")
+
+
+# --- Parent pages ----------------------------------------------------------------------------------
+
+
+def provider_supports_checkout(adapter: ProviderAdapter) -> bool:
+    """Adapters without ``create_checkout`` (aggregators that only push webhooks), or whose
+    checkout is switched off (``checkout_enabled``: the dummy in production), are not offered."""
+    implemented = type(adapter).create_checkout is not ProviderAdapter.create_checkout
+    return implemented and bool(getattr(adapter, "checkout_enabled", True))
+
+
+def provider_display_name(slug: str) -> str:
+    try:
+        return get_provider(slug).display_name
+    except UnknownProvider:  # a provider since removed from the registry
+        return slug
+
+
+def provider_needs_phone(adapter: ProviderAdapter) -> bool:
+    """Whether the checkout is an on-phone prompt that needs the payer's number first. An
+    adapter says so with ``checkout_requires_phone = True``; M-Pesa does (by slug, until its
+    adapter says so itself)."""
+    return bool(getattr(adapter, "checkout_requires_phone", adapter.slug == "mpesa"))
+
+
+@dataclass(frozen=True)
+class CheckoutOption:
+    slug: str
+    display_name: str
+    needs_phone: bool
+    test_mode: bool
+
+
+def checkout_options(*, school: School) -> list[CheckoutOption]:
+    """The ways a parent of ``school`` can pay online: its active provider accounts whose
+    adapter can start a checkout."""
+    options = []
+    for account in AggregatorAccount.objects.filter(school=school, active=True).order_by("provider"):
+        try:
+            adapter = get_provider(account.provider)
+        except UnknownProvider:
+            continue
+        if provider_supports_checkout(adapter):
+            options.append(
+                CheckoutOption(account.provider, adapter.display_name, provider_needs_phone(adapter), account.test_mode)
+            )
+    return options
+
+
+def payment_request_for_token(*, token: str) -> PaymentRequest | None:
+    if not token or len(token) > 64:
+        return None
+    return PaymentRequest.objects.select_related("school", "student").filter(token=token).first()
+
+
+@dataclass(frozen=True)
+class PayPage:
+    payment_request: PaymentRequest
+    options: list[CheckoutOption]
+    # A checkout already under way (shown as "continue" or "choose another way").
+    in_flight: Payment | None
+    # Manual payments the parent reported that staff have not reviewed yet.
+    awaiting_review: list[Payment]
+
+
+def pay_page(*, payment_request: PaymentRequest) -> PayPage:
+    payments = payment_request.payments.order_by("-created_at")
+    in_flight = payments.filter(
+        method=PaymentMethod.PROVIDER,
+        status__in=(PaymentStatus.PENDING, PaymentStatus.PROCESSING),
+        checkout_created_at__isnull=False,
+        checkout_error="",
+    ).first()
+    return PayPage(
+        payment_request=payment_request,
+        options=checkout_options(school=payment_request.school) if payment_request.school.active else [],
+        in_flight=in_flight,
+        awaiting_review=list(payments.filter(status=PaymentStatus.AWAITING_REVIEW)),
+    )
+
+
+def payment_for_parent(*, payment_id) -> Payment | None:
+    """A payment by its id (a random UUID: the thanks page's link is as hard to guess as a pay link)."""
+    return (
+        Payment.objects.select_related("school", "payment_request", "payment_request__student")
+        .filter(pk=payment_id)
+        .first()
+    )
+
+
+# What the parent is told: one word for the thanks page and its JSON status endpoint.
+PUBLIC_STATES = {
+    PaymentStatus.PENDING: "processing",
+    PaymentStatus.PROCESSING: "processing",
+    PaymentStatus.AWAITING_REVIEW: "awaiting_review",
+    PaymentStatus.SUCCEEDED: "paid",
+    PaymentStatus.PARTIALLY_REFUNDED: "paid",
+    PaymentStatus.REFUNDED: "refunded",
+    PaymentStatus.FAILED: "failed",
+    PaymentStatus.CANCELLED: "failed",
+    PaymentStatus.EXPIRED: "failed",
+}
+
+
+def payment_public_state(*, payment: Payment) -> str:
+    return PUBLIC_STATES.get(payment.status, "processing")
+
+
+def payment_public_status(*, payment: Payment) -> dict:
+    """The thanks page's JSON: nothing a stranger with the link could misuse."""
+    payment_request = payment.payment_request
+    return {
+        "payment_id": str(payment.pk),
+        "state": payment_public_state(payment=payment),
+        "status": payment.status,
+        "amount": payment.amount_display,
+        "request_status": payment_request.status if payment_request else None,
+    }

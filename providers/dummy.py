@@ -10,19 +10,33 @@ secret. Body::
               "currency": "UGX", "student_id": "prov-001", "refunded_minor": 0}}
 
 Amounts are integers in ISO minor units.
+
+Its "hosted checkout" is this service's own page ``/payments/simulate/<payment id>``: the payer
+picks an outcome there, the page records it as the dummy provider's state (in
+``Payment.provider_data["dummy"]``, which ``fetch_status`` reads back) and posts the signed
+webhook above to ``/api/webhooks/dummy/<school code>``, exactly as a real provider would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from django.conf import settings
+from django.urls import reverse
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code
 from payments.state import PaymentStatus
-from providers.base import NormalizedEvent, ProviderAdapter
-from providers.errors import SignatureInvalid, SignatureMissing
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, ReturnUrls
+from providers.errors import OperationNotSupported, ProviderRejected, SignatureInvalid, SignatureMissing
+
+if TYPE_CHECKING:
+    from payments.models import AggregatorAccount, Payment
 
 EVENT_STATUS = {
     "payment.succeeded": PaymentStatus.SUCCEEDED,
@@ -92,3 +106,61 @@ class DummyProvider(ProviderAdapter):
             else None,
             raw=payload,
         )
+
+    # --- Payment API: the provider's "state" is what the simulate page recorded ----------------
+
+    @property
+    def checkout_enabled(self) -> bool:
+        """Off in production (``DUMMY_CHECKOUT_ENABLED``): its checkout takes no money."""
+        return settings.DUMMY_CHECKOUT_ENABLED
+
+    def create_checkout(self, *, payment: Payment, return_urls: ReturnUrls) -> CheckoutResult:
+        if not self.checkout_enabled:
+            raise OperationNotSupported("The dummy provider's checkout is switched off (DUMMY_CHECKOUT_ENABLED)")
+        return CheckoutResult(
+            redirect_url=settings.PUBLIC_BASE_URL + reverse("payment-simulate", args=[payment.pk]),
+            checkout_id=f"dchk_{payment.pk.hex}",
+            provider_data={"dummy_return_url": return_urls.success_url},
+        )
+
+    def fetch_status(self, *, payment: Payment) -> NormalizedStatus:
+        if not payment.provider_checkout_id:
+            raise ProviderRejected("Dummy (development) knows no checkout for this payment")
+        state = payment.provider_data.get("dummy")
+        if not state:
+            return NormalizedStatus(status=PaymentStatus.PENDING, detail="the payer has not answered yet")
+        return NormalizedStatus(
+            status=PaymentStatus(state["outcome"]),
+            external_txn_id=state["txn_id"],
+            amount_minor=state["amount_minor"],
+            currency=state["currency"],
+        )
+
+    def simulated_webhook(self, *, payment: Payment, account: AggregatorAccount) -> tuple[bytes, dict[str, str]]:
+        """The signed webhook the dummy provider sends for what the payer did on its page."""
+        state = payment.provider_data["dummy"]
+        payload = {
+            "id": f"devt_{payment.pk.hex}_{state['outcome']}",
+            "type": f"payment.{state['outcome']}",
+            "data": {
+                "txn_id": state["txn_id"],
+                "reference": payment.reference or "",
+                "amount_minor": state["amount_minor"],
+                "currency": state["currency"],
+                "student_id": payment.provider_student_id,
+            },
+        }
+        body = json.dumps(payload).encode()
+        signature = hmac.new(account.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/json", self.signature_header: f"sha256={signature}"}
+
+    def send_webhook(self, *, url: str, body: bytes, headers: Mapping[str, str]) -> int:
+        """POST the webhook to ``url``; returns the HTTP status (0 when it could not be sent: the
+        janitor's ``fetch_status`` then finds the payment's state instead)."""
+        import httpx
+
+        try:
+            with self.http_client() as client:
+                return client.post(url, content=body, headers=dict(headers)).status_code
+        except httpx.HTTPError:
+            return 0

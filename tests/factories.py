@@ -1,6 +1,6 @@
 import factory
 
-from payments.models import AggregatorAccount, Payment, School, Student
+from payments.models import AggregatorAccount, Payment, PaymentRequest, School, Student
 from payments.state import PaymentStatus
 
 
@@ -43,3 +43,14 @@ class PaymentFactory(factory.django.DjangoModelFactory):
     amount_minor = 100_000
     currency = "UGX"
     status = PaymentStatus.PENDING
+
+
+class PaymentRequestFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentRequest
+
+    school = factory.SubFactory(SchoolFactory)
+    student = factory.SubFactory(StudentFactory, school=factory.SelfAttribute("..school"))
+    description = "Term 1 fees"
+    amount_minor = 450_000
+    currency = factory.SelfAttribute("school.currency")

@@ -87,3 +87,63 @@ def test_a_dummy_refund(client, dummy_account):
     process_pending()
     payment = Payment.objects.get()
     assert (payment.status, payment.refunded_amount_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 50_000)
+
+
+# --- Its checkout: the simulate page records the "provider's" state, fetch_status reads it --------
+
+
+def test_dummy_checkout_points_at_the_simulate_page(settings, dummy_account):
+    from payments.models import Payment
+    from providers.base import ReturnUrls
+
+    settings.PUBLIC_BASE_URL = "https://pay.example.org"
+    payment = Payment.objects.create(
+        school=dummy_account.school, account=dummy_account, provider="dummy", amount_minor=1000, currency="UGX", reference="PX"
+    )
+    result = get_provider("dummy").create_checkout(
+        payment=payment, return_urls=ReturnUrls("https://pay.example.org/thanks", "https://pay.example.org/pay")
+    )
+    assert result.redirect_url == f"https://pay.example.org/payments/simulate/{payment.pk}"
+    assert result.checkout_id == f"dchk_{payment.pk.hex}"
+    assert not result.prompt_sent
+    payment.refresh_from_db()
+    assert payment.provider_checkout_id is None  # adapters never write to the database
+
+
+def test_dummy_fetch_status_reads_what_the_payer_did(dummy_account):
+    from payments.models import Payment
+    from payments.services import dummy_payment_simulate
+    from providers.errors import ProviderRejected
+
+    payment = Payment.objects.create(
+        school=dummy_account.school, account=dummy_account, provider="dummy", amount_minor=1000, currency="UGX", reference="PY"
+    )
+    adapter = get_provider("dummy")
+    with pytest.raises(ProviderRejected):
+        adapter.fetch_status(payment=payment)  # no checkout was started
+    payment.provider_checkout_id = "dchk_1"
+    payment.save()
+    assert adapter.fetch_status(payment=payment).status == PaymentStatus.PENDING
+    payment = dummy_payment_simulate(payment_id=payment.pk, outcome="succeeded", amount_minor=900)
+    status = adapter.fetch_status(payment=payment)
+    assert (status.status, status.amount_minor, status.currency) == (PaymentStatus.SUCCEEDED, 900, "UGX")
+    assert status.external_txn_id.startswith("dtxn_")
+    # The first answer is final, as at a real provider.
+    payment = dummy_payment_simulate(payment_id=payment.pk, outcome="failed")
+    assert adapter.fetch_status(payment=payment).status == PaymentStatus.SUCCEEDED
+
+
+def test_the_simulated_webhook_is_signed_and_accepted(client, dummy_account):
+    from payments.models import Payment
+    from payments.services import dummy_payment_simulate
+
+    payment = Payment.objects.create(
+        school=dummy_account.school, account=dummy_account, provider="dummy", amount_minor=1000, currency="UGX", reference="PZ"
+    )
+    payment = dummy_payment_simulate(payment_id=payment.pk, outcome="succeeded")
+    body, headers = get_provider("dummy").simulated_webhook(payment=payment, account=dummy_account)
+    assert headers["X-Dummy-Signature"] == signature(body)
+    assert post(client, body, headers["X-Dummy-Signature"]).status_code == 202
+    process_pending()
+    payment.refresh_from_db()
+    assert payment.status == PaymentStatus.SUCCEEDED

@@ -3,7 +3,9 @@
 import os
 
 from django.conf import settings
-from django.core.management.commands.runserver import Command as RunserverCommand
+# staticfiles' runserver serves /static/ in development (the admin's CSS, the API docs page's
+# Swagger UI); Django's core runserver does not.
+from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
 
 from fakes.app import build_fakes
 from fakes.server import serve_in_thread
@@ -17,11 +19,16 @@ class Command(RunserverCommand):
         # Runs in the serving process (the autoreloader's child), so the fakes restart with it.
         port = int(os.environ.get("FAKES_PORT", "8001"))
         serve_in_thread(build_fakes(), port=port)
+        if not os.environ.get("PUBLIC_BASE_URL"):
+            # Links given to parents and providers point at this server, whatever its port.
+            settings.PUBLIC_BASE_URL = f"http://localhost:{self.port}"
         login = demo_seed()
         self.stdout.write(
             "\n"
             f"  School Directory stand-in: http://127.0.0.1:{port}/directory (SCHOOL_API_BASE_URL={settings.SCHOOL_API_BASE_URL})\n"
             f"  Django admin: http://localhost:{self.port}/admin/  login: {login.username} / {login.password}\n"
+            f"  A parent's pay link: {settings.PUBLIC_BASE_URL}{login.pay_path}\n"
+            f"  REST API (docs: {settings.PUBLIC_BASE_URL}/api/docs/): Authorization: Token {login.api_token}\n"
             f"  Tasks run {'inline (no REDIS_URL)' if settings.CELERY_TASK_ALWAYS_EAGER else 'on Celery workers'}; "
             f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}\n"
         )

@@ -1,0 +1,21 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+
+from payments.api import views
+
+urlpatterns = [
+    path("payment-requests/", views.PaymentRequestListCreateView.as_view(), name="api-payment-requests"),
+    path("payment-requests/<int:pk>/", views.PaymentRequestDetailView.as_view(), name="api-payment-request"),
+    path("payment-requests/<int:pk>/checkout", views.PaymentRequestCheckoutView.as_view(), name="api-payment-request-checkout"),
+    path("payment-requests/<int:pk>/cancel", views.PaymentRequestCancelView.as_view(), name="api-payment-request-cancel"),
+    path("payments/", views.PaymentListView.as_view(), name="api-payments"),
+    path("payments/<uuid:pk>/", views.PaymentDetailView.as_view(), name="api-payment"),
+    # The OpenAPI document and its docs page (Swagger UI from this service's static files).
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[AllowAny]),
+        name="api-docs",
+    ),
+]

@@ -1,0 +1,62 @@
+"""Receipts a parent uploads with a manual payment: an image or a PDF, checked by content.
+
+The type is read from the file's first bytes, never from its name or the browser's claim: a
+receipt ends up in front of staff, so an HTML or SVG file posing as a picture must not get
+through. The size limit is ``MANUAL_RECEIPT_MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+
+class ReceiptInvalid(ValueError):
+    """The message is safe to show to the parent."""
+
+
+@dataclass(frozen=True)
+class ReceiptType:
+    content_type: str
+    extension: str
+
+
+# Magic numbers of the types we accept. https://www.garykessler.net/library/file_sigs.html
+_SIGNATURES: list[tuple[bytes, int, ReceiptType]] = [
+    (b"%PDF-", 0, ReceiptType("application/pdf", "pdf")),
+    (b"\x89PNG\r\n\x1a\n", 0, ReceiptType("image/png", "png")),
+    (b"\xff\xd8\xff", 0, ReceiptType("image/jpeg", "jpg")),
+    (b"WEBP", 8, ReceiptType("image/webp", "webp")),
+]
+ACCEPTED_TYPES = "PDF, JPEG, PNG or WebP"
+# For the file input's ``accept`` attribute: a hint to the browser, not a check.
+ACCEPT_ATTRIBUTE = "application/pdf,image/jpeg,image/png,image/webp"
+
+
+def size_text(size: int) -> str:
+    """``5242880`` -> ``"5 MB"``, ``1024`` -> ``"1 KB"``: how limits are shown to parents."""
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MB"
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    return f"{max(1, size // 1024)} KB"
+
+
+def receipt_check(file: UploadedFile) -> ReceiptType:
+    """The receipt's real type, or ``ReceiptInvalid`` when it is empty, too large or not a
+    PDF or image we accept."""
+    limit = settings.MANUAL_RECEIPT_MAX_BYTES
+    if file.size is None or file.size == 0:
+        raise ReceiptInvalid("The receipt file is empty.")
+    if file.size > limit:
+        raise ReceiptInvalid(f"The receipt is larger than {size_text(limit)}.")
+    file.seek(0)
+    head = file.read(16)
+    file.seek(0)
+    for magic, offset, kind in _SIGNATURES:
+        # WebP is a RIFF container: "RIFF", the size, then "WEBP".
+        if head[offset : offset + len(magic)] == magic and (kind.extension != "webp" or head.startswith(b"RIFF")):
+            return kind
+    raise ReceiptInvalid(f"The receipt must be a {ACCEPTED_TYPES} file.")

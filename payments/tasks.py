@@ -1,0 +1,26 @@
+"""Celery tasks of the payments domain. Thin: each calls one service function.
+
+The janitor: beat runs ``payments_recheck_due`` every minute; it claims the payments whose
+status check is due and enqueues one ``payment_status_recheck`` per payment, which asks the
+provider (``fetch_status``) and settles, reschedules or expires the payment.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import shared_task
+
+from payments import services
+
+
+@shared_task(name="payments.tasks.payments_recheck_due")
+def payments_recheck_due_task() -> int:
+    return len(services.payments_recheck_due())
+
+
+# Idempotent: asking twice applies the same answer twice, which the state machine ignores; a lost
+# message is found again once its claim (PAYMENT_RECHECK_CLAIM_SECONDS) runs out.
+@shared_task(acks_late=True, name="payments.tasks.payment_status_recheck")
+def payment_status_recheck_task(payment_id: str) -> str:
+    return services.payment_status_recheck(payment_id=uuid.UUID(payment_id))

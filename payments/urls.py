@@ -1,0 +1,13 @@
+from django.urls import path
+
+from payments import views
+
+urlpatterns = [
+    path("pay/<str:token>/", views.pay_view, name="pay"),
+    path("pay/<str:token>/checkout", views.pay_checkout_view, name="pay-checkout"),
+    path("pay/<str:token>/abandon", views.pay_abandon_view, name="pay-abandon"),
+    path("pay/<str:token>/manual", views.pay_manual_view, name="pay-manual"),
+    path("payments/<uuid:payment_id>/thanks", views.payment_thanks_view, name="payment-thanks"),
+    path("payments/<uuid:payment_id>/status", views.payment_status_view, name="payment-status"),
+    path("payments/simulate/<uuid:payment_id>", views.payment_simulate_view, name="payment-simulate"),
+]

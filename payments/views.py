@@ -1,0 +1,245 @@
+"""The parent pages: the pay link, "Pay now", manual payments, the thanks page and its JSON
+status, and the dummy provider's checkout page. Thin: each view checks its form and calls one
+service or selector. Every form carries Django's CSRF token (only the webhook endpoint is exempt).
+
+A paid, cancelled or unknown link is a clear page with a sensible status code, never an error.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from payments import receipts, selectors, services
+from payments.forms import ManualPaymentForm, PhoneForm, SimulateForm
+from payments.models import AuditLog, Payment, PaymentRequest
+from payments.phone import mask_phone
+from providers.registry import get_provider
+
+# Seconds between refreshes of the thanks page without JavaScript (meta refresh), and between
+# polls of the status endpoint with it.
+THANKS_REFRESH_SECONDS = 3
+
+
+def _client_ip(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def _closed_page(request: HttpRequest, payment_request: PaymentRequest | None) -> HttpResponse | None:
+    """The clear page for a link that cannot be paid, or None when it is open."""
+    if payment_request is None:
+        return render(request, "payments/pay_unavailable.html", {"reason": "unknown"}, status=404)
+    if payment_request.status == PaymentRequest.Status.PAID:
+        return render(request, "payments/pay_unavailable.html", {"reason": "paid", "payment_request": payment_request})
+    if payment_request.status == PaymentRequest.Status.CANCELLED or not payment_request.school.active:
+        return render(request, "payments/pay_unavailable.html", {"reason": "cancelled", "payment_request": payment_request})
+    return None
+
+
+def _render_pay_page(request, payment_request, *, status=200, error="", phone_form=None, manual_form=None):
+    page = selectors.pay_page(payment_request=payment_request)
+    in_flight = page.in_flight
+    context = {
+        "page": page,
+        "payment_request": payment_request,
+        "error": error,
+        # Each way to pay, with the phone form of an on-phone prompt (bound after a bad number).
+        "online": [
+            (
+                option,
+                (
+                    phone_form
+                    if phone_form is not None and phone_form.data.get("provider") == option.slug
+                    else PhoneForm(auto_id=f"id_{option.slug}_%s")
+                )
+                if option.needs_phone
+                else None,
+            )
+            for option in page.options
+        ],
+        "manual_form": manual_form or ManualPaymentForm(payment_request=payment_request),
+        "in_flight": in_flight,
+        "in_flight_name": selectors.provider_display_name(in_flight.provider) if in_flight else "",
+        "in_flight_phone": mask_phone(in_flight.payer.get("phone", "")) if in_flight and in_flight.payer.get("phone") else "",
+    }
+    return render(request, "payments/pay.html", context, status=status)
+
+
+@never_cache
+@require_GET
+def pay_view(request: HttpRequest, token: str) -> HttpResponse:
+    payment_request = selectors.payment_request_for_token(token=token)
+    return _closed_page(request, payment_request) or _render_pay_page(request, payment_request)
+
+
+@never_cache
+@require_POST
+def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
+    """"Pay now": start (or reuse) a checkout and send the parent there."""
+    payment_request = selectors.payment_request_for_token(token=token)
+    closed = _closed_page(request, payment_request)
+    if closed:
+        return closed
+    provider = request.POST.get("provider", "")
+    payer = {}
+    phone_form = None
+    if provider and any(option.slug == provider and option.needs_phone for option in selectors.checkout_options(school=payment_request.school)):
+        phone_form = PhoneForm(request.POST, auto_id=f"id_{provider}_%s")
+        if not phone_form.is_valid():
+            return _render_pay_page(request, payment_request, status=400, phone_form=phone_form)
+        payer["phone"] = phone_form.cleaned_data["phone"]
+    try:
+        started = services.payment_checkout_start(
+            payment_request_id=payment_request.pk,
+            provider=provider,
+            payer=payer,
+            actor_type=AuditLog.ActorType.PARENT,
+            actor=_client_ip(request),
+        )
+    except services.CheckoutRefused as exc:
+        payment_request.refresh_from_db()
+        return _closed_page(request, payment_request) or _render_pay_page(
+            request, payment_request, status=409, error=exc.detail, phone_form=phone_form
+        )
+    except services.CheckoutFailed as exc:
+        return _render_pay_page(request, payment_request, status=502, error=exc.detail)
+    if started.redirect_url:
+        return redirect(started.redirect_url)  # 302 to the provider's page (GET)
+    # An on-phone prompt: the thanks page waits for the answer.
+    return redirect("payment-thanks", payment_id=started.payment.pk)
+
+
+@never_cache
+@require_POST
+def pay_abandon_view(request: HttpRequest, token: str) -> HttpResponse:
+    """"Choose another way": give up the checkout under way."""
+    payment_request = selectors.payment_request_for_token(token=token)
+    closed = _closed_page(request, payment_request)
+    if closed:
+        return closed
+    try:
+        payment_id = uuid.UUID(request.POST.get("payment_id", ""))
+        services.payment_checkout_abandon(
+            payment_id=payment_id,
+            payment_request_id=payment_request.pk,
+            actor_type=AuditLog.ActorType.PARENT,
+            actor=_client_ip(request),
+        )
+    except (ValueError, Payment.DoesNotExist):
+        return _render_pay_page(request, payment_request, status=400, error="That payment is not part of this request.")
+    except services.CheckoutRefused as exc:
+        return _render_pay_page(request, payment_request, status=409, error=exc.detail)
+    return redirect("pay", token=token)
+
+
+@never_cache
+@require_POST
+def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
+    """A parent reports a bank transfer, mobile-money or cash payment, with an optional receipt."""
+    payment_request = selectors.payment_request_for_token(token=token)
+    closed = _closed_page(request, payment_request)
+    if closed:
+        return closed
+    # Refuse an oversized upload before Django reads it (DATA_UPLOAD limits do not cover files).
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > settings.MANUAL_RECEIPT_MAX_BYTES + 64 * 1024:
+        form = ManualPaymentForm(payment_request=payment_request)
+        return _render_pay_page(
+            request,
+            payment_request,
+            status=413,
+            error=f"The receipt is larger than {receipts.size_text(settings.MANUAL_RECEIPT_MAX_BYTES)}.",
+            manual_form=form,
+        )
+    form = ManualPaymentForm(request.POST, request.FILES, payment_request=payment_request)
+    if not form.is_valid():
+        return _render_pay_page(request, payment_request, status=400, manual_form=form)
+    try:
+        payment = services.manual_payment_submit(
+            payment_request_id=payment_request.pk,
+            method=form.cleaned_data["method"],
+            manual_reference=form.cleaned_data["reference"],
+            amount_minor=form.cleaned_data["amount"],
+            receipt=form.cleaned_data["receipt"],
+            payer={"ip": _client_ip(request)},
+        )
+    except services.ManualPaymentInvalid as exc:
+        for name, message in exc.errors.items():
+            form.add_error(name if name in form.fields else None, message)
+        return _render_pay_page(request, payment_request, status=400, manual_form=form)
+    except services.CheckoutRefused as exc:
+        payment_request.refresh_from_db()
+        return _closed_page(request, payment_request) or _render_pay_page(
+            request, payment_request, status=409, error=exc.detail, manual_form=form
+        )
+    return redirect("payment-thanks", payment_id=payment.pk)
+
+
+@never_cache
+@require_GET
+def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
+    """"Processing..." until the provider answers, then "Paid" or "Failed" (with a way to try
+    again). Polls the status endpoint with JavaScript; refreshes itself without it."""
+    payment = selectors.payment_for_parent(payment_id=payment_id)
+    if payment is None:
+        return render(request, "payments/pay_unavailable.html", {"reason": "unknown_payment"}, status=404)
+    state = selectors.payment_public_state(payment=payment)
+    context = {
+        "payment": payment,
+        "payment_request": payment.payment_request,
+        "state": state,
+        "final": state != "processing",
+        "refresh_seconds": THANKS_REFRESH_SECONDS,
+        "status_url": reverse("payment-status", args=[payment.pk]),
+        "provider_name": selectors.provider_display_name(payment.provider) if not payment.is_manual else "",
+        "phone": mask_phone(payment.payer["phone"]) if payment.payer.get("phone") else "",
+        "can_retry": state == "failed"
+        and payment.payment_request is not None
+        and payment.payment_request.status == PaymentRequest.Status.OPEN,
+    }
+    return render(request, "payments/thanks.html", context)
+
+
+@never_cache
+@require_GET
+def payment_status_view(request: HttpRequest, payment_id: uuid.UUID) -> JsonResponse:
+    payment = selectors.payment_for_parent(payment_id=payment_id)
+    if payment is None:
+        return JsonResponse({"detail": "Unknown payment", "code": "not_found"}, status=404)
+    return JsonResponse(selectors.payment_public_status(payment=payment))
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
+    """The dummy provider's hosted checkout page. Paying records the outcome as the dummy
+    provider's state, posts its signed webhook to this service, then returns to the thanks page."""
+    payment = selectors.payment_for_parent(payment_id=payment_id)
+    if payment is None or payment.provider != "dummy" or payment.is_manual or not settings.DUMMY_CHECKOUT_ENABLED:
+        return render(request, "payments/pay_unavailable.html", {"reason": "unknown_payment"}, status=404)
+    form = SimulateForm(request.POST or None, currency=payment.currency, initial={"amount": payment.amount_display.split(" ", 1)[1]})
+    recorded = payment.provider_data.get("dummy")
+    if request.method == "POST" and form.is_valid():
+        payment = services.dummy_payment_simulate(
+            payment_id=payment.pk, outcome=form.cleaned_data["outcome"], amount_minor=form.cleaned_data["amount"]
+        )
+        adapter = get_provider("dummy")
+        body, headers = adapter.simulated_webhook(payment=payment, account=payment.account)
+        # To this service's own webhook endpoint, on the address the payer's browser used.
+        url = request.build_absolute_uri(
+            reverse("webhook-receive-school", kwargs={"provider": "dummy", "school_code": payment.school.code})
+        )
+        adapter.send_webhook(url=url, body=body, headers=headers)
+        return redirect("payment-thanks", payment_id=payment.pk)
+    return render(
+        request,
+        "payments/simulate.html",
+        {"payment": payment, "form": form, "recorded": recorded},
+        status=400 if request.method == "POST" else 200,
+    )

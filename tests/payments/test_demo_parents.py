@@ -1,0 +1,44 @@
+"""``make run``'s demo data lets a newcomer pay a pay link in a browser (README walkthrough)."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from payments import services
+from payments.demo import demo_seed
+from payments.models import PaymentRequest, StaffMembership, Student
+from payments.state import PaymentStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _demo_dir(settings, tmp_path):
+    settings.BASE_DIR = tmp_path
+
+
+def test_the_demo_has_an_open_payment_request_and_an_api_token(client):
+    login = demo_seed()
+    payment_request = PaymentRequest.objects.get()
+    assert login.pay_path == f"/pay/{payment_request.token}/"
+    assert (payment_request.status, payment_request.amount_minor, payment_request.currency) == ("open", 450_000, "UGX")
+    assert payment_request.student.full_name == "Amina Nakato"
+    assert Student.objects.filter(school__code="ng").count() == 3
+    bursar = Token.objects.get(key=login.api_token).user
+    assert (bursar.username, bursar.is_staff, bursar.is_superuser) == ("bursar", True, False)
+    assert list(StaffMembership.objects.filter(user=bursar).values_list("school__code", flat=True)) == ["ng"]
+    html = client.get(login.pay_path).content.decode()
+    assert "UGX 450,000" in html and "Pay with Dummy (development)" in html
+
+
+def test_running_the_demo_again_keeps_one_open_request_and_makes_a_new_one_once_paid():
+    first = demo_seed()
+    assert demo_seed() == first
+    payment = services.payment_checkout_start(payment_request_id=PaymentRequest.objects.get().pk, provider="dummy").payment
+    services.payment_apply_provider_status(
+        payment_id=payment.pk,
+        status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        source="demo",
+    )
+    third = demo_seed()
+    assert third.pay_path != first.pay_path and third.api_token == first.api_token
+    assert sorted(PaymentRequest.objects.values_list("status", flat=True)) == ["open", "paid"]
