@@ -1,10 +1,16 @@
-"""The webhook endpoint is the only view that skips CSRF protection: every other view (admin,
-probes, metrics, the parents' pages) keeps it. Found by walking the whole URL resolver, so a
-view added later with @csrf_exempt fails here until it is listed with a reason."""
+"""The webhook endpoint is the only view a browser with cookies can reach that skips CSRF
+protection: every other view (admin, probes, metrics, the parents' pages) keeps it. Found by
+walking the whole URL resolver, so a view added later with @csrf_exempt fails here until it is
+listed with a reason.
+
+The REST API views are csrf-exempt by DRF's construction; that is safe only because they
+authenticate by token alone, so no cookie can authenticate a forged request: checked here too."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.views import APIView
 
 from webhooks.views import webhook_receive_view
 
@@ -26,16 +32,36 @@ def unwrap(view):
     return getattr(view, "view_class", None) or view
 
 
+def is_token_only_api_view(view) -> bool:
+    cls = getattr(view, "cls", None)
+    if not (isinstance(cls, type) and issubclass(cls, APIView)):
+        return False
+    authenticators = cls().get_authenticators()
+    return bool(authenticators) and not any(isinstance(a, SessionAuthentication) for a in authenticators)
+
+
 def test_only_the_webhook_endpoint_is_csrf_exempt():
     routes = list(walk(get_resolver().url_patterns))
     assert len(routes) > 20  # the admin's too: the walk really went through the includes
     exempt = {route: view for route, view in routes if getattr(view, "csrf_exempt", False)}
-    assert exempt, "the webhook endpoint should be exempt"
-    assert {unwrap(view) for view in exempt.values()} == set(ALLOWED_CSRF_EXEMPT)
-    assert sorted(exempt) == [
+    api = {route for route, view in exempt.items() if getattr(view, "cls", None) is not None}
+    assert api, "the REST API should be found by the walk"
+    for route in api:
+        assert is_token_only_api_view(exempt[route]), f"{route} is exempt and accepts a session cookie"
+    others = {route: view for route, view in exempt.items() if route not in api}
+    assert {unwrap(view) for view in others.values()} == set(ALLOWED_CSRF_EXEMPT)
+    assert sorted(others) == [
         "api/webhooks/^(?P<provider>[A-Za-z0-9_-]+)/(?P<school_code>[A-Za-z0-9_-]+)/?$",
         "api/webhooks/^(?P<provider>[A-Za-z0-9_-]+)/?$",
     ]
+    # The parents' forms are among the protected views.
+    protected = {route for route, view in routes if not getattr(view, "csrf_exempt", False)}
+    assert {
+        "pay/<str:token>/checkout",
+        "pay/<str:token>/manual",
+        "pay/<str:token>/abandon",
+        "payments/simulate/<uuid:payment_id>",
+    } <= protected
 
 
 def test_the_walk_sees_a_newly_exempted_view(settings):

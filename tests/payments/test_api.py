@@ -148,8 +148,11 @@ def test_checkout_returns_the_url_and_reuses_it(api, payment_request, dummy_acco
 
 
 def test_checkout_refusals(api, payment_request, dummy_account):
-    response = api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "stripe"}, format="json")
+    response = api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "nopay"}, format="json")
     assert (response.status_code, response.json()["code"]) == (400, "provider_unknown")
+    # A provider this service knows, but the school has no account with.
+    response = api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "stripe"}, format="json")
+    assert (response.status_code, response.json()["code"]) == (400, "provider_unavailable")
     api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "dummy"}, format="json")
     payment = Payment.objects.get()
     payment_apply_provider_status(
