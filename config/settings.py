@@ -123,7 +123,8 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# In-memory broker when tasks run inline; Celery still builds a producer, which wants a host.
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 # No Redis configured: run tasks inline, in the process that enqueues them (development only).
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = False
