@@ -44,6 +44,7 @@ from payments.services import (
 from providers.base import NormalizedEvent, ProviderAdapter
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
+from quickbooks_sync.services import qbo_sync_request
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +301,7 @@ def webhook_event_process(*, event_id: int) -> str | None:
         result = f"{result}; confirmed: {change.note}"
     if event.payment_id is not None:
         result = f"{result}; student {payment_student_map(payment_id=event.payment_id)}"
+        qbo_sync_request(payment_id=event.payment_id)  # a succeeded, mapped payment goes to QuickBooks
     WebhookEvent.objects.filter(pk=event.pk, status=WebhookEvent.Status.PROCESSING).update(
         status=WebhookEvent.Status.PROCESSED,
         processed_at=timezone.now(),
