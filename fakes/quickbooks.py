@@ -299,6 +299,8 @@ class Company:
     # Arrival times (the fake's scaled clock) of accepted API requests, and of batch calls.
     window: deque = field(default_factory=deque)
     batch_window: deque = field(default_factory=deque)
+    # Documents a query does not see yet (``FakeQuickBooks.query_lag``).
+    unindexed: set = field(default_factory=set)
     in_flight: int = 0
     max_in_flight: int = 0
     max_per_second: int = 0
@@ -354,6 +356,9 @@ class FakeQuickBooks(FakeApp):
         self.dedupe_request_ids = True
         self.request_id_replay = "response"  # or "fault600"
         self.rotate_refresh_tokens = True
+        # Entities whose new documents queries do not find until ``index_now()``: a search
+        # index that lags behind writes, so a look-up can miss a create that landed.
+        self.query_lag: set[str] = set()
         self.consent_realm: str | None = None  # the company a user "picks" at the consent screen
         self.decline_next_consent = False
         self.companies: dict[str, Company] = {}
@@ -361,7 +366,9 @@ class FakeQuickBooks(FakeApp):
         self._access: dict[str, _Token] = {}
         self._refresh: dict[str, _Token] = {}
         self._drop_creates: list[str | None] = []
-        self._failures: list[int] = []
+        self._failures: list[tuple[int, str | None]] = []
+        # Extra delay of requests to one path segment, e.g. {"salesreceipt": 0.5}.
+        self.latency_by_path: dict[str, float] = {}
         self._throttles = 0
         self.throttled = 0  # 429s answered
         self.api_calls = 0  # v3 requests answered (any status)
@@ -474,13 +481,20 @@ class FakeQuickBooks(FakeApp):
         with self.lock:
             self._drop_creates.extend([entity] * count)
 
-    def fail_next(self, count: int = 1, status: int = 503) -> None:
+    def fail_next(self, count: int = 1, status: int = 503, path: str | None = None) -> None:
+        """Answer the next ``count`` API requests (to ``path``, e.g. "salesreceipt", or any) with
+        ``status`` without doing anything."""
         with self.lock:
-            self._failures.extend([status] * count)
+            self._failures.extend([(status, path)] * count)
 
     def throttle_next(self, count: int = 1) -> None:
         with self.lock:
             self._throttles += count
+
+    def index_now(self) -> None:
+        with self.lock:
+            for company in self.companies.values():
+                company.unindexed.clear()
 
     def expire_access_tokens(self) -> None:
         with self.lock:
@@ -701,10 +715,13 @@ class FakeQuickBooks(FakeApp):
             throttled = self._admit(company, batch=rest == "batch")
             if throttled is not None:
                 return throttled
-            failure = self._failures.pop(0) if self._failures else None
+            segment = rest.split("/")[0]
+            index = next((i for i, (_, path) in enumerate(self._failures) if path in (None, segment)), None)
+            failure = self._failures.pop(index)[0] if index is not None else None
         try:
-            if self.latency_seconds:
-                time.sleep(self.latency_seconds)
+            delay = self.latency_by_path.get(segment, self.latency_seconds)
+            if delay:
+                time.sleep(delay)
             if failure:
                 return _json(failure, {"detail": "simulated outage"}) if failure != 500 else _json(
                     500, _Fault(500, "10000", "An application error has occurred", "simulated", "SystemFault").body()
@@ -766,7 +783,7 @@ class FakeQuickBooks(FakeApp):
     def run_query(self, company: Company, text: str) -> dict:
         query = _parse_query(text)
         with self.lock:
-            rows = list(company.table(query.entity).values())
+            rows = [row for row in company.table(query.entity).values() if (query.entity, row["Id"]) not in company.unindexed]
         if query.entity in ("Customer", "Item", "Account") and not any(name == "Active" for name, _, _ in query.conditions):
             rows = [row for row in rows if row.get("Active", True)]  # QBO hides inactive names by default
         for name, op, value in query.conditions:
@@ -906,6 +923,8 @@ class FakeQuickBooks(FakeApp):
         stored = {**obj, "Id": object_id, "SyncToken": "0", "domain": "QBO", "sparse": False,
                   "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp}}  # fmt: skip
         company.table(entity)[object_id] = stored
+        if entity in self.query_lag:
+            company.unindexed.add((entity, object_id))
         return json.loads(_dumps(stored), parse_float=Decimal)
 
 
