@@ -356,6 +356,7 @@ class FakeQuickBooks(FakeApp):
         self.dedupe_request_ids = True
         self.request_id_replay = "response"  # or "fault600"
         self.rotate_refresh_tokens = True
+        self.token_latency_seconds = 0.0
         # Entities whose new documents queries do not find until ``index_now()``: a search
         # index that lags behind writes, so a look-up can miss a create that landed.
         self.query_lag: set[str] = set()
@@ -606,6 +607,8 @@ class FakeQuickBooks(FakeApp):
     def token(self, request: Request) -> Response:
         with self.lock:
             self.token_calls += 1
+        if self.token_latency_seconds:
+            time.sleep(self.token_latency_seconds)
         if request.method != "POST":
             return _json(405, {"error": "method_not_allowed"})
         if not self._client_ok(request):

@@ -820,6 +820,9 @@ def qbo_tokens_refresh(*, connection_id: int, stale_version: int | None = None) 
             auth.refresh(refresh_token=used_token)
         except AuthClientError as exc:
             if exc.status_code in (400, 401):
+                current = QboConnection.objects.select_related("school").get(pk=connection_id)
+                if current.token_version != used_version:
+                    return current  # our token was replaced while we asked (a lock that expired)
                 error = oauth_error(exc)
                 logger.warning("Intuit refused the refresh token of school %s: %s", connection.school.code, error)
                 qbo_connection_authorization_lost(
