@@ -198,9 +198,9 @@ QBO_MINOR_VERSION = env_int("QBO_MINOR_VERSION", 75)
 QBO_CONNECT_TIMEOUT_SECONDS = float(env_str("QBO_CONNECT_TIMEOUT_SECONDS", "5") or 5)
 QBO_READ_TIMEOUT_SECONDS = float(env_str("QBO_READ_TIMEOUT_SECONDS", "30") or 30)
 # Per-company limits (reference §4.1), enforced before sending by a limiter shared through Redis.
-# QBO_LIMIT_HEADROOM keeps the rates a little under Intuit's so that network jitter between our
-# clock and theirs never turns into a 429. QBO_LIMIT_TIME_SCALE > 1 shrinks the windows (the
-# benchmark runs the fake's clock faster); leave it at 1.
+# QBO_LIMIT_HEADROOM stretches our windows (a minute counts as 60 s / 0.9 = 66.7 s) so that
+# network jitter between our clock and Intuit's never turns into a 429. QBO_LIMIT_TIME_SCALE > 1
+# shrinks the windows (the benchmark runs the fake's clock faster); leave it at 1.
 QBO_LIMIT_PER_MINUTE = env_int("QBO_LIMIT_PER_MINUTE", 500)
 QBO_LIMIT_PER_SECOND = env_int("QBO_LIMIT_PER_SECOND", 10)
 QBO_LIMIT_CONCURRENT = env_int("QBO_LIMIT_CONCURRENT", 10)

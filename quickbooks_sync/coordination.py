@@ -37,16 +37,21 @@ class Limits:
 
     @classmethod
     def from_settings(cls) -> Limits:
-        headroom = settings.QBO_LIMIT_HEADROOM
+        # Counts are Intuit's; our windows are longer by 1/QBO_LIMIT_HEADROOM. Intuit counts
+        # arrivals, we count departures: a burst let through the moment the previous one ages
+        # out of *our* window could, a few milliseconds of network jitter later, land in the
+        # same window as it at Intuit. Longer windows absorb that jitter; a smaller count would
+        # not (the next burst would still leave exactly one window later).
+        stretch = 1 / settings.QBO_LIMIT_HEADROOM
         scale = settings.QBO_LIMIT_TIME_SCALE
         return cls(
-            per_minute=max(1, int(settings.QBO_LIMIT_PER_MINUTE * headroom)),
-            per_second=max(1, int(settings.QBO_LIMIT_PER_SECOND * headroom)),
-            # Exact: a slot is held from before the request is sent until its answer is read.
+            per_minute=max(1, settings.QBO_LIMIT_PER_MINUTE),
+            per_second=max(1, settings.QBO_LIMIT_PER_SECOND),
+            # A slot is held from before the request is sent until its answer is read.
             concurrent=max(1, settings.QBO_LIMIT_CONCURRENT),
-            batch_per_minute=max(1, int(settings.QBO_LIMIT_BATCH_PER_MINUTE * headroom)),
-            minute_ms=max(1, int(60_000 / scale)),
-            second_ms=max(1, int(1000 / scale)),
+            batch_per_minute=max(1, settings.QBO_LIMIT_BATCH_PER_MINUTE),
+            minute_ms=max(1, round(60_000 * stretch / scale)),
+            second_ms=max(1, round(1000 * stretch / scale)),
         )
 
 
