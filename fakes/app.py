@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from fakes.directory import FakeDirectory
+from fakes.quickbooks import build_demo_quickbooks
 from fakes.server import PrefixRouter
 
 
@@ -12,5 +13,6 @@ def build_fakes() -> PrefixRouter:
     return PrefixRouter(
         {
             "/directory": FakeDirectory(),
+            "/qbo": build_demo_quickbooks(),
         }
     )

@@ -45,6 +45,9 @@ def demo_seed() -> DemoLogin:
         if not user.check_password(password):
             user.set_password(password)
         user.save()
+        from quickbooks_sync.demo import qbo_demo_seed
+
+        qbo_demo_seed(school=school)  # connected to the local fake QuickBooks
     return DemoLogin(DEMO_ADMIN_USERNAME, password)
 
 
