@@ -218,6 +218,9 @@ QBO_SYNC_CHUNK_SIZE = env_int("QBO_SYNC_CHUNK_SIZE", 25)
 QBO_SYNC_MAX_ATTEMPTS = env_int("QBO_SYNC_MAX_ATTEMPTS", 10)
 QBO_SYNC_CLAIM_SECONDS = env_int("QBO_SYNC_CLAIM_SECONDS", 300)
 QBO_SYNC_RUN_SECONDS = env_int("QBO_SYNC_RUN_SECONDS", 120)
+# Documents of one round sent at once (threads of the worker; the limiter still caps the
+# company's concurrent requests). 1 with SQLite, which cannot take parallel writers.
+QBO_SYNC_CONCURRENCY = env_int("QBO_SYNC_CONCURRENCY", 4 if DATABASE_URL else 1)
 if not IS_PRODUCTION and (QBO_API_BASE_URL.startswith("http://")):
     # Reference §6.2: python-quickbooks' OAuth2Session refuses plain http. Only ever for a local
     # fake; production refuses such URLs below.

@@ -34,6 +34,9 @@ def fake_qbo(settings, monkeypatch):
     settings.QBO_REDIRECT_URI = "http://testserver/qbo/callback/"
     settings.QBO_CONNECT_TIMEOUT_SECONDS = 1.0
     settings.QBO_READ_TIMEOUT_SECONDS = 2.0
+    # Parallel sends run in threads with their own database connections, which cannot see a
+    # test's uncommitted rows: tests of that path use transactional_db and set it themselves.
+    settings.QBO_SYNC_CONCURRENCY = 1
     # Reference §6.2: python-quickbooks' OAuth2Session needs this for a plain-http fake.
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     yield fake

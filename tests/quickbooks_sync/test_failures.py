@@ -320,3 +320,30 @@ def test_txn_date_is_the_day_the_payment_succeeded(account, student, connection,
     type(payment).objects.filter(pk=payment.pk).update(status_changed_at=timezone.make_aware(timezone.datetime(2025, 3, 4, 10)))
     services.qbo_sync_request(payment_id=payment.pk)
     assert record_of(payment).txn_date == date(2025, 3, 4)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_sends_with_failures_still_land_each_payment_once(account, connection, fake_qbo, settings, school):
+    """Four documents in flight at once; two answers are dropped and one create meets a 500.
+    After the retries every payment is in QuickBooks exactly once."""
+    from tests.factories import StudentFactory
+
+    settings.QBO_SYNC_CONCURRENCY = 4
+    fake_qbo.dedupe_request_ids = False  # only our look-ups stand between us and duplicates
+    payments = []
+    for _ in range(12):
+        student = StudentFactory(school=school)
+        known_customer(fake_qbo, connection, student)
+        payments.append(ready_payment(account, student))
+        services.qbo_sync_request(payment_id=payments[-1].pk)
+    fake_qbo.drop_next_create(2, entity="SalesReceipt")
+    fake_qbo.fail_next(1, status=500, path="salesreceipt")
+    for _ in range(5):
+        run(school.pk)
+        QboPaymentSync.objects.filter(status=SyncStatus.PENDING).update(next_attempt_at=None)
+    assert set(QboPaymentSync.objects.values_list("status", flat=True)) == {SyncStatus.SYNCED}
+    receipts = fake_qbo.objects(REALM, "SalesReceipt")
+    assert len(receipts) == 12
+    markers = sorted(r["PrivateNote"].rsplit(" ", 1)[1] for r in receipts)
+    assert markers == sorted(f"[sp:{p.pk}]" for p in payments)
+    assert set(QboPaymentSync.objects.values_list("txn_id", flat=True)) == {r["Id"] for r in receipts}

@@ -146,6 +146,7 @@ class TestAgainstTheFake:
             thread.join(timeout=60)
 
     def test_the_shared_limiter_keeps_both_lanes_under_the_limit(self, limits, fake_qbo, connection):
+        limits.QBO_SYNC_CONCURRENCY = 4  # two lanes of four threads: eight senders, one limit
         # As in production our windows are a little longer than the company's
         # (QBO_LIMIT_HEADROOM): the fake counts arrivals, and two busy threads on two cores
         # delay some by tens of milliseconds, a lot against a scaled 200 ms "second".
