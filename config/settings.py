@@ -198,14 +198,15 @@ QBO_MINOR_VERSION = env_int("QBO_MINOR_VERSION", 75)
 QBO_CONNECT_TIMEOUT_SECONDS = float(env_str("QBO_CONNECT_TIMEOUT_SECONDS", "5") or 5)
 QBO_READ_TIMEOUT_SECONDS = float(env_str("QBO_READ_TIMEOUT_SECONDS", "30") or 30)
 # Per-company limits (reference §4.1), enforced before sending by a limiter shared through Redis.
-# QBO_LIMIT_HEADROOM stretches our windows (a minute counts as 60 s / 0.9 = 66.7 s) so that
-# network jitter between our clock and Intuit's never turns into a 429. QBO_LIMIT_TIME_SCALE > 1
-# shrinks the windows (the benchmark runs the fake's clock faster); leave it at 1.
+# QBO_LIMIT_MARGIN_MS lengthens our windows (a second counts as 1.1 s, a minute as 60.1 s) so
+# that network jitter between our clock and Intuit's never turns into a 429.
+# QBO_LIMIT_TIME_SCALE > 1 shrinks the windows (the benchmark runs the fake's clock faster);
+# leave it at 1.
 QBO_LIMIT_PER_MINUTE = env_int("QBO_LIMIT_PER_MINUTE", 500)
 QBO_LIMIT_PER_SECOND = env_int("QBO_LIMIT_PER_SECOND", 10)
 QBO_LIMIT_CONCURRENT = env_int("QBO_LIMIT_CONCURRENT", 10)
 QBO_LIMIT_BATCH_PER_MINUTE = env_int("QBO_LIMIT_BATCH_PER_MINUTE", 40)
-QBO_LIMIT_HEADROOM = float(env_str("QBO_LIMIT_HEADROOM", "0.9") or 0.9)
+QBO_LIMIT_MARGIN_MS = float(env_str("QBO_LIMIT_MARGIN_MS", "100") or 100)
 QBO_LIMIT_TIME_SCALE = float(env_str("QBO_LIMIT_TIME_SCALE", "1") or 1)
 QBO_LIMIT_MAX_WAIT_SECONDS = float(env_str("QBO_LIMIT_MAX_WAIT_SECONDS", "30") or 30)
 # After a 429, the whole company waits this long (Intuit: 60 s).
@@ -214,7 +215,7 @@ QBO_THROTTLE_PAUSE_SECONDS = float(env_str("QBO_THROTTLE_PAUSE_SECONDS", "60") o
 QBO_TOKEN_REFRESH_MARGIN_SECONDS = env_int("QBO_TOKEN_REFRESH_MARGIN_SECONDS", 300)
 # Sync: documents per round (one invoice look-up serves a whole round), attempts before a
 # transient failure is left visibly failed, how long a worker's claim on a document lasts.
-QBO_SYNC_CHUNK_SIZE = env_int("QBO_SYNC_CHUNK_SIZE", 25)
+QBO_SYNC_CHUNK_SIZE = env_int("QBO_SYNC_CHUNK_SIZE", 50)
 QBO_SYNC_MAX_ATTEMPTS = env_int("QBO_SYNC_MAX_ATTEMPTS", 10)
 QBO_SYNC_CLAIM_SECONDS = env_int("QBO_SYNC_CLAIM_SECONDS", 300)
 QBO_SYNC_RUN_SECONDS = env_int("QBO_SYNC_RUN_SECONDS", 120)

@@ -29,7 +29,6 @@ import json
 import re
 import secrets
 import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -758,7 +757,7 @@ class FakeQuickBooks(FakeApp):
             with self.lock:
                 obj = company.table(entity).get(match.group(2))
             if obj is None:
-                raise _Fault(400, "610", "Object Not Found", f"Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees.")
+                raise _Fault(400, "610", "Object Not Found", "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees.")
             return _json(200, {entity: obj, "time": _now_iso()})
         if request.method != "POST" or params.get("operation"):
             raise _Fault(400, "500", "Unsupported Operation", "Only creates are supported by this fake.")

@@ -37,12 +37,12 @@ class Limits:
 
     @classmethod
     def from_settings(cls) -> Limits:
-        # Counts are Intuit's; our windows are longer by 1/QBO_LIMIT_HEADROOM. Intuit counts
-        # arrivals, we count departures: a burst let through the moment the previous one ages
-        # out of *our* window could, a few milliseconds of network jitter later, land in the
-        # same window as it at Intuit. Longer windows absorb that jitter; a smaller count would
-        # not (the next burst would still leave exactly one window later).
-        stretch = 1 / settings.QBO_LIMIT_HEADROOM
+        # Counts are Intuit's; each window is longer by QBO_LIMIT_MARGIN_MS (real time, not
+        # scaled). Intuit counts arrivals, we count departures: a burst let through the moment
+        # the previous one ages out of *our* window could, a few milliseconds of network jitter
+        # later, land in the same window as it at Intuit. A margin of time absorbs that jitter;
+        # a smaller count would not (the next burst would still leave exactly one window later).
+        margin = settings.QBO_LIMIT_MARGIN_MS
         scale = settings.QBO_LIMIT_TIME_SCALE
         return cls(
             per_minute=max(1, settings.QBO_LIMIT_PER_MINUTE),
@@ -50,8 +50,8 @@ class Limits:
             # A slot is held from before the request is sent until its answer is read.
             concurrent=max(1, settings.QBO_LIMIT_CONCURRENT),
             batch_per_minute=max(1, settings.QBO_LIMIT_BATCH_PER_MINUTE),
-            minute_ms=max(1, round(60_000 * stretch / scale)),
-            second_ms=max(1, round(1000 * stretch / scale)),
+            minute_ms=max(1, round(60_000 / scale + margin)),
+            second_ms=max(1, round(1000 / scale + margin)),
         )
 
 
@@ -215,6 +215,10 @@ class Coordinator:
         """Clear the flag; True if it was set."""
         raise NotImplementedError
 
+    def flag_set_new(self, name: str, ttl: float) -> bool:
+        """Set the flag unless it is set; True if this call set it."""
+        raise NotImplementedError
+
 
 class RedisCoordinator(Coordinator):
     def __init__(self, url: str) -> None:
@@ -266,6 +270,9 @@ class RedisCoordinator(Coordinator):
 
     def flag_take(self, name: str) -> bool:
         return bool(self.redis.delete(f"qbo:flag:{name}"))
+
+    def flag_set_new(self, name: str, ttl: float) -> bool:
+        return bool(self.redis.set(f"qbo:flag:{name}", "1", nx=True, px=int(ttl * 1000)))
 
 
 class LocalCoordinator(Coordinator):
@@ -365,6 +372,13 @@ class LocalCoordinator(Coordinator):
                 self._flags.discard(name)
                 return True
             return False
+
+    def flag_set_new(self, name: str, ttl: float) -> bool:
+        with self._lock:
+            if name in self._flags:
+                return False
+            self._flags.add(name)
+            return True
 
 
 @lru_cache(maxsize=4)

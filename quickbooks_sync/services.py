@@ -35,7 +35,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import F, Max
+from django.db.models import Max
 from django.utils import timezone
 from intuitlib.enums import Scopes
 from intuitlib.exceptions import AuthClientError
@@ -43,7 +43,7 @@ from quickbooks import exceptions as qb_exceptions
 from quickbooks.batch import batch_create
 from quickbooks.objects import Customer
 
-from config.celery import backoff_seconds, enqueue_on_commit, publish
+from config.celery import backoff_seconds, publish
 from payments.models import AuditLog, Payment
 from payments.money import format_minor, from_minor
 from payments.services import audit_record
@@ -75,9 +75,9 @@ Conn = QboConnection
 def qbo_sync_request(*, payment_id: uuid.UUID, requested_by: str = "") -> str | None:
     """Make sure a ready payment (and each refund of it) will reach QuickBooks, and wake the
     school's sync after commit. Idempotent and cheap (one query) when the school has no
-    QuickBooks connection. ``requested_by`` (a staff user) also syncs a payment older than the
-    connection's ``sync_since``. Returns the payment's sync status, or None if there is nothing
-    to sync."""
+    QuickBooks connection. ``requested_by`` (a staff user's name, for staff actions) also syncs
+    a payment older than the connection's ``sync_since`` and retries a failed sync. Returns the
+    payment's sync status, or None if there is nothing to sync."""
     payment = Payment.objects.select_related("school__qbo_connection").filter(pk=payment_id).first()
     if payment is None or not selectors.payment_is_ready(payment):
         return None
@@ -87,6 +87,9 @@ def qbo_sync_request(*, payment_id: uuid.UUID, requested_by: str = "") -> str | 
     if payment.created_at < connection.sync_since and not requested_by:
         return None
     record = _records_ensure(payment=payment, connection=connection)
+    if requested_by and record.status == SyncStatus.FAILED:
+        qbo_sync_retry(payment_sync_ids=[record.pk], actor=requested_by)  # staff asked again
+        record.refresh_from_db()
     if connection.can_sync:
         _wake(payment.school_id)
     return record.status
@@ -142,10 +145,26 @@ def _pause_reason(connection: QboConnection) -> str:
     return "Choose the sales item and deposit account in the QuickBooks settings to start syncing."
 
 
-def _wake(school_id: int) -> None:
+def _wake(school_id: int, *, force: bool = False) -> None:
+    """Once the current transaction commits, make sure the school's sync runs.
+
+    Like ``config.celery.enqueue_on_commit``, but coalesced: one queued message per school is
+    enough, since a run drains everything that is due. Two thousand payments settling at once
+    cost one message, not two thousand (each would otherwise make a worker try the lane, and
+    queue ahead of the lane's own continuation). The mark is taken at commit time, so a record
+    committed after a queued run has started still gets its own message; ``force`` (the backlog
+    scan) publishes even if a mark is left by a lost message."""
+    transaction.on_commit(lambda: _wake_now(school_id, force=force))
+
+
+def _wake_now(school_id: int, *, force: bool) -> None:
     from quickbooks_sync.tasks import qbo_school_sync_task
 
-    enqueue_on_commit(qbo_school_sync_task, school_id)
+    coord = coordinator()
+    coord.flag_set(f"sync-requested:{school_id}")
+    if coord.flag_set_new(f"wake-queued:{school_id}", ttl=settings.QBO_SYNC_CLAIM_SECONDS) or force:
+        if not publish(qbo_school_sync_task, (school_id,)):
+            coord.flag_take(f"wake-queued:{school_id}")  # broker down: the backlog scan wakes it later
 
 
 def _wake_later(school_id: int, seconds: float) -> None:
@@ -165,6 +184,7 @@ def qbo_school_sync(*, school_id: int) -> str:
     leaves a flag, which the lane's holder checks before it lets go, so no request is lost.
     Returns what the run ended with: idle, busy, more, throttled, paused, unavailable."""
     coord = coordinator()
+    coord.flag_take(f"wake-queued:{school_id}")  # from now on, a new request needs a new message
     requested = f"sync-requested:{school_id}"
     coord.flag_set(requested)
     outcome = "busy"
@@ -1177,5 +1197,5 @@ def qbo_backlog_scan(*, limit: int = 1000) -> list[int]:
     )
     woken |= selectors.schools_with_due_work() & syncing
     for school_id in sorted(woken):
-        _wake(school_id)
+        _wake(school_id, force=True)
     return sorted(woken)

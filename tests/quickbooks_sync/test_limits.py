@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
-from datetime import timezone as dt_timezone
 
 import pytest
 from django.db import connections
@@ -23,7 +21,7 @@ from tests.quickbooks_sync.conftest import REALM, ready_payment
 @pytest.fixture
 def limits(settings):
     settings.QBO_LIMIT_TIME_SCALE = 10  # a second lasts 100 ms, a minute 6 s
-    settings.QBO_LIMIT_HEADROOM = 1.0
+    settings.QBO_LIMIT_MARGIN_MS = 0
     settings.QBO_LIMIT_PER_MINUTE = 1000
     settings.QBO_LIMIT_PER_SECOND = 5
     settings.QBO_LIMIT_CONCURRENT = 10
@@ -148,10 +146,10 @@ class TestAgainstTheFake:
     def test_the_shared_limiter_keeps_both_lanes_under_the_limit(self, limits, fake_qbo, connection):
         limits.QBO_SYNC_CONCURRENCY = 4  # two lanes of four threads: eight senders, one limit
         # As in production our windows are a little longer than the company's
-        # (QBO_LIMIT_HEADROOM): the fake counts arrivals, and two busy threads on two cores
-        # delay some by tens of milliseconds, a lot against a scaled 200 ms "second".
+        # (QBO_LIMIT_MARGIN_MS): the fake counts arrivals, and busy threads on two cores delay
+        # some by tens of milliseconds, a lot against a scaled 200 ms "second".
         limits.QBO_LIMIT_TIME_SCALE = fake_qbo.time_scale = 5
-        limits.QBO_LIMIT_HEADROOM = 0.7
+        limits.QBO_LIMIT_MARGIN_MS = 100
         fake_qbo.per_second = 5
         schools = self.setup_schools(fake_qbo, connection, count=12)
         started = time.monotonic()
@@ -159,7 +157,7 @@ class TestAgainstTheFake:
         assert QboPaymentSync.objects.filter(status=SyncStatus.SYNCED).count() == 24
         assert fake_qbo.throttled == 0
         assert fake_qbo.companies[REALM].max_per_second <= 5
-        # 26 requests at 5 per 286 ms take at least 1.2 s: the limiter did the pacing.
+        # 26 requests at 5 per 300 ms take at least 1.2 s: the limiter did the pacing.
         assert time.monotonic() - started >= 1.2
 
     def test_without_the_limiter_the_fake_throttles(self, limits, fake_qbo, connection):
