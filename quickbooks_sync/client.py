@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any
 
+import redis
 import requests
 from django.conf import settings
 from intuitlib.client import AuthClient
@@ -125,19 +126,28 @@ class QboClient(QuickBooks):
         headers.update({"Authorization": "Bearer " + self.session.access_token})
         realm = str(self.company_id)
         limiter = coordinator()
-        with limiter.slot(realm, batch=url.endswith("/batch")):
+        try:
+            slot = limiter.acquire_slot(realm, batch=url.endswith("/batch"))
+        except redis.RedisError as exc:
+            # Without the shared limiter nothing may be sent: the limits would be guesswork.
+            raise QboUnavailable(f"the shared rate limiter is unavailable ({type(exc).__name__})", outcome_unknown=False) from exc
+        try:
+            response = self.session.request(request_type, url, headers=headers, params=params, data=data, timeout=_timeout())
+        except requests.ConnectionError as exc:
+            never_sent = _never_sent(exc)
+            raise QboUnavailable(
+                f"QuickBooks could not be reached ({type(exc).__name__})"
+                if never_sent
+                else f"the connection to QuickBooks broke before it answered ({type(exc).__name__})",
+                outcome_unknown=not never_sent,
+            ) from exc
+        except requests.Timeout as exc:
+            raise QboUnavailable("QuickBooks did not answer in time", outcome_unknown=True) from exc
+        finally:
             try:
-                response = self.session.request(request_type, url, headers=headers, params=params, data=data, timeout=_timeout())
-            except requests.ConnectionError as exc:
-                never_sent = _never_sent(exc)
-                raise QboUnavailable(
-                    f"QuickBooks could not be reached ({type(exc).__name__})"
-                    if never_sent
-                    else f"the connection to QuickBooks broke before it answered ({type(exc).__name__})",
-                    outcome_unknown=not never_sent,
-                ) from exc
-            except requests.Timeout as exc:
-                raise QboUnavailable("QuickBooks did not answer in time", outcome_unknown=True) from exc
+                limiter.release_slot(realm, slot)
+            except redis.RedisError:
+                logger.warning("could not release a limiter slot of company %s; it expires by itself", realm)
         tid = response.headers.get("intuit_tid", "")
         self.last_intuit_tid = tid
         if response.status_code == 429:

@@ -23,6 +23,7 @@ No database lock is held across a network call: records are claimed with a short
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+import redis
 import requests
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
@@ -161,9 +163,15 @@ def _wake_now(school_id: int, *, force: bool) -> None:
     from quickbooks_sync.tasks import qbo_school_sync_task
 
     coord = coordinator()
-    coord.flag_set(f"sync-requested:{school_id}")
-    if coord.flag_set_new(f"wake-queued:{school_id}", ttl=settings.QBO_SYNC_CLAIM_SECONDS) or force:
-        if not publish(qbo_school_sync_task, (school_id,)):
+    try:
+        coord.flag_set(f"sync-requested:{school_id}")
+        if not (coord.flag_set_new(f"wake-queued:{school_id}", ttl=settings.QBO_SYNC_CLAIM_SECONDS) or force):
+            return
+    except redis.RedisError:
+        logger.warning("Redis unavailable: the sync of school %s is left to the backlog scan", school_id)
+        return
+    if not publish(qbo_school_sync_task, (school_id,)):
+        with contextlib.suppress(redis.RedisError):
             coord.flag_take(f"wake-queued:{school_id}")  # broker down: the backlog scan wakes it later
 
 

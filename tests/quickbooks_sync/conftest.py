@@ -21,6 +21,13 @@ CLIENT_ID = "test-qbo-client"
 CLIENT_SECRET = "test-qbo-secret"
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # admin_client's superuser and the demo login hash a password; PBKDF2's million rounds cost
+    # more than most of these tests. Nothing here is about passwords.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def fake_qbo(settings, monkeypatch):
     fake = FakeQuickBooks(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
