@@ -263,7 +263,11 @@ def _school_drain(*, school_id: int, lane: Lock) -> str:
             _school_pause(school_id=school_id, reason=str(exc))
             return "paused"
         except QboUnavailable as exc:
-            _release(batch, retry_in=None, error=str(exc), spend_attempt=True)
+            # A look-up failed: every record of the round was tried and counts an attempt. A
+            # create failed: that record counted its own; the others were not tried, and wait
+            # as long before the next try.
+            during_send = getattr(exc, "during_send", False)
+            _release(batch, retry_in=backoff_seconds(0) if during_send else None, error=str(exc), spend_attempt=not during_send)
             return "unavailable"
     return "more"
 
@@ -304,14 +308,15 @@ def _release(batch: list[_Work], *, retry_in: float | None, error: str, spend_at
         record = type(work.record).objects.filter(pk=work.record.pk, status=SyncStatus.PENDING, claimed_until__isnull=False).first()
         if record is None:
             continue  # finished, or paused meanwhile
+        wait = retry_in
         if spend_attempt:
             record.attempts += 1
             if record.attempts >= settings.QBO_SYNC_MAX_ATTEMPTS:
                 _finish_failed(record, work.payment, error=f"gave up after {record.attempts} attempts: {error}", refused=False)
                 continue
-            retry_in = backoff_seconds(record.attempts - 1)
+            wait = backoff_seconds(record.attempts - 1)
         record.claimed_until = None
-        record.next_attempt_at = now + timedelta(seconds=retry_in) if retry_in else None
+        record.next_attempt_at = now + timedelta(seconds=wait) if wait else None
         record.last_error = error[:2000]
         record.save(update_fields=["attempts", "claimed_until", "next_attempt_at", "last_error", "updated_at"])
 
@@ -339,6 +344,9 @@ def _batch_sync(*, session: QboSession, batch: list[_Work]) -> None:
         _plan(session=session, items=to_plan)
     try:
         _send_all(session, [item for item in work if item.record.request_body is not None])
+    except QboUnavailable as exc:
+        exc.during_send = True
+        raise
     finally:
         if any(item.record.status == SyncStatus.SYNCED for item in batch):
             QboConnection.objects.filter(pk=connection.pk).update(last_synced_at=timezone.now())
@@ -591,51 +599,62 @@ def _open_invoices(*, session: QboSession, customer_ids: list[str]) -> dict[str,
 
 
 def _landed(session: QboSession, item: _Work) -> dict | None:
-    """The document a previous attempt created, if QuickBooks has it. Candidates are found by
-    customer and date (filterable), then recognised by our marker in PrivateNote (not
-    filterable). More than one match means a duplicate exists already: the oldest is kept,
-    and staff are told."""
-    record = item.record
-    body = record.request_body or {}
-    entity = record.txn_type
-    customer = str((body.get("CustomerRef") or {}).get("value", ""))
-    if not entity or not customer:
-        return None
-    kind = "refund" if isinstance(record, QboRefundSync) else "payment"
-    marker = documents.marker_for(kind=kind, payment_id=item.payment.pk, refund_total_minor=getattr(record, "refund_total_minor", 0))
-    matches, start = [], 1
-    while True:
-        rows = session.query(
-            f"SELECT * FROM {entity} WHERE CustomerRef = {_quote(customer)} AND TxnDate = {_quote(body['TxnDate'])} "
-            f"STARTPOSITION {start} MAXRESULTS 1000"
-        ).get(entity, [])
-        matches += [row for row in rows if marker in str(row.get("PrivateNote") or "")]
-        if len(rows) < 1000:
-            break
-        start += 1000
-    if not matches:
-        return None
-    matches.sort(key=lambda row: int(row["Id"]) if str(row["Id"]).isdigit() else 0)
-    if len(matches) > 1:
-        logger.error("payment %s has %d documents in QuickBooks: %s", item.payment.pk, len(matches), [m["Id"] for m in matches])
-        audit_record(
-            action="qbo.duplicate_found",
-            actor_type=AuditLog.ActorType.SYSTEM,
-            actor=ACTOR,
-            school_id=item.payment.school_id,
-            target=item.payment,
-            details={"txn_type": entity, "txn_ids": [m["Id"] for m in matches]},
-        )
-    return matches[0]
+    """The document an earlier attempt created, if QuickBooks has it. Candidates are found by
+    customer and date (both filterable), then recognised by our marker in PrivateNote (not
+    filterable). Every type an attempt may have sent is searched, the last one first. More than
+    one match means a duplicate exists already: the oldest is kept, and staff are told.
+    Sets ``record.txn_type`` to the type found."""
+    record, payment = item.record, item.payment
+    if isinstance(record, QboRefundSync):
+        kind, customer, types = "refund", payment.qbo_sync.customer_id, ["RefundReceipt"]
+    else:
+        kind, customer = "payment", record.customer_id
+        types = sorted(("Payment", "SalesReceipt"), key=lambda entity: entity != record.txn_type)
+    if not customer:
+        return None  # never planned, so never sent
+    marker = documents.marker_for(kind=kind, payment_id=payment.pk, refund_total_minor=getattr(record, "refund_total_minor", 0))
+    for entity in types:
+        matches, start = [], 1
+        while True:
+            rows = session.query(
+                f"SELECT * FROM {entity} WHERE CustomerRef = {_quote(customer)} AND TxnDate = {_quote(record.txn_date.isoformat())} "
+                f"STARTPOSITION {start} MAXRESULTS 1000"
+            ).get(entity, [])
+            matches += [row for row in rows if marker in str(row.get("PrivateNote") or "")]
+            if len(rows) < 1000:
+                break
+            start += 1000
+        if not matches:
+            continue
+        matches.sort(key=lambda row: int(row["Id"]) if str(row["Id"]).isdigit() else 0)
+        if len(matches) > 1:
+            logger.error("payment %s has %d documents in QuickBooks: %s", payment.pk, len(matches), [m["Id"] for m in matches])
+            audit_record(
+                action="qbo.duplicate_found",
+                actor_type=AuditLog.ActorType.SYSTEM,
+                actor=ACTOR,
+                school_id=payment.school_id,
+                target=payment,
+                details={"txn_type": entity, "txn_ids": [m["Id"] for m in matches]},
+            )
+        record.txn_type = entity
+        return matches[0]
+    return None
 
 
 def _send(session: QboSession, item: _Work) -> None:
     """Create one document. The record says ``in_doubt`` from before the request leaves until
-    its answer is stored."""
+    its answer is stored.
+
+    Doubt is sticky: once an earlier attempt of this record may have landed, a refusal of a
+    later one proves nothing about the earlier, so the record stays in doubt and the next
+    attempt (or a staff retry) looks it up before sending anything."""
     record, payment = item.record, item.payment
     connection = session.connection
     if session.lane is not None:
         session.lane.renew()
+    session.client()  # a token refresh that fails does so before anything is marked
+    was_in_doubt = record.in_doubt
     kind = "refund" if isinstance(record, QboRefundSync) else "payment"
     record.realm_id = connection.realm_id
     record.request_id = documents.request_id_for(
@@ -651,11 +670,11 @@ def _send(session: QboSession, item: _Work) -> None:
     try:
         created = session.create(record.txn_type, record.request_body, record.request_id)
     except (QboThrottled, QboAuthError) as exc:
-        # Refused before QuickBooks did anything: nothing exists; not an attempt.
-        _finish_refused_transient(record, error=str(exc), retry_in=getattr(exc, "retry_after", None))
+        # Refused before QuickBooks did anything: this request created nothing; not an attempt.
+        _finish_refused_transient(record, error=str(exc), retry_in=getattr(exc, "retry_after", None), in_doubt=was_in_doubt)
         raise
     except QboUnavailable as exc:
-        _retry_later(record, payment, error=str(exc), in_doubt=exc.outcome_unknown)
+        _retry_later(record, payment, error=str(exc), in_doubt=exc.outcome_unknown or was_in_doubt)
         raise
     except QboDuplicateRequest:
         found = _landed(session, item)
@@ -665,7 +684,9 @@ def _send(session: QboSession, item: _Work) -> None:
             _retry_later(record, payment, error="QuickBooks has seen this request before; waiting for its document", in_doubt=True)
         return
     except QboFault as fault:
-        _finish_failed(record, payment, error=str(fault), code=fault.code, intuit_tid=fault.intuit_tid, refused=True)
+        _finish_failed(
+            record, payment, error=str(fault), code=fault.code, intuit_tid=fault.intuit_tid, refused=True, in_doubt=was_in_doubt
+        )
         return
     _finish_synced(session, item, created, via="create")
 
@@ -725,10 +746,13 @@ def _finish_synced(session: QboSession, item: _Work, document: dict, *, via: str
         )
 
 
-def _finish_failed(record: SyncRecord, payment: Payment, *, error: str, refused: bool, code: str = "", intuit_tid: str = "") -> None:
+def _finish_failed(
+    record: SyncRecord, payment: Payment, *, error: str, refused: bool, code: str = "", intuit_tid: str = "", in_doubt: bool = False
+) -> None:
     """Leave the record visibly failed for staff. ``refused``: QuickBooks refused the request,
-    so nothing exists and a staff retry gets a new requestid and a fresh plan; otherwise (retries
-    used up while in doubt) the retry looks the document up first."""
+    which created nothing, so a staff retry gets a new requestid and a fresh plan (and still
+    looks first if an earlier attempt is ``in_doubt``); otherwise (retries used up while in
+    doubt) the retry looks the document up first and resends the same request."""
     record.status = SyncStatus.FAILED
     record.last_error = error[:2000]
     record.last_error_code = code[:16]
@@ -736,7 +760,7 @@ def _finish_failed(record: SyncRecord, payment: Payment, *, error: str, refused:
     record.claimed_until = None
     record.next_attempt_at = None
     if refused:
-        record.in_doubt = False
+        record.in_doubt = in_doubt
         record.revision += 1
         record.request_body = None
     with transaction.atomic():
@@ -757,8 +781,8 @@ def _finish_failed(record: SyncRecord, payment: Payment, *, error: str, refused:
         )
 
 
-def _finish_refused_transient(record: SyncRecord, *, error: str, retry_in: float | None) -> None:
-    record.in_doubt = False
+def _finish_refused_transient(record: SyncRecord, *, error: str, retry_in: float | None, in_doubt: bool) -> None:
+    record.in_doubt = in_doubt
     record.revision += 1  # a replay of this requestid could repeat the refusal
     record.request_body = None
     record.attempts = max(0, record.attempts - 1)

@@ -91,3 +91,20 @@ class TestBacklogScan:
         ready_payment(account, student)
         assert services.qbo_backlog_scan() == []
         assert not QboPaymentSync.objects.exists()
+
+
+@pytest.mark.django_db
+def test_many_payments_settling_at_once_queue_one_message(account, student, connection, fake_qbo, django_capture_on_commit_callbacks):
+    import redis
+    from django.conf import settings
+
+    queue = redis.Redis.from_url(settings.REDIS_URL)
+    payments = [ready_payment(account, student) for _ in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        for payment in payments:
+            services.qbo_sync_request(payment_id=payment.pk)
+    assert queue.llen("celery") == 1  # one run drains all five
+    services.qbo_school_sync(school_id=connection.school_id)  # that run starts: a new request needs a new message
+    with django_capture_on_commit_callbacks(execute=True):
+        services.qbo_sync_request(payment_id=ready_payment(account, student).pk)
+    assert queue.llen("celery") == 2

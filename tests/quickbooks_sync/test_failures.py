@@ -114,6 +114,33 @@ class TestDroppedAnswer:
         assert len(fake_qbo.objects(REALM, "SalesReceipt")) == 1
         assert len(receipt_creates(fake_qbo)) == 2
 
+    def test_doubt_survives_a_refused_resend(self, account, student, connection, fake_qbo, settings):
+        """The first create landed unseen; its resend is throttled. A refusal of the resend
+        proves nothing about the first attempt: the record stays in doubt, and the next
+        attempt looks again (and finds it) instead of posting a fresh document."""
+        settings.QBO_THROTTLE_PAUSE_SECONDS = 0.2
+        settings.QBO_LIMIT_MAX_WAIT_SECONDS = 2
+        fake_qbo.dedupe_request_ids = False
+        fake_qbo.query_lag = {"SalesReceipt"}
+        known_customer(fake_qbo, connection, student)
+        payment = ready_payment(account, student)
+        services.qbo_sync_request(payment_id=payment.pk)
+        fake_qbo.drop_next_create(entity="SalesReceipt")
+        assert run(payment.school_id) == "unavailable"
+        make_due(record_of(payment))
+        fake_qbo.fail_next(1, status=429, path="salesreceipt")
+        assert run(payment.school_id) == "throttled"
+        record = record_of(payment)
+        assert (record.in_doubt, record.revision, record.request_body, record.attempts) == (True, 1, None, 1)
+
+        fake_qbo.index_now()
+        make_due(record)
+        assert run(payment.school_id) == "idle"
+        record.refresh_from_db()
+        (receipt,) = fake_qbo.objects(REALM, "SalesReceipt")
+        assert (record.status, record.txn_id) == (SyncStatus.SYNCED, receipt["Id"])
+        assert AuditLog.objects.get(action="qbo.synced").details["via"] == "lookup"
+
     def test_with_a_real_worker_the_task_retries_and_quickbooks_holds_one_document(
         self, transactional_db, account, student, connection, fake_qbo, celery_worker, settings
     ):
