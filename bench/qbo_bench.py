@@ -63,7 +63,10 @@ def _fake_main(port: int, students: int, time_scale: float, latency_ms: float, r
     from fakes.server import PrefixRouter, json_response, serve_in_thread
 
     fake = FakeQuickBooks(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, time_scale=time_scale, latency_seconds=latency_ms / 1000 / time_scale
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        time_scale=time_scale,
+        latency_seconds=latency_ms / 1000 / time_scale,
     )
     fake.add_company(REALM, name="Bench School books", home_currency="UGX")
     fake.set_refresh_token(REALM, REFRESH_TOKEN)
@@ -74,13 +77,21 @@ def _fake_main(port: int, students: int, time_scale: float, latency_ms: float, r
             customer = fake.add_customer(REALM, f"{name} ({number})")
             if rng.random() < 0.6:  # most of those owe an invoice or two
                 for _ in range(rng.choice((1, 2))):
-                    fake.add_invoice(REALM, customer_id=customer["Id"], amount=rng.randrange(100, 600) * 1000, txn_date=f"2025-0{rng.randrange(1, 9)}-10")
+                    fake.add_invoice(
+                        REALM,
+                        customer_id=customer["Id"],
+                        amount=rng.randrange(100, 600) * 1000,
+                        txn_date=f"2025-0{rng.randrange(1, 9)}-10",
+                    )
 
     def stats(environ, start_response):
         with fake.lock:
             requests = list(fake.requests)
             company = fake.companies[REALM]
-            documents = {entity: list(company.table(entity).values()) for entity in ("Customer", "Invoice", "Payment", "SalesReceipt")}
+            documents = {
+                entity: list(company.table(entity).values())
+                for entity in ("Customer", "Invoice", "Payment", "SalesReceipt")
+            }
             snapshot = {
                 "api_calls": fake.api_calls,
                 "throttled": fake.throttled,
@@ -93,14 +104,19 @@ def _fake_main(port: int, students: int, time_scale: float, latency_ms: float, r
         prefix = f"/v3/company/{REALM}/"
         for request in requests:
             if request.path.startswith(prefix):
-                kinds[f"{request.method} {request.path[len(prefix):].split('/')[0]}"] += 1
+                kinds[f"{request.method} {request.path[len(prefix) :].split('/')[0]}"] += 1
         markers = Counter(
-            str(doc.get("PrivateNote", "")).rsplit(" ", 1)[-1] for entity in ("Payment", "SalesReceipt") for doc in documents[entity]
+            str(doc.get("PrivateNote", "")).rsplit(" ", 1)[-1]
+            for entity in ("Payment", "SalesReceipt")
+            for doc in documents[entity]
         )
         snapshot.update(
             by_kind=dict(kinds),
             documents={entity: len(docs) for entity, docs in documents.items()},
-            total={entity: str(sum((Decimal(str(d["TotalAmt"])) for d in documents[entity]), Decimal(0))) for entity in ("Payment", "SalesReceipt")},
+            total={
+                entity: str(sum((Decimal(str(d["TotalAmt"])) for d in documents[entity]), Decimal(0)))
+                for entity in ("Payment", "SalesReceipt")
+            },
             duplicates=sum(count - 1 for count in markers.values() if count > 1),
             open_balance=str(sum((Decimal(str(d["Balance"])) for d in documents["Invoice"]), Decimal(0))),
         )
@@ -165,7 +181,10 @@ def seed(args) -> int:
     school = School.objects.create(code="bench", name="Bench School", currency="UGX")
     AggregatorAccount.objects.create(school=school, provider="surepay", webhook_secret="sekret")
     Student.objects.bulk_create(
-        [Student(school=school, student_number=student_name(i)[0], full_name=student_name(i)[1]) for i in range(args.students)]
+        [
+            Student(school=school, student_number=student_name(i)[0], full_name=student_name(i)[1])
+            for i in range(args.students)
+        ]
     )
     QboConnection.objects.create(
         school=school, realm_id=REALM, status=QboConnection.Status.CONNECTED, refresh_token=REFRESH_TOKEN,
@@ -182,9 +201,15 @@ def make_payments(school_id: int, count: int, label: str, rng: random.Random) ->
     students = list(Student.objects.filter(school_id=school_id).order_by("student_number"))
     payments = [
         Payment(
-            school_id=school_id, account=account, provider="surepay", external_txn_id=f"{label}-{i}",
-            amount_minor=rng.randrange(20, 300) * 1000, currency="UGX", status="succeeded",
-            student=students[i % len(students)], mapping_status=MappingStatus.MAPPED,
+            school_id=school_id,
+            account=account,
+            provider="surepay",
+            external_txn_id=f"{label}-{i}",
+            amount_minor=rng.randrange(20, 300) * 1000,
+            currency="UGX",
+            status="succeeded",
+            student=students[i % len(students)],
+            mapping_status=MappingStatus.MAPPED,
         )  # fmt: skip
         for i in range(count)
     ]
@@ -226,7 +251,10 @@ def run_phase(name: str, args, school_id: int, rng: random.Random) -> dict:
     statuses = dict(Counter(records.values_list("status", flat=True)))
     calls = after["api_calls"] - before["api_calls"]
     by_kind = {kind: after["by_kind"].get(kind, 0) - before["by_kind"].get(kind, 0) for kind in after["by_kind"]}
-    documents = {entity: after["documents"][entity] - before["documents"][entity] for entity in ("Payment", "SalesReceipt", "Customer")}
+    documents = {
+        entity: after["documents"][entity] - before["documents"][entity]
+        for entity in ("Payment", "SalesReceipt", "Customer")
+    }
     posted = sum(Decimal(after["total"][e]) - Decimal(before["total"][e]) for e in ("Payment", "SalesReceipt"))
     floor = calls * 60 / LIMIT_PER_MINUTE / args.time_scale
     return {
@@ -259,7 +287,9 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=2000, help="payments per phase")
     parser.add_argument("--students", type=int, default=400)
     parser.add_argument("--time-scale", type=float, default=2.0)
-    parser.add_argument("--latency-ms", type=float, default=250.0, help="QuickBooks answer time, in the fake's (scaled) time")
+    parser.add_argument(
+        "--latency-ms", type=float, default=250.0, help="QuickBooks answer time, in the fake's (scaled) time"
+    )
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="QBO_SYNC_CONCURRENCY")
     parser.add_argument("--chunk", type=int, default=0, help="QBO_SYNC_CHUNK_SIZE (default: the setting's)")
@@ -271,7 +301,9 @@ def main() -> None:
 
     env = bench_env(args)
     ready = multiprocessing.Event()
-    fake = multiprocessing.Process(target=_fake_main, args=(args.fake_port, args.students, args.time_scale, args.latency_ms, ready), daemon=True)
+    fake = multiprocessing.Process(
+        target=_fake_main, args=(args.fake_port, args.students, args.time_scale, args.latency_ms, ready), daemon=True
+    )
     fake.start()
     if not ready.wait(60):
         raise RuntimeError("the fake QuickBooks did not start")
@@ -302,7 +334,9 @@ def main() -> None:
         f"QBO_SYNC_CONCURRENCY={args.concurrency}"
     )
     print(f"\nQuickBooks sync benchmark ({config})")
-    print(f"{'phase':8}{'synced':>8}{'calls':>7}{'calls/pay':>11}{'429s':>6}{'wall s':>9}{'floor s':>9}{'wall/floor':>12}{'exact':>7}{'dupes':>7}")
+    print(
+        f"{'phase':8}{'synced':>8}{'calls':>7}{'calls/pay':>11}{'429s':>6}{'wall s':>9}{'floor s':>9}{'wall/floor':>12}{'exact':>7}{'dupes':>7}"
+    )
     for r in phases:
         print(
             f"{r['phase']:8}{r['statuses'].get('synced', 0):>8}{r['api_calls']:>7}{r['calls_per_payment']:>11}"
@@ -316,7 +350,10 @@ def main() -> None:
     results_dir.mkdir(exist_ok=True)
     (results_dir / "qbo_bench.json").write_text(json.dumps({"config": config, "phases": phases}, indent=2))
     ok = all(
-        r["statuses"] == {"synced": args.payments} and r["exact_total"] and r["duplicates_in_books"] == 0 and r["throttled_429"] == 0
+        r["statuses"] == {"synced": args.payments}
+        and r["exact_total"]
+        and r["duplicates_in_books"] == 0
+        and r["throttled_429"] == 0
         for r in phases
     )
     if not ok:

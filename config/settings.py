@@ -167,8 +167,8 @@ SCHOOL_API_TIMEOUT_SECONDS = float(env_str("SCHOOL_API_TIMEOUT_SECONDS", "5") or
 SCHOOL_API_ATTEMPTS = env_int("SCHOOL_API_ATTEMPTS", 3)
 
 # --- QuickBooks Online (quickbooks_sync) ------------------------------------------------------
-# OAuth app keys from developer.intuit.com. Production has no default: without them staff see
-# "QuickBooks is not configured" instead of a Connect button. In development the defaults point
+# OAuth app keys from developer.intuit.com. Production has no default: without them "Connect to
+# QuickBooks" tells staff that QuickBooks is not configured. In development the defaults point
 # at the local fake QuickBooks that `make run` serves (fakes/quickbooks.py) and its demo keys.
 QBO_CLIENT_ID = env_str("QBO_CLIENT_ID") or ("demo-qbo-client" if _LOCAL_FAKES else "")
 QBO_CLIENT_SECRET = env_str("QBO_CLIENT_SECRET") or ("demo-qbo-secret" if _LOCAL_FAKES else "")

@@ -113,7 +113,11 @@ def _dumps(body: Any) -> bytes:
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return status, {"Content-Type": "application/json", "intuit_tid": secrets.token_hex(8), **(headers or {})}, _dumps(body)
+    return (
+        status,
+        {"Content-Type": "application/json", "intuit_tid": secrets.token_hex(8), **(headers or {})},
+        _dumps(body),
+    )
 
 
 # --- The query language (reference §2.4) ------------------------------------------------------
@@ -129,7 +133,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while position < len(text):
         match = _TOKEN_RE.match(text, position)
         if not match or match.end() == position:
-            raise _Fault(400, "4000", "Error parsing query", f"QueryParserError: Encountered \" at position {position}")
+            raise _Fault(400, "4000", "Error parsing query", f'QueryParserError: Encountered " at position {position}')
         position = match.end()
         kind = match.lastgroup
         value = match.group(kind)
@@ -161,9 +165,13 @@ def _parse_query(text: str) -> _Query:
         nonlocal pos
         kind, value = peek()
         if expected_kind and kind != expected_kind:
-            raise _Fault(400, "4000", "Error parsing query", f"QueryParserError: expected {expected_kind}, got {value!r}")
+            raise _Fault(
+                400, "4000", "Error parsing query", f"QueryParserError: expected {expected_kind}, got {value!r}"
+            )
         if expected_value and value.upper() != expected_value:
-            raise _Fault(400, "4000", "Error parsing query", f"QueryParserError: expected {expected_value}, got {value!r}")
+            raise _Fault(
+                400, "4000", "Error parsing query", f"QueryParserError: expected {expected_value}, got {value!r}"
+            )
         pos += 1
         return value
 
@@ -261,8 +269,10 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     if isinstance(actual, bool) or isinstance(expected, bool):
         return op == "=" and str(actual).lower() == str(expected).lower()
     numeric = re.compile(r"-?\d+(\.\d+)?$")
-    if isinstance(actual, (int, Decimal)) or isinstance(expected, Decimal) or (
-        numeric.match(str(actual)) and numeric.match(str(expected))
+    if (
+        isinstance(actual, (int, Decimal))
+        or isinstance(expected, Decimal)
+        or (numeric.match(str(actual)) and numeric.match(str(expected)))
     ):
         try:
             left, right = Decimal(str(actual)), Decimal(str(expected))
@@ -414,7 +424,10 @@ class FakeQuickBooks(FakeApp):
 
     def add_account(self, realm: str, *, name: str, account_type: str, account_id: str | None = None) -> dict:
         return self._store(
-            realm, "Account", {"Name": name, "AccountType": account_type, "Active": True, "FullyQualifiedName": name}, account_id
+            realm,
+            "Account",
+            {"Name": name, "AccountType": account_type, "Active": True, "FullyQualifiedName": name},
+            account_id,
         )
 
     def add_customer(self, realm: str, display_name: str, customer_id: str | None = None, active: bool = True) -> dict:
@@ -450,7 +463,13 @@ class FakeQuickBooks(FakeApp):
                 "TotalAmt": amount,
                 "Balance": amount,
                 "CurrencyRef": {"value": currency or company.home_currency},
-                "Line": [{"Amount": amount, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "1"}}}],
+                "Line": [
+                    {
+                        "Amount": amount,
+                        "DetailType": "SalesItemLineDetail",
+                        "SalesItemLineDetail": {"ItemRef": {"value": "1"}},
+                    }
+                ],
             },
             invoice_id,
         )
@@ -702,7 +721,7 @@ class FakeQuickBooks(FakeApp):
         auth = request.headers.get("Authorization", "")
         with self.lock:
             self.api_calls += 1
-            token = self._access.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
+            token = self._access.get(auth[len("Bearer ") :]) if auth.startswith("Bearer ") else None
             company = self.companies.get(realm)
             if token is None or token.grant.revoked or token.expires_at < time.time() or token.grant.realm != realm:
                 # Reference §2.3: 401 bodies use a lower-case envelope.
@@ -713,7 +732,10 @@ class FakeQuickBooks(FakeApp):
                     "requestId": secrets.token_hex(8), "time": _now_iso(),
                 })  # fmt: skip
             if company is None:
-                return _json(403, _Fault(403, "100", "General Authentication Error", "realm unknown", "AuthenticationFault").body())
+                return _json(
+                    403,
+                    _Fault(403, "100", "General Authentication Error", "realm unknown", "AuthenticationFault").body(),
+                )
             throttled = self._admit(company, batch=rest == "batch")
             if throttled is not None:
                 return throttled
@@ -725,8 +747,13 @@ class FakeQuickBooks(FakeApp):
             if delay:
                 time.sleep(delay)
             if failure:
-                return _json(failure, {"detail": "simulated outage"}) if failure != 500 else _json(
-                    500, _Fault(500, "10000", "An application error has occurred", "simulated", "SystemFault").body()
+                return (
+                    _json(failure, {"detail": "simulated outage"})
+                    if failure != 500
+                    else _json(
+                        500,
+                        _Fault(500, "10000", "An application error has occurred", "simulated", "SystemFault").body(),
+                    )
                 )
             return self._api(request, company, rest)
         except _Fault as fault:
@@ -746,7 +773,9 @@ class FakeQuickBooks(FakeApp):
                                   "MultiCurrencyEnabled": company.multicurrency},
                 "Id": "1", "SyncToken": "0"}, "time": _now_iso()})  # fmt: skip
         if rest.startswith("companyinfo/"):
-            return _json(200, {"CompanyInfo": {"Id": "1", "CompanyName": company.name, "Country": "UG"}, "time": _now_iso()})
+            return _json(
+                200, {"CompanyInfo": {"Id": "1", "CompanyName": company.name, "Country": "UG"}, "time": _now_iso()}
+            )
         if rest == "batch" and request.method == "POST":
             return self.batch(company, _loads(request.body))
         match = re.fullmatch(r"([a-z]+)(?:/(\d+))?", rest)
@@ -757,18 +786,27 @@ class FakeQuickBooks(FakeApp):
             with self.lock:
                 obj = company.table(entity).get(match.group(2))
             if obj is None:
-                raise _Fault(400, "610", "Object Not Found", "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees.")
+                raise _Fault(
+                    400,
+                    "610",
+                    "Object Not Found",
+                    "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees.",
+                )
             return _json(200, {entity: obj, "time": _now_iso()})
         if request.method != "POST" or params.get("operation"):
             raise _Fault(400, "500", "Unsupported Operation", "Only creates are supported by this fake.")
         request_id = params.get("requestid")
         if request_id and len(request_id) > 50:
-            raise _Fault(400, "2050", "String length is either shorter or longer than supported by specification", "requestid")
+            raise _Fault(
+                400, "2050", "String length is either shorter or longer than supported by specification", "requestid"
+            )
         with self.lock:
             cached = company.request_ids.get(request_id) if request_id and self.dedupe_request_ids else None
             if cached is not None:
                 if self.request_id_replay == "fault600":
-                    raise _Fault(400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault")
+                    raise _Fault(
+                        400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault"
+                    )
                 return cached
             created = self.create(company, entity, _loads(request.body))
             response = _json(200, {entity: created, "time": _now_iso()})
@@ -785,8 +823,14 @@ class FakeQuickBooks(FakeApp):
     def run_query(self, company: Company, text: str) -> dict:
         query = _parse_query(text)
         with self.lock:
-            rows = [row for row in company.table(query.entity).values() if (query.entity, row["Id"]) not in company.unindexed]
-        if query.entity in ("Customer", "Item", "Account") and not any(name == "Active" for name, _, _ in query.conditions):
+            rows = [
+                row
+                for row in company.table(query.entity).values()
+                if (query.entity, row["Id"]) not in company.unindexed
+            ]
+        if query.entity in ("Customer", "Item", "Account") and not any(
+            name == "Active" for name, _, _ in query.conditions
+        ):
             rows = [row for row in rows if row.get("Active", True)]  # QBO hides inactive names by default
         for name, op, value in query.conditions:
             rows = [row for row in rows if _compare(_field_value(row, name), op, value)]
@@ -830,7 +874,12 @@ class FakeQuickBooks(FakeApp):
             return None
         target = company.table(entity).get(str(value))
         if target is None or not target.get("Active", True):
-            raise _Fault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : {entity} assigned to this transaction has been deleted. Before you can modify this transaction, you must restore {entity} (Id={value}).")
+            raise _Fault(
+                400,
+                "2500",
+                "Invalid Reference Id",
+                f"Invalid Reference Id : {entity} assigned to this transaction has been deleted. Before you can modify this transaction, you must restore {entity} (Id={value}).",
+            )
         return target
 
     def _currency(self, company: Company, obj: dict) -> str:
@@ -842,7 +891,9 @@ class FakeQuickBooks(FakeApp):
 
     def create(self, company: Company, entity: str, obj: dict) -> dict:
         """Validate and store one document (the caller holds ``self.lock``)."""
-        obj = {key: value for key, value in obj.items() if key not in ("Id", "SyncToken", "MetaData", "domain", "sparse")}
+        obj = {
+            key: value for key, value in obj.items() if key not in ("Id", "SyncToken", "MetaData", "domain", "sparse")
+        }
         if entity == "Customer":
             name = (obj.get("DisplayName") or "").strip()
             if not name or ":" in name:
@@ -871,7 +922,9 @@ class FakeQuickBooks(FakeApp):
                 for linked in line.get("LinkedTxn", []):
                     invoice = company.table("Invoice").get(str(linked.get("TxnId")))
                     if linked.get("TxnType") != "Invoice" or invoice is None:
-                        raise _Fault(400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Invoice {linked.get('TxnId')}")
+                        raise _Fault(
+                            400, "2500", "Invalid Reference Id", f"Invalid Reference Id : Invoice {linked.get('TxnId')}"
+                        )
                     if invoice["CustomerRef"]["value"] != customer["Id"] or invoice["CurrencyRef"]["value"] != currency:
                         raise _Fault(400, "6000", "A business validation error has occurred while processing your request",
                                      f"Business Validation Error: Invoice {invoice['Id']} belongs to another customer or currency.")  # fmt: skip

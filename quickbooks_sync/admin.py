@@ -68,7 +68,7 @@ class SyncRecordAdmin(admin.ModelAdmin):
         return False  # read-only; the retry action is the only way to act
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields if f.name != "request_body"] + ["request_body"]
+        return [f.name for f in self.model._meta.fields]
 
     @admin.display(description="payment")
     def payment_link(self, obj):

@@ -57,7 +57,9 @@ class TimeoutAuthClient(AuthClient):
         return super().request(method, url, *args, **kwargs)
 
 
-def auth_client_build(*, access_token: str | None = None, refresh_token: str | None = None, realm_id: str | None = None) -> TimeoutAuthClient:
+def auth_client_build(
+    *, access_token: str | None = None, refresh_token: str | None = None, realm_id: str | None = None
+) -> TimeoutAuthClient:
     """An ``AuthClient`` for our app. Raises ``QboNotConfigured`` without app keys and
     ``QboUnavailable`` if the discovery document cannot be read."""
     if not settings.QBO_CLIENT_ID or not settings.QBO_CLIENT_SECRET:
@@ -75,9 +77,13 @@ def auth_client_build(*, access_token: str | None = None, refresh_token: str | N
             timeout=_timeout(),
         )
     except AuthClientError as exc:
-        raise QboUnavailable(f"Intuit's discovery document answered HTTP {exc.status_code}", outcome_unknown=False) from exc
+        raise QboUnavailable(
+            f"Intuit's discovery document answered HTTP {exc.status_code}", outcome_unknown=False
+        ) from exc
     except (requests.RequestException, ValueError, KeyError) as exc:
-        raise QboUnavailable(f"Intuit's discovery document could not be read: {type(exc).__name__}", outcome_unknown=False) from exc
+        raise QboUnavailable(
+            f"Intuit's discovery document could not be read: {type(exc).__name__}", outcome_unknown=False
+        ) from exc
 
 
 def oauth_error(exc: AuthClientError) -> str:
@@ -130,9 +136,13 @@ class QboClient(QuickBooks):
             slot = limiter.acquire_slot(realm, batch=url.endswith("/batch"))
         except redis.RedisError as exc:
             # Without the shared limiter nothing may be sent: the limits would be guesswork.
-            raise QboUnavailable(f"the shared rate limiter is unavailable ({type(exc).__name__})", outcome_unknown=False) from exc
+            raise QboUnavailable(
+                f"the shared rate limiter is unavailable ({type(exc).__name__})", outcome_unknown=False
+            ) from exc
         try:
-            response = self.session.request(request_type, url, headers=headers, params=params, data=data, timeout=_timeout())
+            response = self.session.request(
+                request_type, url, headers=headers, params=params, data=data, timeout=_timeout()
+            )
         except requests.ConnectionError as exc:
             never_sent = _never_sent(exc)
             raise QboUnavailable(
@@ -154,11 +164,15 @@ class QboClient(QuickBooks):
             pause = settings.QBO_THROTTLE_PAUSE_SECONDS / settings.QBO_LIMIT_TIME_SCALE
             limiter.pause(realm, pause)
             logger.warning("QuickBooks throttled company %s (intuit_tid %s); pausing %.0f s", realm, tid, pause)
-            raise QboThrottled("QuickBooks answered 429 (too many requests)", retry_after=pause, sent=True, intuit_tid=tid)
+            raise QboThrottled(
+                "QuickBooks answered 429 (too many requests)", retry_after=pause, sent=True, intuit_tid=tid
+            )
         if response.status_code == 401:
             raise QboAuthError(f"QuickBooks refused the access token: {_auth_detail(response)}", intuit_tid=tid)
         if response.status_code >= 500:
-            raise QboUnavailable(f"QuickBooks answered HTTP {response.status_code}", outcome_unknown=True, intuit_tid=tid)
+            raise QboUnavailable(
+                f"QuickBooks answered HTTP {response.status_code}", outcome_unknown=True, intuit_tid=tid
+            )
         return response
 
     @staticmethod
@@ -166,7 +180,9 @@ class QboClient(QuickBooks):
         # A fault error without a code makes the library crash on ``0 < ""`` (reference §6.6).
         for error in results.get("Error") or [{}]:
             if not str(error.get("code", "")).strip().isdigit():
-                raise qb_exceptions.QuickbooksException(error.get("Message", "QuickBooks fault"), 0, error.get("Detail", ""))
+                raise qb_exceptions.QuickbooksException(
+                    error.get("Message", "QuickBooks fault"), 0, error.get("Detail", "")
+                )
         QuickBooks.handle_exceptions(results)
 
 
@@ -175,14 +191,21 @@ def fault_from(exc: qb_exceptions.QuickbooksException, *, intuit_tid: str = "") 
     code = int(exc.error_code or 0)
     message, detail = str(exc.message or ""), str(exc.detail or "")
     if code == 3001:
-        return QboThrottled(message, retry_after=settings.QBO_THROTTLE_PAUSE_SECONDS / settings.QBO_LIMIT_TIME_SCALE, sent=True, intuit_tid=intuit_tid)
+        return QboThrottled(
+            message,
+            retry_after=settings.QBO_THROTTLE_PAUSE_SECONDS / settings.QBO_LIMIT_TIME_SCALE,
+            sent=True,
+            intuit_tid=intuit_tid,
+        )
     if code in (100, 120, 3200):
         return QboAuthError(f"{message}: {detail}".strip(": "), intuit_tid=intuit_tid)
     if code == 600:
         return QboDuplicateRequest(message, code=str(code), detail=detail, intuit_tid=intuit_tid)
     if code >= 10000:
         # A server error, or a body that was not JSON: nothing says whether a create landed.
-        return QboUnavailable(f"QuickBooks answered an error ({message[:200]})", outcome_unknown=True, intuit_tid=intuit_tid)
+        return QboUnavailable(
+            f"QuickBooks answered an error ({message[:200]})", outcome_unknown=True, intuit_tid=intuit_tid
+        )
     return QboFault(message, code=str(code) if code else "", detail=detail, intuit_tid=intuit_tid)
 
 

@@ -120,11 +120,18 @@ return {redis.call('ZCOUNT', KEYS[1], '(' .. (now - wmin), '+inf'), redis.call('
 
 # Release a lock only if we still hold it; renew likewise.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+_RENEW = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+)
 
 
 def _keys(realm: str) -> list[str]:
-    return [f"qbo:rate:{realm}:sent", f"qbo:rate:{realm}:inflight", f"qbo:rate:{realm}:pause", f"qbo:rate:{realm}:batch"]
+    return [
+        f"qbo:rate:{realm}:sent",
+        f"qbo:rate:{realm}:inflight",
+        f"qbo:rate:{realm}:pause",
+        f"qbo:rate:{realm}:batch",
+    ]
 
 
 class Lock:

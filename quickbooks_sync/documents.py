@@ -30,7 +30,9 @@ class OpenInvoice:
     doc_number: str = ""
 
 
-def request_id_for(*, realm_id: str, kind: str, payment_id: uuid.UUID | str, refund_total_minor: int = 0, revision: int = 0) -> str:
+def request_id_for(
+    *, realm_id: str, kind: str, payment_id: uuid.UUID | str, refund_total_minor: int = 0, revision: int = 0
+) -> str:
     """The ``requestid`` (reference §3) of one operation: the same for every retry of it, so a
     replay can never post twice; a new ``revision`` only after QuickBooks refused the last one."""
     name = f"{realm_id}:{kind}:{payment_id}:{refund_total_minor}:{revision}"
@@ -78,7 +80,9 @@ def _amount(value: Decimal) -> str:
     return format(value, "f")
 
 
-def _common(*, customer_id: str, txn_date: date, payment_ref: str, note: str, deposit_account_id: str, currency: str | None) -> dict:
+def _common(
+    *, customer_id: str, txn_date: date, payment_ref: str, note: str, deposit_account_id: str, currency: str | None
+) -> dict:
     body: dict = {
         "CustomerRef": {"value": customer_id},
         "TxnDate": txn_date.isoformat(),

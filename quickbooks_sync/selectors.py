@@ -15,7 +15,11 @@ from quickbooks_sync.models import QboConnection, QboPaymentSync, QboRefundSync,
 def payment_is_ready(payment: Payment) -> bool:
     """Ready to sync: the school has the money (succeeded, or refunded since) and the student
     is known."""
-    return payment.status in SETTLED_STATES and payment.mapping_status == MappingStatus.MAPPED and payment.student_id is not None
+    return (
+        payment.status in SETTLED_STATES
+        and payment.mapping_status == MappingStatus.MAPPED
+        and payment.student_id is not None
+    )
 
 
 def ready_unsynced_payments(*, school_id: int, since: datetime) -> QuerySet[Payment]:
@@ -52,7 +56,9 @@ def schools_with_due_work(now: datetime | None = None) -> set[int]:
     due = due_filter(now)
     schools = set(QboPaymentSync.objects.filter(due).values_list("school_id", flat=True).distinct())
     schools |= set(
-        QboRefundSync.objects.filter(due, payment__qbo_sync__status=SyncStatus.SYNCED).values_list("school_id", flat=True).distinct()
+        QboRefundSync.objects.filter(due, payment__qbo_sync__status=SyncStatus.SYNCED)
+        .values_list("school_id", flat=True)
+        .distinct()
     )
     return schools
 

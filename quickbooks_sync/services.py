@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -122,7 +123,9 @@ def _records_ensure(*, payment: Payment, connection: QboConnection) -> QboPaymen
             # Under the payment record's lock, so two refund events racing cannot both claim
             # the same refunded amount.
             QboPaymentSync.objects.select_for_update().filter(pk=record.pk).first()
-            covered = QboRefundSync.objects.filter(payment=payment).aggregate(total=Max("refund_total_minor"))["total"] or 0
+            covered = (
+                QboRefundSync.objects.filter(payment=payment).aggregate(total=Max("refund_total_minor"))["total"] or 0
+            )
             if payment.refunded_amount_minor > covered:
                 QboRefundSync.objects.get_or_create(
                     payment=payment,
@@ -267,7 +270,12 @@ def _school_drain(*, school_id: int, lane: Lock) -> str:
             # create failed: that record counted its own; the others were not tried, and wait
             # as long before the next try.
             during_send = getattr(exc, "during_send", False)
-            _release(batch, retry_in=backoff_seconds(0) if during_send else None, error=str(exc), spend_attempt=not during_send)
+            _release(
+                batch,
+                retry_in=backoff_seconds(0) if during_send else None,
+                error=str(exc),
+                spend_attempt=not during_send,
+            )
             return "unavailable"
     return "more"
 
@@ -305,14 +313,20 @@ def _release(batch: list[_Work], *, retry_in: float | None, error: str, spend_at
     was sent counts as an attempt (``spend_attempt``); throttling and authorization do not."""
     now = timezone.now()
     for work in batch:
-        record = type(work.record).objects.filter(pk=work.record.pk, status=SyncStatus.PENDING, claimed_until__isnull=False).first()
+        record = (
+            type(work.record)
+            .objects.filter(pk=work.record.pk, status=SyncStatus.PENDING, claimed_until__isnull=False)
+            .first()
+        )
         if record is None:
             continue  # finished, or paused meanwhile
         wait = retry_in
         if spend_attempt:
             record.attempts += 1
             if record.attempts >= settings.QBO_SYNC_MAX_ATTEMPTS:
-                _finish_failed(record, work.payment, error=f"gave up after {record.attempts} attempts: {error}", refused=False)
+                _finish_failed(
+                    record, work.payment, error=f"gave up after {record.attempts} attempts: {error}", refused=False
+                )
                 continue
             wait = backoff_seconds(record.attempts - 1)
         record.claimed_until = None
@@ -430,7 +444,9 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
     """Decide each record's document: customers first (batched), then one invoice query for
     every payment of the round."""
     connection = session.connection
-    students = {item.payment.student_id: item.payment.student for item in items if isinstance(item.record, QboPaymentSync)}
+    students = {
+        item.payment.student_id: item.payment.student for item in items if isinstance(item.record, QboPaymentSync)
+    }
     customers, customer_errors = _customers_resolve(session=session, students=list(students.values()))
     payment_customers = {customers[s] for s in students if s in customers}
     invoices = _open_invoices(session=session, customer_ids=sorted(payment_customers)) if payment_customers else {}
@@ -445,12 +461,20 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
         if isinstance(record, QboPaymentSync):
             customer_id = customers.get(payment.student_id)
             if customer_id is None:
-                _finish_failed(record, payment, error=customer_errors.get(payment.student_id, "No QuickBooks customer."), refused=False)
+                _finish_failed(
+                    record,
+                    payment,
+                    error=customer_errors.get(payment.student_id, "No QuickBooks customer."),
+                    refused=False,
+                )
                 continue
-            note = f"{payment.provider} {reference}: {format_minor(record.amount_minor, record.currency)} for {who} " + documents.marker_for(
-                kind="payment", payment_id=payment.pk
+            note = (
+                f"{payment.provider} {reference}: {format_minor(record.amount_minor, record.currency)} for {who} "
+                + documents.marker_for(kind="payment", payment_id=payment.pk)
             )
-            open_invoices = [inv for inv in invoices.get(customer_id, []) if inv.currency == record.currency and inv.balance > 0]
+            open_invoices = [
+                inv for inv in invoices.get(customer_id, []) if inv.currency == record.currency and inv.balance > 0
+            ]
             allocations = documents.allocate(amount, open_invoices)
             if allocations:
                 body = documents.payment_document(
@@ -460,7 +484,10 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
                 record.txn_type = "Payment"
                 applied = sum((value for _, value in allocations), Decimal(0))
                 record.details = {
-                    "applied": [{"invoice_id": inv.invoice_id, "doc_number": inv.doc_number, "amount": str(value)} for inv, value in allocations],
+                    "applied": [
+                        {"invoice_id": inv.invoice_id, "doc_number": inv.doc_number, "amount": str(value)}
+                        for inv, value in allocations
+                    ],
                     "unapplied": str(amount - applied),
                 }
                 # Later payments of this round see what this one took.
@@ -485,7 +512,9 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
             note = (
                 f"Refund of {payment.provider} {reference} ({parent.txn_type} {parent.txn_id}): "
                 f"{format_minor(record.amount_minor, record.currency)} for {who} "
-                + documents.marker_for(kind="refund", payment_id=payment.pk, refund_total_minor=record.refund_total_minor)
+                + documents.marker_for(
+                    kind="refund", payment_id=payment.pk, refund_total_minor=record.refund_total_minor
+                )
             )
             body = documents.receipt_document(
                 customer_id=parent.customer_id, amount=amount, txn_date=record.txn_date, item_id=connection.item_id,
@@ -504,7 +533,9 @@ def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int
     connection = session.connection
     realm = connection.realm_id
     known = dict(
-        QboCustomer.objects.filter(realm_id=realm, student__in=[s.pk for s in students]).values_list("student_id", "customer_id")
+        QboCustomer.objects.filter(realm_id=realm, student__in=[s.pk for s in students]).values_list(
+            "student_id", "customer_id"
+        )
     )
     missing = {
         documents.customer_display_name(full_name=s.full_name, student_number=s.student_number): s
@@ -550,7 +581,13 @@ def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int
             continue
         known[student.pk] = customer_id
         new_links.append(
-            QboCustomer(school_id=connection.school_id, realm_id=realm, student=student, customer_id=customer_id, display_name=name)
+            QboCustomer(
+                school_id=connection.school_id,
+                realm_id=realm,
+                student=student,
+                customer_id=customer_id,
+                display_name=name,
+            )
         )
     QboCustomer.objects.bulk_create(new_links, ignore_conflicts=True)
     return known, errors
@@ -612,7 +649,9 @@ def _landed(session: QboSession, item: _Work) -> dict | None:
         types = sorted(("Payment", "SalesReceipt"), key=lambda entity: entity != record.txn_type)
     if not customer:
         return None  # never planned, so never sent
-    marker = documents.marker_for(kind=kind, payment_id=payment.pk, refund_total_minor=getattr(record, "refund_total_minor", 0))
+    marker = documents.marker_for(
+        kind=kind, payment_id=payment.pk, refund_total_minor=getattr(record, "refund_total_minor", 0)
+    )
     for entity in types:
         matches, start = [], 1
         while True:
@@ -628,7 +667,9 @@ def _landed(session: QboSession, item: _Work) -> dict | None:
             continue
         matches.sort(key=lambda row: int(row["Id"]) if str(row["Id"]).isdigit() else 0)
         if len(matches) > 1:
-            logger.error("payment %s has %d documents in QuickBooks: %s", payment.pk, len(matches), [m["Id"] for m in matches])
+            logger.error(
+                "payment %s has %d documents in QuickBooks: %s", payment.pk, len(matches), [m["Id"] for m in matches]
+            )
             audit_record(
                 action="qbo.duplicate_found",
                 actor_type=AuditLog.ActorType.SYSTEM,
@@ -671,7 +712,9 @@ def _send(session: QboSession, item: _Work) -> None:
         created = session.create(record.txn_type, record.request_body, record.request_id)
     except (QboThrottled, QboAuthError) as exc:
         # Refused before QuickBooks did anything: this request created nothing; not an attempt.
-        _finish_refused_transient(record, error=str(exc), retry_in=getattr(exc, "retry_after", None), in_doubt=was_in_doubt)
+        _finish_refused_transient(
+            record, error=str(exc), retry_in=getattr(exc, "retry_after", None), in_doubt=was_in_doubt
+        )
         raise
     except QboUnavailable as exc:
         _retry_later(record, payment, error=str(exc), in_doubt=exc.outcome_unknown or was_in_doubt)
@@ -681,11 +724,22 @@ def _send(session: QboSession, item: _Work) -> None:
         if found is not None:
             _finish_synced(session, item, found, via="requestid")
         else:
-            _retry_later(record, payment, error="QuickBooks has seen this request before; waiting for its document", in_doubt=True)
+            _retry_later(
+                record,
+                payment,
+                error="QuickBooks has seen this request before; waiting for its document",
+                in_doubt=True,
+            )
         return
     except QboFault as fault:
         _finish_failed(
-            record, payment, error=str(fault), code=fault.code, intuit_tid=fault.intuit_tid, refused=True, in_doubt=was_in_doubt
+            record,
+            payment,
+            error=str(fault),
+            code=fault.code,
+            intuit_tid=fault.intuit_tid,
+            refused=True,
+            in_doubt=was_in_doubt,
         )
         return
     _finish_synced(session, item, created, via="create")
@@ -742,12 +796,22 @@ def _finish_synced(session: QboSession, item: _Work, document: dict, *, via: str
         # The unique (company, type, id) constraint: that document is some other record's.
         record.refresh_from_db()
         _finish_failed(
-            record, payment, error=f"QuickBooks {record.txn_type} {document['Id']} is already recorded for another payment.", refused=False
+            record,
+            payment,
+            error=f"QuickBooks {record.txn_type} {document['Id']} is already recorded for another payment.",
+            refused=False,
         )
 
 
 def _finish_failed(
-    record: SyncRecord, payment: Payment, *, error: str, refused: bool, code: str = "", intuit_tid: str = "", in_doubt: bool = False
+    record: SyncRecord,
+    payment: Payment,
+    *,
+    error: str,
+    refused: bool,
+    code: str = "",
+    intuit_tid: str = "",
+    in_doubt: bool = False,
 ) -> None:
     """Leave the record visibly failed for staff. ``refused``: QuickBooks refused the request,
     which created nothing, so a staff retry gets a new requestid and a fresh plan (and still
@@ -844,7 +908,12 @@ class QboSession:
     def client(self) -> QboClient:
         if _expiring(self.connection):
             self.connection = qbo_tokens_refresh(connection_id=self.connection.pk)
-        key = (self.connection.pk, self.connection.access_token, settings.QBO_API_BASE_URL, settings.QBO_OAUTH_DISCOVERY_URL)
+        key = (
+            self.connection.pk,
+            self.connection.access_token,
+            settings.QBO_API_BASE_URL,
+            settings.QBO_OAUTH_DISCOVERY_URL,
+        )
         cache = getattr(_clients, "by_connection", None)
         if cache is None or cache[0] != key:
             # A client per token version and thread: the discovery document is read once.
@@ -860,7 +929,9 @@ class QboSession:
         return cache[1]
 
     def refresh_after_401(self) -> None:
-        self.connection = qbo_tokens_refresh(connection_id=self.connection.pk, stale_version=self.connection.token_version)
+        self.connection = qbo_tokens_refresh(
+            connection_id=self.connection.pk, stale_version=self.connection.token_version
+        )
 
     def _call(self, operation):
         client = self.client()
@@ -932,9 +1003,13 @@ def qbo_tokens_refresh(*, connection_id: int, stale_version: int | None = None) 
                     token_version=used_version,
                 )
                 raise QboAuthLost(f"Intuit refused the refresh token ({error})") from exc
-            raise QboUnavailable(f"Intuit's token endpoint answered HTTP {exc.status_code}", outcome_unknown=False) from exc
+            raise QboUnavailable(
+                f"Intuit's token endpoint answered HTTP {exc.status_code}", outcome_unknown=False
+            ) from exc
         except requests.RequestException as exc:
-            raise QboUnavailable(f"Intuit's token endpoint could not be reached ({type(exc).__name__})", outcome_unknown=False) from exc
+            raise QboUnavailable(
+                f"Intuit's token endpoint could not be reached ({type(exc).__name__})", outcome_unknown=False
+            ) from exc
         return _tokens_store(connection_id=connection_id, expected_version=used_version, auth=auth)
     finally:
         lock.release()
@@ -945,7 +1020,9 @@ def _tokens_store(*, connection_id: int, expected_version: int, auth) -> QboConn
     with transaction.atomic():
         connection = QboConnection.objects.select_for_update().select_related("school").get(pk=connection_id)
         if connection.token_version != expected_version:
-            logger.warning("school %s: newer tokens were stored meanwhile; this refresh's are dropped", connection.school.code)
+            logger.warning(
+                "school %s: newer tokens were stored meanwhile; this refresh's are dropped", connection.school.code
+            )
             return connection
         connection.access_token = auth.access_token
         connection.refresh_token = auth.refresh_token
@@ -1019,7 +1096,9 @@ def qbo_connection_authorize(*, school_id: int, code: str, realm_id: str, actor:
     except AuthClientError as exc:
         raise QboFault(f"Intuit refused the authorization ({oauth_error(exc)}); please connect again") from exc
     except requests.RequestException as exc:
-        raise QboUnavailable(f"Intuit could not be reached ({type(exc).__name__}); please connect again", outcome_unknown=False) from exc
+        raise QboUnavailable(
+            f"Intuit could not be reached ({type(exc).__name__}); please connect again", outcome_unknown=False
+        ) from exc
     now = timezone.now()
     with transaction.atomic():
         connection, created = QboConnection.objects.select_for_update().get_or_create(school_id=school_id)
@@ -1042,7 +1121,9 @@ def qbo_connection_authorize(*, school_id: int, code: str, realm_id: str, actor:
             connection.sync_since = now
         if realm_changed:
             # The item and account belong to the old company.
-            connection.item_id = connection.item_name = connection.deposit_account_id = connection.deposit_account_name = ""
+            connection.item_id = connection.item_name = connection.deposit_account_id = (
+                connection.deposit_account_name
+            ) = ""
             connection.home_currency, connection.company_name = "", ""
         connection.save()
         audit_record(
@@ -1090,7 +1171,11 @@ def qbo_setup_choices(*, school_id: int) -> SetupChoices:
         "SELECT * FROM Account WHERE AccountType IN ('Bank', 'Other Current Asset') MAXRESULTS 1000"
     ).get("Account", [])
     return SetupChoices(
-        items=[(str(i["Id"]), str(i.get("Name", ""))) for i in items if i.get("Type", "Service") in ("Service", "NonInventory", "Inventory")],
+        items=[
+            (str(i["Id"]), str(i.get("Name", "")))
+            for i in items
+            if i.get("Type", "Service") in ("Service", "NonInventory", "Inventory")
+        ],
         accounts=[(str(a["Id"]), f"{a.get('Name', '')} ({a.get('AccountType', '')})") for a in accounts],
     )
 
@@ -1107,15 +1192,24 @@ def qbo_connection_configure(*, school_id: int, item_id: str, deposit_account_id
     with transaction.atomic():
         connection = QboConnection.objects.select_for_update().select_related("school").get(school_id=school_id)
         connection.item_id, connection.item_name = item_id, items[item_id]
-        connection.deposit_account_id, connection.deposit_account_name = deposit_account_id, accounts[deposit_account_id]
-        connection.save(update_fields=["item_id", "item_name", "deposit_account_id", "deposit_account_name", "updated_at"])
+        connection.deposit_account_id, connection.deposit_account_name = (
+            deposit_account_id,
+            accounts[deposit_account_id],
+        )
+        connection.save(
+            update_fields=["item_id", "item_name", "deposit_account_id", "deposit_account_name", "updated_at"]
+        )
         audit_record(
             action="qbo.configured",
             actor_type=AuditLog.ActorType.STAFF,
             actor=actor,
             school_id=school_id,
             target=connection,
-            details={"item_id": item_id, "deposit_account_id": deposit_account_id, "home_currency": connection.home_currency},
+            details={
+                "item_id": item_id,
+                "deposit_account_id": deposit_account_id,
+                "home_currency": connection.home_currency,
+            },
         )
     qbo_school_resume(school_id=school_id)
     return connection
@@ -1131,7 +1225,9 @@ def qbo_connection_disconnect(*, school_id: int, actor: str) -> str:
         try:
             auth_client_build().revoke(token=token)
         except AuthClientError as exc:
-            warning = f"Intuit answered {oauth_error(exc)} to the revocation (the tokens were probably no longer valid)."
+            warning = (
+                f"Intuit answered {oauth_error(exc)} to the revocation (the tokens were probably no longer valid)."
+            )
         except (requests.RequestException, QboUnavailable, QboNotConfigured) as exc:
             warning = (
                 f"Intuit could not be reached to revoke access ({type(exc).__name__}); to be sure, disconnect the app "
@@ -1157,7 +1253,7 @@ def qbo_connection_disconnect(*, school_id: int, actor: str) -> str:
     return warning
 
 
-def qbo_sync_retry(*, payment_sync_ids=(), refund_sync_ids=(), actor: str) -> int:
+def qbo_sync_retry(*, payment_sync_ids: Iterable[int] = (), refund_sync_ids: Iterable[int] = (), actor: str) -> int:
     """Staff retry failed syncs. A record QuickBooks refused gets a new requestid and a fresh
     plan; one that gave up in doubt is looked up first. A record already in QuickBooks (an
     amount mismatch) is left alone: it must be corrected there."""
@@ -1166,7 +1262,11 @@ def qbo_sync_retry(*, payment_sync_ids=(), refund_sync_ids=(), actor: str) -> in
         if not ids:
             continue
         with transaction.atomic():
-            for record in model.objects.select_for_update(of=("self",)).select_related("payment").filter(pk__in=list(ids), status=SyncStatus.FAILED):
+            for record in (
+                model.objects.select_for_update(of=("self",))
+                .select_related("payment")
+                .filter(pk__in=list(ids), status=SyncStatus.FAILED)
+            ):
                 if record.txn_id:
                     continue
                 record.status = SyncStatus.PENDING
@@ -1212,9 +1312,10 @@ def qbo_backlog_scan(*, limit: int = 1000) -> list[int]:
         for payment in selectors.refunds_not_covered(school_id=school_id)[:limit]:
             _records_ensure(payment=payment, connection=connection)
             created += 1
-        if QboPaymentSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists() or QboRefundSync.objects.filter(
-            school_id=school_id, status=SyncStatus.PAUSED
-        ).exists():
+        if (
+            QboPaymentSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists()
+            or QboRefundSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists()
+        ):
             qbo_school_resume(school_id=school_id)
             woken.add(school_id)
         if created:

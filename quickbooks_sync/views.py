@@ -44,7 +44,7 @@ def _actor(request: HttpRequest) -> str:
 @staff_member_required
 @require_POST
 def connect(request: HttpRequest, school_code: str) -> HttpResponse:
-    """"Connect to QuickBooks": remember a random state in the session, go to Intuit."""
+    """ "Connect to QuickBooks": remember a random state in the session, go to Intuit."""
     school = _school_for_change(request, school_code)
     state = secrets.token_urlsafe(32)
     try:
@@ -79,11 +79,15 @@ def callback(request: HttpRequest) -> HttpResponse:
         messages.error(request, "QuickBooks did not send an authorization code; please connect again.")
         return redirect(_overview_url())
     try:
-        connection = services.qbo_connection_authorize(school_id=school.pk, code=code, realm_id=realm_id, actor=_actor(request))
+        connection = services.qbo_connection_authorize(
+            school_id=school.pk, code=code, realm_id=realm_id, actor=_actor(request)
+        )
     except QboError as exc:
         messages.error(request, f"Could not connect {school.name} to QuickBooks: {exc}")
         return redirect(_overview_url())
-    messages.success(request, f"{school.name} is connected to QuickBooks company {connection.company_name or realm_id}.")
+    messages.success(
+        request, f"{school.name} is connected to QuickBooks company {connection.company_name or realm_id}."
+    )
     if not connection.is_configured:
         return redirect("qbo:setup", school_code=school.code)
     return redirect(_overview_url())
@@ -128,8 +132,13 @@ def setup(request: HttpRequest, school_code: str) -> HttpResponse:
     return render(
         request,
         "quickbooks_sync/setup.html",
-        {**admin.site.each_context(request), "title": f"QuickBooks settings: {school.name}", "form": form,
-         "school": school, "connection": connection},  # fmt: skip
+        {
+            **admin.site.each_context(request),
+            "title": f"QuickBooks settings: {school.name}",
+            "form": form,
+            "school": school,
+            "connection": connection,
+        },  # fmt: skip
     )
 
 
@@ -139,7 +148,9 @@ def disconnect(request: HttpRequest, school_code: str) -> HttpResponse:
     school = _school_for_change(request, school_code)
     get_object_or_404(QboConnection, school=school)
     warning = services.qbo_connection_disconnect(school_id=school.pk, actor=_actor(request))
-    messages.success(request, f"{school.name} is disconnected from QuickBooks; its payments wait until it is connected again.")
+    messages.success(
+        request, f"{school.name} is disconnected from QuickBooks; its payments wait until it is connected again."
+    )
     if warning:
         messages.warning(request, warning)
     return redirect(_overview_url())

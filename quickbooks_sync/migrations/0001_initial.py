@@ -7,133 +7,237 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('payments', '0002_auditlog_append_only'),
+        ("payments", "0002_auditlog_append_only"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='QboConnection',
+            name="QboConnection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('realm_id', models.CharField(blank=True, default='', max_length=32, verbose_name='company (realm) id')),
-                ('company_name', models.CharField(blank=True, default='', max_length=200)),
-                ('status', models.CharField(choices=[('connected', 'Connected'), ('needs_reconnect', 'Needs reconnect'), ('disconnected', 'Disconnected')], default='disconnected', max_length=16)),
-                ('status_reason', models.TextField(blank=True, default='')),
-                ('access_token', payments.fields.EncryptedTextField(blank=True, default='')),
-                ('access_token_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('refresh_token', payments.fields.EncryptedTextField(blank=True, default='')),
-                ('refresh_token_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('token_version', models.PositiveIntegerField(default=0)),
-                ('tokens_refreshed_at', models.DateTimeField(blank=True, null=True)),
-                ('item_id', models.CharField(blank=True, default='', max_length=32, verbose_name='sales item id')),
-                ('item_name', models.CharField(blank=True, default='', max_length=200, verbose_name='sales item')),
-                ('deposit_account_id', models.CharField(blank=True, default='', max_length=32)),
-                ('deposit_account_name', models.CharField(blank=True, default='', max_length=200, verbose_name='deposit account')),
-                ('home_currency', models.CharField(blank=True, default='', max_length=3)),
-                ('multicurrency', models.BooleanField(default=False)),
-                ('sync_since', models.DateTimeField(default=django.utils.timezone.now)),
-                ('connected_at', models.DateTimeField(blank=True, null=True)),
-                ('connected_by', models.CharField(blank=True, default='', max_length=150)),
-                ('last_synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('school', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='qbo_connection', to='payments.school')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "realm_id",
+                    models.CharField(blank=True, default="", max_length=32, verbose_name="company (realm) id"),
+                ),
+                ("company_name", models.CharField(blank=True, default="", max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("connected", "Connected"),
+                            ("needs_reconnect", "Needs reconnect"),
+                            ("disconnected", "Disconnected"),
+                        ],
+                        default="disconnected",
+                        max_length=16,
+                    ),
+                ),
+                ("status_reason", models.TextField(blank=True, default="")),
+                ("access_token", payments.fields.EncryptedTextField(blank=True, default="")),
+                ("access_token_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("refresh_token", payments.fields.EncryptedTextField(blank=True, default="")),
+                ("refresh_token_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("token_version", models.PositiveIntegerField(default=0)),
+                ("tokens_refreshed_at", models.DateTimeField(blank=True, null=True)),
+                ("item_id", models.CharField(blank=True, default="", max_length=32, verbose_name="sales item id")),
+                ("item_name", models.CharField(blank=True, default="", max_length=200, verbose_name="sales item")),
+                ("deposit_account_id", models.CharField(blank=True, default="", max_length=32)),
+                (
+                    "deposit_account_name",
+                    models.CharField(blank=True, default="", max_length=200, verbose_name="deposit account"),
+                ),
+                ("home_currency", models.CharField(blank=True, default="", max_length=3)),
+                ("multicurrency", models.BooleanField(default=False)),
+                ("sync_since", models.DateTimeField(default=django.utils.timezone.now)),
+                ("connected_at", models.DateTimeField(blank=True, null=True)),
+                ("connected_by", models.CharField(blank=True, default="", max_length=150)),
+                ("last_synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "school",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="qbo_connection", to="payments.school"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'QuickBooks connection',
-                'ordering': ['school__code'],
+                "verbose_name": "QuickBooks connection",
+                "ordering": ["school__code"],
             },
         ),
         migrations.CreateModel(
-            name='QboCustomer',
+            name="QboCustomer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('realm_id', models.CharField(max_length=32)),
-                ('customer_id', models.CharField(max_length=32)),
-                ('display_name', models.CharField(max_length=500)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('school', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, to='payments.school')),
-                ('student', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='qbo_customers', to='payments.student')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("realm_id", models.CharField(max_length=32)),
+                ("customer_id", models.CharField(max_length=32)),
+                ("display_name", models.CharField(max_length=500)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "school",
+                    models.ForeignKey(
+                        db_index=False, on_delete=django.db.models.deletion.PROTECT, to="payments.school"
+                    ),
+                ),
+                (
+                    "student",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="qbo_customers", to="payments.student"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'QuickBooks customer',
-                'constraints': [models.UniqueConstraint(fields=('realm_id', 'student'), name='uniq_qbo_customer_per_student'), models.UniqueConstraint(fields=('realm_id', 'customer_id'), name='uniq_qbo_customer_id')],
+                "verbose_name": "QuickBooks customer",
+                "constraints": [
+                    models.UniqueConstraint(fields=("realm_id", "student"), name="uniq_qbo_customer_per_student"),
+                    models.UniqueConstraint(fields=("realm_id", "customer_id"), name="uniq_qbo_customer_id"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='QboPaymentSync',
+            name="QboPaymentSync",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Sync failed'), ('paused', 'Paused')], default='pending', max_length=16)),
-                ('realm_id', models.CharField(blank=True, default='', max_length=32)),
-                ('txn_type', models.CharField(blank=True, default='', max_length=32, verbose_name='QuickBooks type')),
-                ('txn_id', models.CharField(blank=True, default='', max_length=32, verbose_name='QuickBooks id')),
-                ('txn_date', models.DateField()),
-                ('amount_minor', models.BigIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('request_id', models.CharField(blank=True, default='', max_length=50)),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('request_body', models.JSONField(blank=True, null=True)),
-                ('in_doubt', models.BooleanField(default=False)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('last_error_code', models.CharField(blank=True, default='', max_length=16)),
-                ('intuit_tid', models.CharField(blank=True, default='', max_length=64)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('claimed_until', models.DateTimeField(blank=True, null=True)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('customer_id', models.CharField(blank=True, default='', max_length=32)),
-                ('payment', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='qbo_sync', to='payments.payment')),
-                ('school', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, to='payments.school')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("synced", "Synced"),
+                            ("failed", "Sync failed"),
+                            ("paused", "Paused"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("realm_id", models.CharField(blank=True, default="", max_length=32)),
+                ("txn_type", models.CharField(blank=True, default="", max_length=32, verbose_name="QuickBooks type")),
+                ("txn_id", models.CharField(blank=True, default="", max_length=32, verbose_name="QuickBooks id")),
+                ("txn_date", models.DateField()),
+                ("amount_minor", models.BigIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                ("request_id", models.CharField(blank=True, default="", max_length=50)),
+                ("revision", models.PositiveIntegerField(default=0)),
+                ("request_body", models.JSONField(blank=True, null=True)),
+                ("in_doubt", models.BooleanField(default=False)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("last_error_code", models.CharField(blank=True, default="", max_length=16)),
+                ("intuit_tid", models.CharField(blank=True, default="", max_length=64)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("claimed_until", models.DateTimeField(blank=True, null=True)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("customer_id", models.CharField(blank=True, default="", max_length=32)),
+                (
+                    "payment",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="qbo_sync", to="payments.payment"
+                    ),
+                ),
+                (
+                    "school",
+                    models.ForeignKey(
+                        db_index=False, on_delete=django.db.models.deletion.PROTECT, to="payments.school"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'payment sync',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(condition=models.Q(('status__in', ['pending', 'paused'])), fields=['school', 'status', 'next_attempt_at'], name='qbo_payment_sync_open'), models.Index(fields=['status', 'updated_at'], name='qbo_payment_sync_status')],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('txn_id', ''), _negated=True), fields=('realm_id', 'txn_type', 'txn_id'), name='uniq_qbo_payment_txn')],
+                "verbose_name": "payment sync",
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("status__in", ["pending", "paused"])),
+                        fields=["school", "status", "next_attempt_at"],
+                        name="qbo_payment_sync_open",
+                    ),
+                    models.Index(fields=["status", "updated_at"], name="qbo_payment_sync_status"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("txn_id", ""), _negated=True),
+                        fields=("realm_id", "txn_type", "txn_id"),
+                        name="uniq_qbo_payment_txn",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='QboRefundSync',
+            name="QboRefundSync",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Sync failed'), ('paused', 'Paused')], default='pending', max_length=16)),
-                ('realm_id', models.CharField(blank=True, default='', max_length=32)),
-                ('txn_type', models.CharField(blank=True, default='', max_length=32, verbose_name='QuickBooks type')),
-                ('txn_id', models.CharField(blank=True, default='', max_length=32, verbose_name='QuickBooks id')),
-                ('txn_date', models.DateField()),
-                ('amount_minor', models.BigIntegerField()),
-                ('currency', models.CharField(max_length=3)),
-                ('request_id', models.CharField(blank=True, default='', max_length=50)),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('request_body', models.JSONField(blank=True, null=True)),
-                ('in_doubt', models.BooleanField(default=False)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True, default='')),
-                ('last_error_code', models.CharField(blank=True, default='', max_length=16)),
-                ('intuit_tid', models.CharField(blank=True, default='', max_length=64)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('claimed_until', models.DateTimeField(blank=True, null=True)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('refund_total_minor', models.BigIntegerField()),
-                ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='qbo_refunds', to='payments.payment')),
-                ('school', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, to='payments.school')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("synced", "Synced"),
+                            ("failed", "Sync failed"),
+                            ("paused", "Paused"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("realm_id", models.CharField(blank=True, default="", max_length=32)),
+                ("txn_type", models.CharField(blank=True, default="", max_length=32, verbose_name="QuickBooks type")),
+                ("txn_id", models.CharField(blank=True, default="", max_length=32, verbose_name="QuickBooks id")),
+                ("txn_date", models.DateField()),
+                ("amount_minor", models.BigIntegerField()),
+                ("currency", models.CharField(max_length=3)),
+                ("request_id", models.CharField(blank=True, default="", max_length=50)),
+                ("revision", models.PositiveIntegerField(default=0)),
+                ("request_body", models.JSONField(blank=True, null=True)),
+                ("in_doubt", models.BooleanField(default=False)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True, default="")),
+                ("last_error_code", models.CharField(blank=True, default="", max_length=16)),
+                ("intuit_tid", models.CharField(blank=True, default="", max_length=64)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("claimed_until", models.DateTimeField(blank=True, null=True)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("refund_total_minor", models.BigIntegerField()),
+                (
+                    "payment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="qbo_refunds", to="payments.payment"
+                    ),
+                ),
+                (
+                    "school",
+                    models.ForeignKey(
+                        db_index=False, on_delete=django.db.models.deletion.PROTECT, to="payments.school"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'refund sync',
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(condition=models.Q(('status__in', ['pending', 'paused'])), fields=['school', 'status', 'next_attempt_at'], name='qbo_refund_sync_open')],
-                'constraints': [models.UniqueConstraint(fields=('payment', 'refund_total_minor'), name='uniq_qbo_refund_step'), models.UniqueConstraint(condition=models.Q(('txn_id', ''), _negated=True), fields=('realm_id', 'txn_type', 'txn_id'), name='uniq_qbo_refund_txn')],
+                "verbose_name": "refund sync",
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("status__in", ["pending", "paused"])),
+                        fields=["school", "status", "next_attempt_at"],
+                        name="qbo_refund_sync_open",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("payment", "refund_total_minor"), name="uniq_qbo_refund_step"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("txn_id", ""), _negated=True),
+                        fields=("realm_id", "txn_type", "txn_id"),
+                        name="uniq_qbo_refund_txn",
+                    ),
+                ],
             },
         ),
     ]

@@ -61,7 +61,9 @@ def test_the_readme_webhook_lands_in_the_demo_books(client, demo_fakes):
 
 
 class TestAdmin:
-    def test_the_overview_shows_each_school_with_its_health_and_buttons(self, admin_client, account, student, connection, fake_qbo):
+    def test_the_overview_shows_each_school_with_its_health_and_buttons(
+        self, admin_client, account, student, connection, fake_qbo
+    ):
         failed = ready_payment(account, student, currency="USD")
         services.qbo_sync_request(payment_id=failed.pk)
         services.qbo_school_sync(school_id=connection.school_id)
@@ -80,7 +82,9 @@ class TestAdmin:
         html = admin_client.get("/admin/quickbooks_sync/qboconnection/").content.decode()
         assert "Not connected" in html and 'action="/qbo/ng/connect/"' in html and "Connect to QuickBooks" in html
 
-    def test_failed_syncs_show_intuits_message_and_can_be_retried(self, admin_client, account, student, connection, fake_qbo):
+    def test_failed_syncs_show_intuits_message_and_can_be_retried(
+        self, admin_client, account, student, connection, fake_qbo
+    ):
         fake_qbo.companies["4620816365272861"].table("Item")["1"]["Active"] = False
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
@@ -103,7 +107,9 @@ class TestAdmin:
         record.refresh_from_db()
         assert record.status == SyncStatus.SYNCED
 
-    def test_sync_now_resumes_and_wakes(self, admin_client, account, student, connection, fake_qbo, django_capture_on_commit_callbacks):
+    def test_sync_now_resumes_and_wakes(
+        self, admin_client, account, student, connection, fake_qbo, django_capture_on_commit_callbacks
+    ):
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
         QboPaymentSync.objects.update(status=SyncStatus.PAUSED)

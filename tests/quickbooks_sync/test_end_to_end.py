@@ -17,7 +17,9 @@ from tests.quickbooks_sync.conftest import REALM, customer_for, ready_payment
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_webhook_ends_as_an_invoice_payment_in_quickbooks(client, account, connection, fake_qbo, fake_directory, celery_worker):
+def test_a_webhook_ends_as_an_invoice_payment_in_quickbooks(
+    client, account, connection, fake_qbo, fake_directory, celery_worker
+):
     customer = customer_for(fake_qbo, "Amina Nakato (STU-0001)")
     invoice = fake_qbo.add_invoice(REALM, customer_id=customer["Id"], amount=250_000)
     body = surepay_body()
@@ -67,13 +69,17 @@ class TestBacklogScan:
         services.qbo_school_sync(school_id=payment.school_id)
         assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "RefundReceipt")] == [30_000]
 
-    def test_expired_claims_and_due_retries_are_woken_but_future_ones_wait(self, account, student, connection, fake_qbo):
+    def test_expired_claims_and_due_retries_are_woken_but_future_ones_wait(
+        self, account, student, connection, fake_qbo
+    ):
         due, later, claimed = (ready_payment(account, student) for _ in range(3))
         for payment in (due, later, claimed):
             services.qbo_sync_request(payment_id=payment.pk)
         now = timezone.now()
         QboPaymentSync.objects.filter(payment=later).update(next_attempt_at=now + timedelta(hours=1))
-        QboPaymentSync.objects.filter(payment=claimed).update(claimed_until=now - timedelta(seconds=1))  # a dead worker's
+        QboPaymentSync.objects.filter(payment=claimed).update(
+            claimed_until=now - timedelta(seconds=1)
+        )  # a dead worker's
         services.qbo_school_sync(school_id=connection.school_id)
         statuses = dict(QboPaymentSync.objects.values_list("payment_id", "status"))
         assert statuses == {due.pk: SyncStatus.SYNCED, later.pk: SyncStatus.PENDING, claimed.pk: SyncStatus.SYNCED}
@@ -94,7 +100,9 @@ class TestBacklogScan:
 
 
 @pytest.mark.django_db
-def test_many_payments_settling_at_once_queue_one_message(account, student, connection, fake_qbo, django_capture_on_commit_callbacks):
+def test_many_payments_settling_at_once_queue_one_message(
+    account, student, connection, fake_qbo, django_capture_on_commit_callbacks
+):
     import redis
     from django.conf import settings
 

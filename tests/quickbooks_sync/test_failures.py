@@ -42,7 +42,11 @@ def known_customer(fake, connection, student) -> dict:
     create."""
     customer = customer_for(fake, f"{student.full_name} ({student.student_number})")
     QboCustomer.objects.create(
-        school=connection.school, realm_id=REALM, student=student, customer_id=customer["Id"], display_name=customer["DisplayName"]
+        school=connection.school,
+        realm_id=REALM,
+        student=student,
+        customer_id=customer["Id"],
+        display_name=customer["DisplayName"],
     )
     return customer
 
@@ -152,14 +156,18 @@ class TestDroppedAnswer:
 
         from tests.conftest import wait_for
 
-        record = wait_for(lambda: QboPaymentSync.objects.filter(payment=payment, status=SyncStatus.SYNCED).first(), timeout=20)
+        record = wait_for(
+            lambda: QboPaymentSync.objects.filter(payment=payment, status=SyncStatus.SYNCED).first(), timeout=20
+        )
         assert record.attempts == 1  # the retry found the document; it sent nothing
         assert len(fake_qbo.objects(REALM, "SalesReceipt")) == 1
         assert len(receipt_creates(fake_qbo)) == 1
 
 
 class TestOutages:
-    def test_a_503_before_anything_is_sent_costs_an_attempt_and_is_retried(self, account, student, connection, fake_qbo):
+    def test_a_503_before_anything_is_sent_costs_an_attempt_and_is_retried(
+        self, account, student, connection, fake_qbo
+    ):
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
         fake_qbo.fail_next(1, status=503)  # the customer look-up
@@ -193,7 +201,9 @@ class TestOutages:
         assert first.body == second.body
         assert len(fake_qbo.objects(REALM, "SalesReceipt")) == 1
 
-    def test_a_timeout_on_the_create_is_in_doubt_and_the_lookup_finds_it(self, account, student, connection, fake_qbo, settings):
+    def test_a_timeout_on_the_create_is_in_doubt_and_the_lookup_finds_it(
+        self, account, student, connection, fake_qbo, settings
+    ):
         known_customer(fake_qbo, connection, student)
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
@@ -264,9 +274,16 @@ class TestRefusals:
         assert run(payment.school_id) == "idle"
         record = record_of(payment)
         assert record.status == SyncStatus.FAILED
-        assert record.last_error.startswith("Invalid Reference Id: Invalid Reference Id : Item assigned to this transaction")
+        assert record.last_error.startswith(
+            "Invalid Reference Id: Invalid Reference Id : Item assigned to this transaction"
+        )
         assert record.last_error.endswith("(QuickBooks error 2500)")
-        assert (record.last_error_code, record.revision, record.in_doubt, record.request_body) == ("2500", 1, False, None)
+        assert (record.last_error_code, record.revision, record.in_doubt, record.request_body) == (
+            "2500",
+            1,
+            False,
+            None,
+        )
         audit = AuditLog.objects.get(action="qbo.sync_failed")
         assert audit.details["code"] == "2500"
 
@@ -277,8 +294,12 @@ class TestRefusals:
         record.refresh_from_db()
         assert record.status == SyncStatus.SYNCED
         first, second = receipt_creates(fake_qbo)
-        assert first.query["requestid"] == [request_id_for(realm_id=REALM, kind="payment", payment_id=payment.pk, revision=0)]
-        assert second.query["requestid"] == [request_id_for(realm_id=REALM, kind="payment", payment_id=payment.pk, revision=1)]
+        assert first.query["requestid"] == [
+            request_id_for(realm_id=REALM, kind="payment", payment_id=payment.pk, revision=0)
+        ]
+        assert second.query["requestid"] == [
+            request_id_for(realm_id=REALM, kind="payment", payment_id=payment.pk, revision=1)
+        ]
         assert second.json()["Line"][0]["SalesItemLineDetail"]["ItemRef"] == {"value": "2"}
 
     def test_a_payment_in_another_currency_is_never_posted(self, account, student, connection, fake_qbo):
@@ -300,7 +321,9 @@ class TestRefusals:
 
 
 class TestThrottling:
-    def test_a_429_pauses_the_company_without_spending_an_attempt(self, account, student, connection, fake_qbo, settings):
+    def test_a_429_pauses_the_company_without_spending_an_attempt(
+        self, account, student, connection, fake_qbo, settings
+    ):
         settings.QBO_THROTTLE_PAUSE_SECONDS = 0.6
         settings.QBO_LIMIT_MAX_WAIT_SECONDS = 0.1
         known_customer(fake_qbo, connection, student)
@@ -344,7 +367,9 @@ class TestLane:
 
 def test_txn_date_is_the_day_the_payment_succeeded(account, student, connection, fake_qbo):
     payment = ready_payment(account, student)
-    type(payment).objects.filter(pk=payment.pk).update(status_changed_at=timezone.make_aware(timezone.datetime(2025, 3, 4, 10)))
+    type(payment).objects.filter(pk=payment.pk).update(
+        status_changed_at=timezone.make_aware(timezone.datetime(2025, 3, 4, 10))
+    )
     services.qbo_sync_request(payment_id=payment.pk)
     assert record_of(payment).txn_date == date(2025, 3, 4)
 

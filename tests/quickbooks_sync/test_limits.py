@@ -118,7 +118,11 @@ class TestAgainstTheFake:
     def setup_schools(self, fake_qbo, connection, count):
         schools = [connection.school, SchoolFactory(code="ng2", currency="UGX")]
         QboConnection.objects.create(
-            **{f.name: getattr(connection, f.name) for f in QboConnection._meta.fields if f.name not in ("id", "school")},
+            **{
+                f.name: getattr(connection, f.name)
+                for f in QboConnection._meta.fields
+                if f.name not in ("id", "school")
+            },
             school=schools[1],
         )
         for school in schools:
@@ -126,7 +130,13 @@ class TestAgainstTheFake:
             for _ in range(count):
                 student = StudentFactory(school=school)
                 customer = fake_qbo.add_customer(REALM, f"{student.full_name} ({student.student_number}) {school.code}")
-                QboCustomer.objects.create(school=school, realm_id=REALM, student=student, customer_id=customer["Id"], display_name=customer["DisplayName"])
+                QboCustomer.objects.create(
+                    school=school,
+                    realm_id=REALM,
+                    student=student,
+                    customer_id=customer["Id"],
+                    display_name=customer["DisplayName"],
+                )
                 services.qbo_sync_request(payment_id=ready_payment(account, student).pk)
         return schools
 
@@ -171,4 +181,7 @@ class TestAgainstTheFake:
         assert fake_qbo.throttled > 0
         # Throttled work is waiting for its turn, not failed and not doubled.
         assert not QboPaymentSync.objects.filter(status=SyncStatus.FAILED).exists()
-        assert len(fake_qbo.objects(REALM, "SalesReceipt")) == QboPaymentSync.objects.filter(status=SyncStatus.SYNCED).count()
+        assert (
+            len(fake_qbo.objects(REALM, "SalesReceipt"))
+            == QboPaymentSync.objects.filter(status=SyncStatus.SYNCED).count()
+        )

@@ -44,7 +44,9 @@ def connect(client, school_code="ng"):
 
 
 class TestConnect:
-    def test_connect_stores_the_company_and_encrypted_tokens_then_asks_for_the_settings(self, admin_client, school, fake_qbo, caplog):
+    def test_connect_stores_the_company_and_encrypted_tokens_then_asks_for_the_settings(
+        self, admin_client, school, fake_qbo, caplog
+    ):
         caplog.set_level(logging.DEBUG)
         authorize_url = start_connect(admin_client)
         assert authorize_url.startswith(f"{fake_qbo.base_url}/connect/oauth2?")
@@ -60,7 +62,11 @@ class TestConnect:
         assert "qbo_oauth" not in admin_client.session  # a state is good for one callback only
 
         connection = QboConnection.objects.get(school=school)
-        assert (connection.status, connection.realm_id, connection.company_name) == ("connected", REALM, "Nile Gardens Books")
+        assert (connection.status, connection.realm_id, connection.company_name) == (
+            "connected",
+            REALM,
+            "Nile Gardens Books",
+        )
         assert (connection.home_currency, connection.multicurrency, connection.is_configured) == ("UGX", False, False)
         assert connection.refresh_token in fake_qbo.current_refresh_tokens(REALM)
         assert connection.access_token_expires_at > timezone.now() + timedelta(minutes=55)
@@ -89,7 +95,11 @@ class TestConnect:
         saved = admin_client.post("/qbo/ng/setup/", {"item_id": "1", "deposit_account_id": "35"})
         assert (saved.status_code, saved["Location"]) == (302, OVERVIEW)
         connection.refresh_from_db()
-        assert (connection.item_name, connection.deposit_account_name, connection.can_sync) == ("School fees", "Checking (Bank)", True)
+        assert (connection.item_name, connection.deposit_account_name, connection.can_sync) == (
+            "School fees",
+            "Checking (Bank)",
+            True,
+        )
         assert AuditLog.objects.filter(action="qbo.configured").exists()
 
         # Neither token ever reached a log record (requests-oauthlib logs them at DEBUG).
@@ -130,11 +140,15 @@ class TestConnect:
         response = admin_client.post("/qbo/ng/connect/")
         assert (response.status_code, response["Location"]) == (302, OVERVIEW)
         messages = [str(m) for m in response.wsgi_request._messages]
-        assert messages == ["Cannot connect to QuickBooks: QuickBooks is not configured: set QBO_CLIENT_ID and QBO_CLIENT_SECRET"]
+        assert messages == [
+            "Cannot connect to QuickBooks: QuickBooks is not configured: set QBO_CLIENT_ID and QBO_CLIENT_SECRET"
+        ]
 
 
 class TestDisconnect:
-    def test_disconnect_revokes_at_intuit_and_pauses_the_school(self, admin_client, account, student, connection, fake_qbo):
+    def test_disconnect_revokes_at_intuit_and_pauses_the_school(
+        self, admin_client, account, student, connection, fake_qbo
+    ):
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
         refresh_token = connection.refresh_token
@@ -146,12 +160,17 @@ class TestDisconnect:
         connection.refresh_from_db()
         assert (connection.status, connection.access_token, connection.refresh_token) == ("disconnected", "", "")
         record = QboPaymentSync.objects.get()
-        assert (record.status, record.last_error) == (SyncStatus.PAUSED, "QuickBooks is disconnected: connect to resume.")
+        assert (record.status, record.last_error) == (
+            SyncStatus.PAUSED,
+            "QuickBooks is disconnected: connect to resume.",
+        )
         assert AuditLog.objects.get(action="qbo.disconnected").actor == "admin"
 
     def test_reconnecting_drains_the_backlog(self, admin_client, account, student, connection, fake_qbo):
         payments = [ready_payment(account, student, 10_000 * (i + 1)) for i in range(3)]
-        services.qbo_connection_authorization_lost(connection_id=connection.pk, reason="Intuit refused the refresh token (invalid_grant)")
+        services.qbo_connection_authorization_lost(
+            connection_id=connection.pk, reason="Intuit refused the refresh token (invalid_grant)"
+        )
         for payment in payments:
             assert services.qbo_sync_request(payment_id=payment.pk) == SyncStatus.PAUSED
         assert fake_qbo.api_requests(REALM) == []

@@ -40,7 +40,12 @@ class TestInvoicePayment:
 
         record = sync(payment)
 
-        assert (record.status, record.txn_type, record.attempts, record.in_doubt) == (SyncStatus.SYNCED, "Payment", 1, False)
+        assert (record.status, record.txn_type, record.attempts, record.in_doubt) == (
+            SyncStatus.SYNCED,
+            "Payment",
+            1,
+            False,
+        )
         (stored,) = fake_qbo.objects(REALM, "Payment")
         assert record.txn_id == stored["Id"]
         (request,) = creates(fake_qbo, "Payment")
@@ -165,12 +170,18 @@ class TestRefunds:
         payment.save()
         sync(payment)
 
-        steps = list(QboRefundSync.objects.order_by("refund_total_minor").values_list("refund_total_minor", "amount_minor", "status"))
+        steps = list(
+            QboRefundSync.objects.order_by("refund_total_minor").values_list(
+                "refund_total_minor", "amount_minor", "status"
+            )
+        )
         assert steps == [(40_000, 40_000, SyncStatus.SYNCED), (100_000, 60_000, SyncStatus.SYNCED)]
         receipts = fake_qbo.objects(REALM, "RefundReceipt")
         assert [r["TotalAmt"] for r in receipts] == [40_000, 60_000]
         first = creates(fake_qbo, "RefundReceipt")[0]
-        assert first.query["requestid"] == [request_id_for(realm_id=REALM, kind="refund", payment_id=payment.pk, refund_total_minor=40_000)]
+        assert first.query["requestid"] == [
+            request_id_for(realm_id=REALM, kind="refund", payment_id=payment.pk, refund_total_minor=40_000)
+        ]
         body = first.json()
         assert body["DepositToAccountRef"] == {"value": "35"}
         assert body["CustomerRef"] == {"value": record.customer_id}
@@ -179,7 +190,9 @@ class TestRefunds:
         assert f"SalesReceipt {record.txn_id}" in body["PrivateNote"]
         assert AuditLog.objects.filter(action="qbo.synced", details__kind="refund").count() == 2
 
-    def test_a_payment_refunded_before_its_first_sync_is_posted_then_refunded(self, account, student, connection, fake_qbo):
+    def test_a_payment_refunded_before_its_first_sync_is_posted_then_refunded(
+        self, account, student, connection, fake_qbo
+    ):
         payment = ready_payment(account, student, 100_000, status=PaymentStatus.REFUNDED, refunded_amount_minor=100_000)
         services.qbo_sync_request(payment_id=payment.pk)
         services.qbo_school_sync(school_id=payment.school_id)
@@ -221,7 +234,9 @@ class TestCustomers:
         students = [StudentFactory(school=school) for _ in range(10)]
         for s in students:
             c = customer_for(fake_qbo, f"{s.full_name} ({s.student_number})")
-            QboCustomer.objects.create(school=school, realm_id=REALM, student=s, customer_id=c["Id"], display_name=c["DisplayName"])
+            QboCustomer.objects.create(
+                school=school, realm_id=REALM, student=s, customer_id=c["Id"], display_name=c["DisplayName"]
+            )
             fake_qbo.add_invoice(REALM, customer_id=c["Id"], amount=50_000)
         payments = [ready_payment(account, s, 70_000) for s in students]
         for payment in payments:

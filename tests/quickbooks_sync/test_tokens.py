@@ -27,7 +27,9 @@ def refreshes(fake):
 class TestRefresh:
     def test_a_token_about_to_expire_is_refreshed_before_the_first_call(self, account, student, connection, fake_qbo):
         old_access, old_refresh = connection.access_token, connection.refresh_token
-        QboConnection.objects.filter(pk=connection.pk).update(access_token_expires_at=timezone.now() + timedelta(seconds=60))
+        QboConnection.objects.filter(pk=connection.pk).update(
+            access_token_expires_at=timezone.now() + timedelta(seconds=60)
+        )
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
         services.qbo_school_sync(school_id=payment.school_id)
@@ -43,7 +45,9 @@ class TestRefresh:
         assert first_call.headers["Authorization"] == f"Bearer {connection.access_token}"
         assert QboPaymentSync.objects.get().status == SyncStatus.SYNCED
 
-    def test_a_401_refreshes_once_and_the_sync_goes_on_without_spending_an_attempt(self, account, student, connection, fake_qbo):
+    def test_a_401_refreshes_once_and_the_sync_goes_on_without_spending_an_attempt(
+        self, account, student, connection, fake_qbo
+    ):
         fake_qbo.expire_access_tokens()  # our copy still looks valid for an hour
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
@@ -52,7 +56,9 @@ class TestRefresh:
         record = QboPaymentSync.objects.get()
         assert (record.status, record.attempts) == (SyncStatus.SYNCED, 1)
 
-    def test_a_refused_refresh_pauses_the_school_and_shows_a_banner(self, admin_client, account, student, connection, fake_qbo):
+    def test_a_refused_refresh_pauses_the_school_and_shows_a_banner(
+        self, admin_client, account, student, connection, fake_qbo
+    ):
         fake_qbo.revoke_all()  # the user disconnected the app inside QuickBooks
         payments = [ready_payment(account, student) for _ in range(2)]
         for payment in payments:
@@ -60,7 +66,10 @@ class TestRefresh:
         assert services.qbo_school_sync(school_id=connection.school_id) == "paused"
 
         connection.refresh_from_db()
-        assert (connection.status, connection.status_reason) == ("needs_reconnect", "Intuit refused the refresh token (invalid_grant)")
+        assert (connection.status, connection.status_reason) == (
+            "needs_reconnect",
+            "Intuit refused the refresh token (invalid_grant)",
+        )
         records = list(QboPaymentSync.objects.values_list("status", "attempts", "next_attempt_at"))
         assert records == [(SyncStatus.PAUSED, 0, None)] * 2
         assert AuditLog.objects.get(action="qbo.authorization_lost").details["reason"] == connection.status_reason
@@ -129,9 +138,13 @@ class TestConcurrentRefresh:
         assert results == [stored.refresh_token, stored.refresh_token]
         assert fake_qbo.current_refresh_tokens(REALM) == [stored.refresh_token]
 
-    def test_two_workers_with_an_expiring_token_never_lose_the_newest_refresh_token(self, account, student, connection, fake_qbo):
+    def test_two_workers_with_an_expiring_token_never_lose_the_newest_refresh_token(
+        self, account, student, connection, fake_qbo
+    ):
         fake_qbo.token_latency_seconds = 0.3
-        QboConnection.objects.filter(pk=connection.pk).update(access_token_expires_at=timezone.now() - timedelta(seconds=1))
+        QboConnection.objects.filter(pk=connection.pk).update(
+            access_token_expires_at=timezone.now() - timedelta(seconds=1)
+        )
         self.run_concurrently(2, lambda: services.qbo_tokens_refresh(connection_id=connection.pk))
         stored = QboConnection.objects.get()
         assert len(refreshes(fake_qbo)) == 1
