@@ -9,4 +9,5 @@ urlpatterns = [
     # Parents pay (issue 4): the staff REST API, and the parent pages.
     path("api/", include("payments.api.urls")),
     path("", include("payments.urls")),
+    path("qbo/", include("quickbooks_sync.urls")),
 ]

@@ -9,6 +9,7 @@ from fakes.flutterwave import FakeFlutterwave
 from fakes.mpesa import FakeDaraja
 from fakes.omise import FakeOmise
 from fakes.paystack import FakePaystack
+from fakes.quickbooks import build_demo_quickbooks
 from fakes.server import PrefixRouter
 from fakes.stripe import FakeStripe
 
@@ -25,5 +26,6 @@ def build_fakes() -> PrefixRouter:
             "/chapa": FakeChapa(),
             "/flutterwave": FakeFlutterwave(),
             "/omise": FakeOmise(),
+            "/qbo": build_demo_quickbooks(),
         }
     )

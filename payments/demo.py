@@ -54,6 +54,9 @@ def demo_seed() -> DemoLogin:
             user.set_password(password)
         user.save()
         pay_path, api_token = _demo_parents_pay(school)
+        from quickbooks_sync.demo import qbo_demo_seed
+
+        qbo_demo_seed(school=school)  # connected to the local fake QuickBooks
     return DemoLogin(DEMO_ADMIN_USERNAME, password, pay_path, api_token)
 
 

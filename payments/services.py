@@ -219,9 +219,23 @@ def payment_apply_provider_status(*, payment_id: uuid.UUID, status: NormalizedSt
 
 
 def _set_status(payment: Payment, status: str, changed: set[str]) -> None:
+    """Every status change goes through here (the rules of which ones are allowed are in
+    payments/state.py and the callers)."""
     payment.status = status
     payment.status_changed_at = timezone.now()
     changed |= {"status", "status_changed_at"}
+    if status in SETTLED_STATES:
+        payment_offer_to_books_on_commit(payment_id=payment.pk)
+
+
+def payment_offer_to_books_on_commit(*, payment_id: uuid.UUID) -> None:
+    """Offer a payment to QuickBooks once the current change commits: it may just have become
+    ready (settled and mapped to a student). Idempotent and cheap; the QuickBooks app decides.
+    An error there must not undo the committed change: it is logged, and the QuickBooks backlog
+    scan finds the payment later."""
+    from quickbooks_sync.services import qbo_sync_request  # the books app builds on this one
+
+    transaction.on_commit(lambda: qbo_sync_request(payment_id=payment_id), robust=True)
 
 
 def _take_confirmed_amount(payment: Payment, amount_minor: int, currency: str, changed: set[str]) -> str:
@@ -313,6 +327,7 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
             student=student, mapping_status=MappingStatus.MAPPED, mapping_error="", updated_at=timezone.now()
         )
         if updated:
+            payment_offer_to_books_on_commit(payment_id=payment.pk)
             audit_record(
                 action="payment.mapped",
                 actor_type=AuditLog.ActorType.SYSTEM,

@@ -1,0 +1,135 @@
+"""Staff admin of the QuickBooks sync: the connections page (health, connect, settings,
+disconnect), the sync records with Intuit's message and a retry action. Tokens are never shown."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.html import format_html
+
+from payments.money import format_minor
+from quickbooks_sync import selectors, services
+from quickbooks_sync.models import QboConnection, QboCustomer, QboPaymentSync, QboRefundSync, SyncStatus
+
+
+@admin.register(QboConnection)
+class QboConnectionAdmin(admin.ModelAdmin):
+    """The list page is an overview of every school: its connection's health and buttons."""
+
+    fields = (
+        "school", "status", "status_reason", "realm_id", "company_name", "home_currency", "multicurrency",
+        "item_name", "deposit_account_name", "sync_since", "access_token_expires_at", "refresh_token_expires_at",
+        "tokens_refreshed_at", "connected_at", "connected_by", "last_synced_at",
+    )  # fmt: skip
+    readonly_fields = tuple(f for f in fields if f != "sync_since")
+
+    def has_add_permission(self, request):
+        return False  # connections come from the OAuth flow
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # "Disconnect" revokes at Intuit first
+
+    def changelist_view(self, request, extra_context=None):
+        rows = []
+        for school in selectors.schools_for_overview():
+            connection = getattr(school, "qbo_connection", None)
+            rows.append(
+                {
+                    "school": school,
+                    "connection": connection,
+                    "health": selectors.connection_health(connection=connection) if connection else None,
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "QuickBooks Online",
+            "rows": rows,
+            "opts": self.model._meta,
+            "can_change": request.user.has_perm("quickbooks_sync.change_qboconnection"),
+            "payment_syncs_url": reverse("admin:quickbooks_sync_qbopaymentsync_changelist"),
+        }
+        return render(request, "quickbooks_sync/overview.html", context)
+
+
+class SyncRecordAdmin(admin.ModelAdmin):
+    list_filter = ("status", "txn_type", "school")
+    search_fields = ("payment__external_txn_id", "payment__reference", "txn_id", "payment__student__student_number")
+    actions = ("retry_sync",)
+    list_select_related = ("payment", "school")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # read-only; the retry action is the only way to act
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="payment")
+    def payment_link(self, obj):
+        url = reverse("admin:payments_payment_change", args=[obj.payment_id])
+        return format_html('<a href="{}">{}</a>', url, obj.payment)
+
+    @admin.display(description="amount")
+    def amount(self, obj):
+        return format_minor(obj.amount_minor, obj.currency)
+
+    @admin.display(description="QuickBooks document")
+    def document(self, obj):
+        return f"{obj.txn_type} {obj.txn_id}" if obj.txn_id else "-"
+
+    @admin.display(description="error (from QuickBooks)")
+    def error(self, obj):
+        return obj.last_error[:200] or "-"
+
+    def _retry(self, request, queryset) -> int:
+        raise NotImplementedError
+
+    @admin.action(description="Retry the QuickBooks sync of the selected failed records")
+    def retry_sync(self, request, queryset):
+        if not request.user.has_perm("quickbooks_sync.change_qboconnection"):
+            self.message_user(request, "You may not retry QuickBooks syncs.", messages.ERROR)
+            return
+        failed = queryset.filter(status=SyncStatus.FAILED)
+        retried = self._retry(request, failed)
+        skipped = queryset.count() - retried
+        self.message_user(request, f"{retried} sync(s) queued again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} record(s) were not retried: only failed records without a QuickBooks document can be.",
+                messages.WARNING,
+            )
+
+
+@admin.register(QboPaymentSync)
+class QboPaymentSyncAdmin(SyncRecordAdmin):
+    list_display = ("updated_at", "payment_link", "school", "amount", "status", "document", "attempts", "error")
+
+    def _retry(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        return services.qbo_sync_retry(payment_sync_ids=ids, actor=request.user.get_username())
+
+
+@admin.register(QboRefundSync)
+class QboRefundSyncAdmin(SyncRecordAdmin):
+    list_display = ("updated_at", "payment_link", "school", "amount", "status", "document", "attempts", "error")
+
+    def _retry(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        return services.qbo_sync_retry(refund_sync_ids=ids, actor=request.user.get_username())
+
+
+@admin.register(QboCustomer)
+class QboCustomerAdmin(admin.ModelAdmin):
+    list_display = ("display_name", "customer_id", "student", "realm_id", "created_at")
+    search_fields = ("display_name", "student__student_number", "customer_id")
+    readonly_fields = ("school", "realm_id", "student", "customer_id", "display_name", "created_at")
+
+    def has_add_permission(self, request):
+        return False

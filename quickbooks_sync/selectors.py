@@ -1,0 +1,126 @@
+"""Reads of the QuickBooks sync: readiness, backlog and health."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Count, F, Max, Q, QuerySet
+from django.utils import timezone
+
+from payments.models import MappingStatus, Payment, School
+from payments.state import SETTLED_STATES
+from quickbooks_sync.models import QboConnection, QboPaymentSync, QboRefundSync, SyncStatus
+
+
+def payment_is_ready(payment: Payment) -> bool:
+    """Ready to sync: the school has the money (succeeded, or refunded since) and the student
+    is known."""
+    return (
+        payment.status in SETTLED_STATES
+        and payment.mapping_status == MappingStatus.MAPPED
+        and payment.student_id is not None
+    )
+
+
+def ready_unsynced_payments(*, school_id: int, since: datetime) -> QuerySet[Payment]:
+    """Payments the sync should have a record for but has not (the backlog scan's safety net)."""
+    return Payment.objects.filter(
+        school_id=school_id,
+        status__in=SETTLED_STATES,
+        mapping_status=MappingStatus.MAPPED,
+        student__isnull=False,
+        created_at__gte=since,
+        qbo_sync__isnull=True,
+    ).order_by("created_at")
+
+
+def refunds_not_covered(*, school_id: int) -> QuerySet[Payment]:
+    """Synced payments whose refunded total is ahead of the refund records."""
+    return (
+        Payment.objects.filter(school_id=school_id, refunded_amount_minor__gt=0, qbo_sync__status=SyncStatus.SYNCED)
+        .annotate(covered=Max("qbo_refunds__refund_total_minor"))
+        .filter(Q(covered__isnull=True) | Q(covered__lt=F("refunded_amount_minor")))
+    )
+
+
+def due_filter(now: datetime | None = None) -> Q:
+    now = now or timezone.now()
+    return (
+        Q(status=SyncStatus.PENDING)
+        & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    )
+
+
+def schools_with_due_work(now: datetime | None = None) -> set[int]:
+    due = due_filter(now)
+    schools = set(QboPaymentSync.objects.filter(due).values_list("school_id", flat=True).distinct())
+    schools |= set(
+        QboRefundSync.objects.filter(due, payment__qbo_sync__status=SyncStatus.SYNCED)
+        .values_list("school_id", flat=True)
+        .distinct()
+    )
+    return schools
+
+
+def next_due_at(*, school_id: int) -> datetime | None:
+    """When the school's earliest scheduled retry falls due."""
+    times = [
+        model.objects.filter(school_id=school_id, status=SyncStatus.PENDING, next_attempt_at__isnull=False)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+        for model in (QboPaymentSync, QboRefundSync)
+    ]
+    times = [moment for moment in times if moment is not None]
+    return min(times) if times else None
+
+
+def backlog_counts(*, school_id: int) -> dict[str, int]:
+    counts = {status: 0 for status in SyncStatus.values}
+    for model in (QboPaymentSync, QboRefundSync):
+        for row in model.objects.filter(school_id=school_id).values("status").annotate(n=Count("id")):
+            counts[row["status"]] += row["n"]
+    return counts
+
+
+def connection_health(*, connection: QboConnection) -> dict:
+    """What the admin page shows about a connection."""
+    from quickbooks_sync.coordination import coordinator
+
+    now = timezone.now()
+    health = {
+        "status": connection.status,
+        "status_display": connection.get_status_display(),
+        "reason": connection.status_reason,
+        "configured": connection.is_configured,
+        "access_token_valid_for": (
+            int((connection.access_token_expires_at - now).total_seconds())
+            if connection.access_token_expires_at and connection.access_token_expires_at > now
+            else 0
+        ),
+        "refresh_token_expires_at": connection.refresh_token_expires_at,
+        "tokens_refreshed_at": connection.tokens_refreshed_at,
+        "last_synced_at": connection.last_synced_at,
+        "backlog": backlog_counts(school_id=connection.school_id),
+        "last_failure": QboPaymentSync.objects.filter(school_id=connection.school_id, status=SyncStatus.FAILED)
+        .order_by("-updated_at")
+        .values("payment_id", "last_error", "updated_at")
+        .first(),
+        "limiter": None,
+    }
+    if connection.realm_id:
+        try:
+            health["limiter"] = coordinator().stats(connection.realm_id)
+        except Exception:  # noqa: BLE001 - the page must render while Redis is down
+            health["limiter"] = None
+    return health
+
+
+def connections_needing_attention() -> QuerySet[QboConnection]:
+    """Connections whose authorization is gone while payments wait: the admin banner."""
+    return QboConnection.objects.select_related("school").filter(status=QboConnection.Status.NEEDS_RECONNECT)
+
+
+def schools_for_overview() -> QuerySet[School]:
+    return School.objects.filter(active=True).select_related("qbo_connection").order_by("code")
