@@ -109,12 +109,17 @@ def celery_worker(transactional_db):
 
 
 def process_pending() -> list:
-    """Process every stored, unprocessed event in this thread, as a worker would."""
+    """Process every stored, unprocessed event in this thread, as a worker would: including the
+    work a worker's commits set off (``transaction.on_commit``), which a test's own wrapping
+    transaction would otherwise hold back."""
+    from django.test import TestCase
+
     from payments.models import WebhookEvent
     from webhooks.services import webhook_event_run
 
     pending = WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("pk")
-    return [webhook_event_run(event_id=event_id) for event_id in pending.values_list("pk", flat=True)]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return [webhook_event_run(event_id=event_id) for event_id in pending.values_list("pk", flat=True)]
 
 
 REPO = Path(__file__).resolve().parents[1]

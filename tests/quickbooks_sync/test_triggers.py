@@ -1,0 +1,57 @@
+"""Every way a payment becomes ready (settled and mapped to a student) offers it to QuickBooks
+when the change commits, not only webhooks: a manual payment confirmed by staff, and a success
+the janitor learns from the provider's API. (The backlog scan is only the safety net.)"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import TestCase
+
+from payments.models import Payment
+from payments.services import manual_payment_review, manual_payment_submit, payment_apply_provider_status
+from payments.state import PaymentStatus
+from providers.base import NormalizedStatus
+from quickbooks_sync import services
+from quickbooks_sync.models import QboPaymentSync, SyncStatus
+from tests.factories import PaymentRequestFactory
+
+pytestmark = pytest.mark.django_db
+
+
+
+def test_a_manual_payment_confirmed_by_staff_reaches_quickbooks(connection, student, fake_qbo, admin_user):
+    request = PaymentRequestFactory(school=connection.school, student=student, amount_minor=450_000)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        payment = manual_payment_submit(
+            payment_request_id=request.pk, method="bank_transfer", manual_reference="BANK-77", amount_minor=450_000
+        )
+    assert not QboPaymentSync.objects.exists()  # awaiting review: nothing is in the books yet
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        manual_payment_review(payment_id=payment.pk, decision="confirm", note="Seen on the statement", reviewer=admin_user)
+    record = QboPaymentSync.objects.get(payment=payment)
+    services.qbo_school_sync(school_id=connection.school_id)
+    record.refresh_from_db()
+    assert record.status == SyncStatus.SYNCED
+    (receipt,) = fake_qbo.objects(connection.realm_id, "SalesReceipt")
+    assert receipt["TotalAmt"] in (450000, 450000.0, "450000")
+
+
+def test_a_success_the_janitor_learns_reaches_quickbooks(connection, student, account):
+    payment = Payment.objects.create(
+        school=connection.school,
+        account=account,
+        provider=account.provider,
+        external_txn_id="txn-janitor",
+        amount_minor=100_000,
+        currency="UGX",
+        status=PaymentStatus.PROCESSING,
+        student=student,
+        mapping_status="mapped",
+    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        payment_apply_provider_status(
+            payment_id=payment.pk,
+            status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=100_000, currency="UGX"),
+            source="janitor",
+        )
+    assert QboPaymentSync.objects.get(payment=payment).status == SyncStatus.PENDING
