@@ -8,13 +8,14 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 
+from payments.admin.scoping import SchoolScopedAdmin
 from payments.money import format_minor
 from quickbooks_sync import selectors, services
 from quickbooks_sync.models import QboConnection, QboCustomer, QboPaymentSync, QboRefundSync, SyncStatus
 
 
 @admin.register(QboConnection)
-class QboConnectionAdmin(admin.ModelAdmin):
+class QboConnectionAdmin(SchoolScopedAdmin):
     """The list page is an overview of every school: its connection's health and buttons."""
 
     fields = (
@@ -32,7 +33,7 @@ class QboConnectionAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request, extra_context=None):
         rows = []
-        for school in selectors.schools_for_overview():
+        for school in selectors.schools_for_overview(user=request.user):
             connection = getattr(school, "qbo_connection", None)
             rows.append(
                 {
@@ -52,7 +53,7 @@ class QboConnectionAdmin(admin.ModelAdmin):
         return render(request, "quickbooks_sync/overview.html", context)
 
 
-class SyncRecordAdmin(admin.ModelAdmin):
+class SyncRecordAdmin(SchoolScopedAdmin):
     list_filter = ("status", "txn_type", "school")
     search_fields = ("payment__external_txn_id", "payment__reference", "txn_id", "payment__student__student_number")
     actions = ("retry_sync",)
@@ -126,7 +127,7 @@ class QboRefundSyncAdmin(SyncRecordAdmin):
 
 
 @admin.register(QboCustomer)
-class QboCustomerAdmin(admin.ModelAdmin):
+class QboCustomerAdmin(SchoolScopedAdmin):
     list_display = ("display_name", "customer_id", "student", "realm_id", "created_at")
     search_fields = ("display_name", "student__student_number", "customer_id")
     readonly_fields = ("school", "realm_id", "student", "customer_id", "display_name", "created_at")

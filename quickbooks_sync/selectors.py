@@ -8,6 +8,7 @@ from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from payments.models import MappingStatus, Payment, School
+from payments.selectors import schools_for_user
 from payments.state import SETTLED_STATES
 from quickbooks_sync.models import QboConnection, QboPaymentSync, QboRefundSync, SyncStatus
 
@@ -117,10 +118,13 @@ def connection_health(*, connection: QboConnection) -> dict:
     return health
 
 
-def connections_needing_attention() -> QuerySet[QboConnection]:
-    """Connections whose authorization is gone while payments wait: the admin banner."""
-    return QboConnection.objects.select_related("school").filter(status=QboConnection.Status.NEEDS_RECONNECT)
+def connections_needing_attention(*, user) -> QuerySet[QboConnection]:
+    """Connections of ``user``'s schools whose authorization is gone while payments wait: the
+    admin banner."""
+    return QboConnection.objects.select_related("school").filter(
+        status=QboConnection.Status.NEEDS_RECONNECT, school__in=schools_for_user(user=user)
+    )
 
 
-def schools_for_overview() -> QuerySet[School]:
-    return School.objects.filter(active=True).select_related("qbo_connection").order_by("code")
+def schools_for_overview(*, user) -> QuerySet[School]:
+    return schools_for_user(user=user).filter(active=True).select_related("qbo_connection").order_by("code")

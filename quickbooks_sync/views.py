@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from payments.models import School
+from payments.selectors import schools_for_user
 from quickbooks_sync import services
 from quickbooks_sync.errors import QboError
 from quickbooks_sync.models import QboConnection
@@ -34,7 +35,8 @@ def _overview_url() -> str:
 def _school_for_change(request: HttpRequest, school_code: str) -> School:
     if not request.user.has_perm("quickbooks_sync.change_qboconnection"):
         raise PermissionDenied
-    return get_object_or_404(School, code=school_code)
+    # Staff connect, configure and disconnect their own schools only.
+    return get_object_or_404(schools_for_user(user=request.user), code=school_code)
 
 
 def _actor(request: HttpRequest) -> str:

@@ -15,7 +15,7 @@ def qbo_banner(context):
     if user is None or not user.is_authenticated or not user.is_staff:
         return {"alerts": []}
     alerts = []
-    for connection in selectors.connections_needing_attention():
+    for connection in selectors.connections_needing_attention(user=user):
         backlog = selectors.backlog_counts(school_id=connection.school_id)
         alerts.append({"connection": connection, "waiting": backlog["paused"] + backlog["pending"]})
     return {"alerts": alerts, "request": request, "csrf_token": context.get("csrf_token")}

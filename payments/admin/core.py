@@ -1,0 +1,43 @@
+"""Schools, students, staff memberships and the audit log."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from payments.admin.scoping import SchoolScopedAdmin
+from payments.models import AuditLog, School, StaffMembership, Student
+
+
+@admin.register(School)
+class SchoolAdmin(SchoolScopedAdmin):
+    list_display = ("code", "name", "currency", "active")
+    search_fields = ("code", "name")
+
+
+@admin.register(StaffMembership)
+class StaffMembershipAdmin(SchoolScopedAdmin):
+    list_display = ("user", "school", "created_at")
+    list_filter = ("school",)
+    search_fields = ("user__username", "user__email", "school__code")
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Student)
+class StudentAdmin(SchoolScopedAdmin):
+    list_display = ("student_number", "full_name", "school")
+    search_fields = ("student_number", "full_name")
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(SchoolScopedAdmin):
+    list_display = ("created_at", "action", "actor_type", "actor", "target_type", "target_id")
+    list_filter = ("action", "actor_type")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

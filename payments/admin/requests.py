@@ -1,0 +1,147 @@
+"""Payment requests: created one by one or from a CSV upload, cancelled by an action."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from payments import selectors, services
+from payments.admin.scoping import SchoolScopedAdmin
+from payments.forms import CsvImportForm, PaymentRequestAdminForm
+from payments.models import Payment, PaymentRequest
+
+
+class PaymentInline(admin.TabularInline):
+    model = Payment
+    fk_name = "payment_request"
+    fields = ("created_at", "provider", "method", "reference", "amount_display", "status", "review_flag")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(PaymentRequest)
+class PaymentRequestAdmin(SchoolScopedAdmin):
+    form = PaymentRequestAdminForm
+    list_display = ("created_at", "school", "student", "description", "amount_display", "due_date", "status")
+    list_filter = ("status", "school")
+    search_fields = ("student__student_number", "student__full_name", "description")
+    date_hierarchy = "created_at"
+    actions = ["cancel_requests"]
+    inlines = [PaymentInline]
+    change_list_template = "admin/payments/paymentrequest/change_list.html"
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a new request has no payments
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        # What the parent is asked to pay never changes under them: cancel and create a new one.
+        return ("school", "student", "amount_display", "status", "pay_link", "paid_payment", "paid_at", "created_by")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("school", "student_id", "description", "amount", "currency", "due_date")
+        return (
+            "pay_link",
+            "school",
+            "student",
+            "description",
+            "amount_display",
+            "due_date",
+            "status",
+            "paid_payment",
+            "paid_at",
+            "created_by",
+        )
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            kwargs["form"] = admin.ModelAdmin.form
+            kwargs["fields"] = ("description", "due_date")
+            return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, **kwargs)
+        schools = selectors.schools_for_user(user=request.user)
+
+        class ScopedForm(form):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, schools=schools, **kw)
+
+        return ScopedForm
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = services.payment_request_create(
+            school=form.cleaned_data["school"], draft=form.draft, actor=request.user
+        )
+        obj.pk = created.pk
+        obj.__dict__.update(created.__dict__)
+
+    def save_related(self, request, form, formsets, change):
+        if change:
+            super().save_related(request, form, formsets, change)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # cancel instead: payments may point at the request
+
+    @admin.display(description="Pay link")
+    def pay_link(self, obj):
+        return format_html('<a href="{0}" target="_blank" rel="noopener">{0}</a>', obj.pay_url)
+
+    @admin.action(description="Cancel the selected open payment requests", permissions=["change"])
+    def cancel_requests(self, request, queryset):
+        cancelled = 0
+        for payment_request in queryset.filter(status=PaymentRequest.Status.OPEN):
+            services.payment_request_cancel(payment_request_id=payment_request.pk, actor=request.user)
+            cancelled += 1
+        self.message_user(request, f"Cancelled {cancelled} payment request(s).", messages.SUCCESS)
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="payments_paymentrequest_import")
+        ] + super().get_urls()
+
+    def import_view(self, request: HttpRequest):
+        """Bulk creation from a CSV file: every row is checked first; one error and nothing is saved."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        schools = selectors.schools_for_user(user=request.user)
+        form = CsvImportForm(request.POST or None, request.FILES or None, schools=schools)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            result = services.payment_requests_import_csv(
+                school=form.cleaned_data["school"], data=form.cleaned_data["file"].read(), actor=request.user
+            )
+            if not result.errors:
+                self.message_user(
+                    request,
+                    f"Imported {len(result.created)} payment request(s) for {form.cleaned_data['school']}.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:payments_paymentrequest_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import payment requests from CSV",
+            "opts": self.model._meta,
+            "form": form,
+            "result": result,
+            "columns": services.CSV_COLUMNS,
+            "status": 400 if result and result.errors else 200,
+        }
+        return TemplateResponse(
+            request,
+            "admin/payments/paymentrequest/import.html",
+            context,
+            status=400 if result and result.errors else 200,
+        )
