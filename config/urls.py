@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from payments.admin.dashboard import dashboard_view
+
 urlpatterns = [
+    # Before admin.site.urls, whose catch-all would take it for an app label.
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/webhooks/", include("webhooks.urls")),
     # Ops (issue 6): /healthz, /readyz, /metrics (also answered by ops.middleware.ProbeMiddleware).

@@ -98,9 +98,10 @@ class DatabaseGauges:
         )
         sync_backlog = GaugeMetricFamily(
             "payments_sync_backlog",
-            "Succeeded payments mapped to a student and not yet in QuickBooks.",
+            "Payments and refunds not yet in QuickBooks, by sync status (pending, paused, failed).",
+            labels=["status"],
         )
-        families = [up, unfinished, oldest]
+        families = [up, unfinished, oldest, sync_backlog]
         if values is None:
             up.add_metric([], 0)
             return families
@@ -108,9 +109,8 @@ class DatabaseGauges:
         for status, count in sorted(values["unfinished"].items()):
             unfinished.add_metric([status], count)
         oldest.add_metric([], values["oldest_unfinished_age_seconds"])
-        if values.get("sync_backlog") is not None:
-            sync_backlog.add_metric([], values["sync_backlog"])
-            families.append(sync_backlog)
+        for status, count in sorted(values["sync_backlog"].items()):
+            sync_backlog.add_metric([status], count)
         return families
 
 

@@ -175,3 +175,10 @@ class ReviewForm(forms.Form):
         max_length=1000,
         help_text="What you checked (bank statement line, cash book page), or why you reject it.",
     )
+
+
+class MapStudentForm(forms.Form):
+    student_number = forms.CharField(max_length=64, label="Student id", help_text="The school's own student id.")
+    full_name = forms.CharField(
+        max_length=200, required=False, help_text="Only needed for a student this service has not seen yet."
+    )

@@ -5,16 +5,25 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 
-from payments.models import AggregatorAccount, Payment, PaymentMethod, PaymentRequest, School
+from payments.models import (
+    AggregatorAccount,
+    AuditLog,
+    MappingStatus,
+    Payment,
+    PaymentMethod,
+    PaymentRequest,
+    School,
+    WebhookEvent,
+)
 from payments.state import PaymentStatus
 from providers.base import NormalizedEvent, ProviderAdapter
 from providers.errors import UnknownProvider
 from providers.registry import get_provider
-
 
 # (provider, school code) -> (expires at, account or None). The look-up is the most expensive
 # step of the webhook request path, and accounts change rarely.
@@ -90,6 +99,99 @@ def payment_requests_for_user(*, user) -> QuerySet[PaymentRequest]:
 
 def payments_for_user(*, user) -> QuerySet[Payment]:
     return Payment.objects.filter(school__in=schools_for_user(user=user)).select_related("school", "student")
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    actor: str
+    what: str
+    details: dict
+
+
+def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
+    """What happened to a payment, oldest first: its audit log (created, checkout, webhooks
+    applied, mapped, reviewed, synced to QuickBooks...) and each provider event received for it
+    (the events that changed nothing, duplicates and late ones included, are shown too)."""
+    entries = [
+        TimelineEntry(
+            at=entry.created_at,
+            actor=f"{entry.get_actor_type_display()} {entry.actor}".strip(),
+            what=entry.action,
+            details=entry.details,
+        )
+        for entry in AuditLog.objects.filter(target_type="Payment", target_id=str(payment.pk))
+    ]
+    entries += [
+        TimelineEntry(
+            at=event.received_at,
+            actor=f"Provider {payment.provider}",
+            what=f"webhook received: {event.event_type or 'event'} {event.external_event_id or ''}".strip(),
+            details={"event": event.pk, "status": event.status, "result": event.result},
+        )
+        for event in WebhookEvent.objects.filter(payment=payment).only(
+            "received_at", "event_type", "external_event_id", "status", "result"
+        )
+    ]
+    return sorted(entries, key=lambda entry: entry.at)
+
+
+@dataclass(frozen=True)
+class ProviderTotal:
+    provider: str
+    currency: str
+    count: int
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class StaffDashboard:
+    day_start: datetime
+    day_end: datetime
+    totals: list[ProviderTotal]
+    unmatched: int
+    directory_failed: int
+    awaiting_review: int
+    sync_waiting: int
+    sync_failed: int
+    dead_letters: int
+    failed_events: int
+
+
+def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
+    """What needs a bursar's eye, over the user's schools: today's takings by provider and
+    currency (payments that succeeded today), and the work queues. Every number is the count of
+    a filtered admin list (the same filters), so a click shows exactly those rows."""
+    from quickbooks_sync.selectors import (
+        PAYMENT_SYNC_STATES,  # the books app builds on this one
+    )
+
+    payments = Payment.objects.filter(school__in=schools_for_user(user=user)).order_by()
+    takings = (
+        payments.filter(status=PaymentStatus.SUCCEEDED, status_changed_at__gte=day_start, status_changed_at__lt=day_end)
+        .values("provider", "currency")
+        .annotate(count=Count("pk"), amount_minor=Sum("amount_minor"))
+        .order_by("provider", "currency")
+    )
+    counts = payments.aggregate(
+        unmatched=Count("pk", filter=Q(mapping_status=MappingStatus.UNMATCHED)),
+        directory_failed=Count("pk", filter=Q(mapping_status=MappingStatus.FAILED)),
+        awaiting_review=Count("pk", filter=Q(status=PaymentStatus.AWAITING_REVIEW)),
+        sync_waiting=Count("pk", filter=PAYMENT_SYNC_STATES["waiting"][1]),
+        sync_failed=Count("pk", filter=PAYMENT_SYNC_STATES["failed"][1]),
+    )
+    events = WebhookEvent.objects.filter(account__school__in=schools_for_user(user=user)).order_by()
+    event_counts = events.aggregate(
+        dead_letters=Count("pk", filter=Q(status=WebhookEvent.Status.REJECTED)),
+        failed_events=Count("pk", filter=Q(status=WebhookEvent.Status.FAILED)),
+    )
+    return StaffDashboard(
+        day_start=day_start,
+        day_end=day_end,
+        totals=[ProviderTotal(**row) for row in takings],
+        **counts,
+        **event_counts,
+    )
 
 
 # --- Parent pages ----------------------------------------------------------------------------------

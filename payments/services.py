@@ -339,6 +339,57 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
     return MappingStatus.MAPPED
 
 
+class MappingRefused(Exception):
+    """Staff asked to map a payment that cannot be mapped by hand; the message says why."""
+
+
+def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_name: str = "", actor) -> Student:
+    """Staff map a payment to a student by hand (the directory did not know the student, was
+    down, or no student id came with the payment).
+
+    The student is the school's student with that number, created from ``full_name`` when it
+    is new to us. Only a payment without a student can be mapped: re-pointing a mapped payment
+    would leave QuickBooks with the old customer. The provider's student id is remembered
+    (``ProviderStudentLink``, source staff), so the next payment with it maps by itself, and
+    the payment is offered to QuickBooks when this commits."""
+    student_number = student_number.strip()
+    if not student_number:
+        raise MappingRefused("Enter the school's student id.")
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update(no_key=True).select_related("school").get(pk=payment_id)
+        if payment.student_id is not None:
+            raise MappingRefused(f"This payment is already mapped to student {payment.student}.")
+        student = Student.objects.filter(school_id=payment.school_id, student_number=student_number).first()
+        if student is None:
+            if not full_name.strip():
+                raise MappingRefused(
+                    f"Student {student_number} is new to this school here: enter their full name to add them."
+                )
+            student = student_upsert(school=payment.school, student_number=student_number, full_name=full_name.strip())
+        if payment.provider_student_id:
+            ProviderStudentLink.objects.update_or_create(
+                school_id=payment.school_id,
+                provider=payment.provider,
+                provider_student_id=payment.provider_student_id,
+                defaults={"student": student, "source": ProviderStudentLink.Source.STAFF},
+            )
+        previous = payment.mapping_status
+        payment.student = student
+        payment.mapping_status = MappingStatus.MAPPED
+        payment.mapping_error = ""
+        payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
+        payment_offer_to_books_on_commit(payment_id=payment.pk)
+        audit_record(
+            action="payment.mapped",
+            actor_type=AuditLog.ActorType.STAFF,
+            actor=actor.get_username(),
+            school_id=payment.school_id,
+            target=payment,
+            details={"student_number": student.student_number, "source": "staff", "previous": previous},
+        )
+    return student
+
+
 def payment_mapping_fail(*, payment_id: uuid.UUID, error: str) -> None:
     """The directory stayed unavailable through every retry: make it visible to staff."""
     payment = Payment.objects.get(pk=payment_id)

@@ -85,6 +85,32 @@ def backlog_counts(*, school_id: int) -> dict[str, int]:
     return counts
 
 
+# ?sync=<value> of the payment list -> (label, which payments). The dashboard counts with these
+# too, so its numbers are the lists' numbers.
+PAYMENT_SYNC_STATES: dict[str, tuple[str, Q]] = {
+    "synced": ("In QuickBooks", Q(qbo_sync__status=SyncStatus.SYNCED)),
+    "waiting": ("Waiting to sync", Q(qbo_sync__status__in=(SyncStatus.PENDING, SyncStatus.PAUSED))),
+    "failed": ("Sync failed", Q(qbo_sync__status=SyncStatus.FAILED)),
+    "none": ("Not sent", Q(qbo_sync__isnull=True)),
+}
+
+# Not in QuickBooks yet: waiting its turn, paused (authorization gone), or failed (staff act).
+BACKLOG_STATES = (SyncStatus.PENDING, SyncStatus.PAUSED, SyncStatus.FAILED)
+
+
+def sync_backlog_counts(*, schools: QuerySet[School] | None = None) -> dict[str, int]:
+    """Payments and refunds not yet in QuickBooks, by sync status, over ``schools`` (every
+    school when None): the dashboard's and ``/metrics``' one definition of the sync backlog."""
+    counts = {str(status): 0 for status in BACKLOG_STATES}
+    for model in (QboPaymentSync, QboRefundSync):
+        records = model.objects.filter(status__in=BACKLOG_STATES)
+        if schools is not None:
+            records = records.filter(school__in=schools)
+        for status, n in records.order_by().values_list("status").annotate(n=Count("id")):
+            counts[status] += n
+    return counts
+
+
 def connection_health(*, connection: QboConnection) -> dict:
     """What the admin page shows about a connection."""
     from quickbooks_sync.coordination import coordinator

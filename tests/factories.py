@@ -1,3 +1,5 @@
+from datetime import date
+
 import factory
 
 from payments.models import AggregatorAccount, Payment, PaymentRequest, School, Student
@@ -54,3 +56,16 @@ class PaymentRequestFactory(factory.django.DjangoModelFactory):
     description = "Term 1 fees"
     amount_minor = 450_000
     currency = factory.SelfAttribute("school.currency")
+
+
+class PaymentSyncFactory(factory.django.DjangoModelFactory):
+    """A payment's QuickBooks sync record in a given state (no QuickBooks call is made)."""
+
+    class Meta:
+        model = "quickbooks_sync.QboPaymentSync"
+
+    payment = factory.SubFactory(PaymentFactory, status=PaymentStatus.SUCCEEDED)
+    school = factory.SelfAttribute("payment.school")
+    txn_date = factory.LazyFunction(date.today)
+    amount_minor = factory.SelfAttribute("payment.amount_minor")
+    currency = factory.SelfAttribute("payment.currency")

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.filters import DateFieldListFilter
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from payments import services
+from payments import selectors, services
+from payments.admin.filters import StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
-from payments.forms import ReviewForm
-from payments.models import Payment, PaymentRequest
+from payments.exports import payments_csv_lines
+from payments.forms import MapStudentForm, ReviewForm
+from payments.models import AuditLog, Payment, PaymentRequest
 from payments.state import PaymentStatus
 
 
@@ -32,14 +35,29 @@ class PaymentAdmin(SchoolScopedAdmin):
         "student",
         "review_link",
     )
-    list_filter = ("status", "provider", "method", "review_flag", "mapping_status")
+    list_filter = (
+        "status",
+        "provider",
+        "currency",
+        ("created_at", DateFieldListFilter),
+        ("status_changed_at", StatusChangedFilter),
+        "mapping_status",
+        SyncStateFilter,
+        "method",
+        "review_flag",
+        "school",
+    )
+    # Student id (ours or the provider's), transaction id, our reference or the parent's.
     search_fields = (
+        "student__student_number",
+        "provider_student_id",
         "external_txn_id",
         "reference",
         "manual_reference",
-        "provider_student_id",
-        "student__student_number",
     )
+    list_select_related = ("school", "student")
+    actions = ("retry_quickbooks_sync", "map_student")
+    change_list_template = "admin/payments/payment/change_list.html"
     # The receipt is shown as a link to the staff-only download view, never as a media URL.
     readonly_fields = [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"]
     exclude = ("receipt",)
@@ -61,8 +79,51 @@ class PaymentAdmin(SchoolScopedAdmin):
             obj.receipt_content_type,
         )
 
+    def has_add_permission(self, request):
+        return False  # payments come from providers and parents, never typed in
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # money records are never deleted
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        payment = self.get_object(request, object_id)
+        extra = {"timeline": selectors.payment_timeline(payment=payment)} if payment is not None else {}
+        if payment is not None:
+            extra["can_map"] = payment.student_id is None and self.has_change_permission(request, payment)
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    @admin.action(description="Retry the QuickBooks sync of the selected payments", permissions=["change"])
+    def retry_quickbooks_sync(self, request, queryset):
+        from quickbooks_sync.services import qbo_sync_request  # the books app builds on this one
+
+        outcomes: dict[str, int] = {}
+        for payment_id in queryset.values_list("pk", flat=True):
+            status = qbo_sync_request(payment_id=payment_id, requested_by=request.user.get_username())
+            outcomes[status or "not ready"] = outcomes.get(status or "not ready", 0) + 1
+        self.message_user(
+            request,
+            "QuickBooks sync: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())),
+            messages.INFO,
+        )
+        if outcomes.get("not ready"):
+            self.message_user(
+                request,
+                "'Not ready': a payment reaches QuickBooks once it has succeeded and is mapped to a student, "
+                "and its school is connected to QuickBooks.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Map the selected payment to a student by hand", permissions=["change"])
+    def map_student(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one payment to map.", messages.WARNING)
+            return None
+        return HttpResponseRedirect(reverse("admin:payments_payment_map", args=[queryset.get().pk]))
+
     def get_urls(self):
         return [
+            path("export/", self.admin_site.admin_view(self.export_view), name="payments_payment_export"),
+            path("<uuid:object_id>/map/", self.admin_site.admin_view(self.map_view), name="payments_payment_map"),
             path(
                 "<uuid:object_id>/review/", self.admin_site.admin_view(self.review_view), name="payments_payment_review"
             ),
@@ -75,6 +136,51 @@ class PaymentAdmin(SchoolScopedAdmin):
 
     def _payment_for_staff(self, request, object_id) -> Payment:
         return get_object_or_404(self.get_queryset(request).select_related("payment_request__student"), pk=object_id)
+
+    def export_view(self, request: HttpRequest):
+        """The list as filtered and searched on screen, as CSV (the query string is the list's)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        queryset = changelist.get_queryset(request)
+        services.audit_record(
+            action="payments.exported",
+            actor_type=AuditLog.ActorType.STAFF,
+            actor=request.user.get_username(),
+            details={"filters": request.GET.urlencode()[:500]},
+        )
+        response = StreamingHttpResponse(payments_csv_lines(queryset), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="payments.csv"'
+        return response
+
+    def map_view(self, request: HttpRequest, object_id):
+        """Map a payment without a student by hand (``services.payment_student_assign``)."""
+        payment = self._payment_for_staff(request, object_id)
+        if not self.has_change_permission(request, payment):
+            raise PermissionDenied
+        form = MapStudentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                student = services.payment_student_assign(
+                    payment_id=payment.pk,
+                    student_number=form.cleaned_data["student_number"],
+                    full_name=form.cleaned_data["full_name"],
+                    actor=request.user,
+                )
+            except services.MappingRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"Payment mapped to {student}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Map {payment} to a student",
+            "opts": self.model._meta,
+            "original": payment,
+            "payment": payment,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/payments/payment/map.html", context, status=400 if form.errors else 200)
 
     def review_view(self, request: HttpRequest, object_id):
         """Confirm or reject a manual payment with a note (``services.manual_payment_review``)."""

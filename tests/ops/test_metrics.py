@@ -122,21 +122,18 @@ def test_backlog_gauges_come_from_the_database(client, account):
     assert values[("webhook_events_unfinished", (("status", "pending"),))] == 2
     assert values[("webhook_events_unfinished", (("status", "processing"),))] == 1
     assert 300 <= values[("webhook_events_oldest_unfinished_age_seconds", ())] < 330
-    # The QuickBooks sync fields are not on Payment yet: no made-up backlog number.
-    assert not any(name == "payments_sync_backlog" for name, _ in values)
 
 
-def test_sync_backlog_is_served_when_it_can_be_computed(client, db, monkeypatch):
-    from payments.models import Payment
-    from ops import selectors
+def test_sync_backlog_counts_what_is_not_in_quickbooks_yet_by_status(client, db):
+    from tests.factories import PaymentSyncFactory
 
-    monkeypatch.setattr(selectors, "sync_backlog_queryset", lambda: Payment.objects.filter(status="succeeded"))
-    from tests.factories import PaymentFactory
-
-    PaymentFactory(status="succeeded")
-    PaymentFactory(status="pending")
+    for status in ("pending", "pending", "paused", "failed", "synced"):
+        PaymentSyncFactory(status=status)
     values = samples(client.get("/metrics").content.decode())
-    assert values[("payments_sync_backlog", ())] == 1
+    assert values[("payments_sync_backlog", (("status", "pending"),))] == 2
+    assert values[("payments_sync_backlog", (("status", "paused"),))] == 1
+    assert values[("payments_sync_backlog", (("status", "failed"),))] == 1
+    assert ("payments_sync_backlog", (("status", "synced"),)) not in values
 
 
 def test_a_database_failure_does_not_break_the_scrape(client, db, monkeypatch):

@@ -1,0 +1,64 @@
+"""The staff dashboard: today's takings and the work queues, each a link to its filtered list."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from payments import selectors
+from payments.money import format_minor
+from payments.state import PaymentStatus
+
+
+def _link(name: str, **params) -> str:
+    return f"{reverse(name)}?{urlencode(params)}"
+
+
+def dashboard_view(request: HttpRequest):
+    today = timezone.localdate()
+    day_start = timezone.make_aware(datetime.combine(today, time.min))
+    day_end = day_start + timedelta(days=1)
+    board = selectors.staff_dashboard(user=request.user, day_start=day_start, day_end=day_end)
+    payments_list = "admin:payments_payment_changelist"
+    events_list = "admin:payments_webhookevent_changelist"
+    today_params = {
+        "status__exact": PaymentStatus.SUCCEEDED,
+        "status_changed_at__gte": day_start.isoformat(),
+        "status_changed_at__lt": day_end.isoformat(),
+    }
+    totals = [
+        {
+            "provider": row.provider,
+            "currency": row.currency,
+            "count": row.count,
+            "amount": format_minor(row.amount_minor, row.currency),
+            "url": _link(payments_list, **today_params, provider__exact=row.provider, currency__exact=row.currency),
+        }
+        for row in board.totals
+    ]
+    queues = [
+        ("Unmatched payments (student unknown to the directory)", board.unmatched,
+         _link(payments_list, mapping_status__exact="unmatched")),
+        ("Payments whose student look-up failed (directory down)", board.directory_failed,
+         _link(payments_list, mapping_status__exact="failed")),
+        ("Manual payments awaiting review", board.awaiting_review,
+         _link(payments_list, status__exact=PaymentStatus.AWAITING_REVIEW)),
+        ("Payments waiting to reach QuickBooks", board.sync_waiting, _link(payments_list, sync="waiting")),
+        ("Payments whose QuickBooks sync failed", board.sync_failed, _link(payments_list, sync="failed")),
+        ("Webhook dead letters (rejected bodies)", board.dead_letters, _link(events_list, status__exact="rejected")),
+        ("Webhook events that failed processing", board.failed_events, _link(events_list, status__exact="failed")),
+    ]  # fmt: skip
+    context = {
+        **admin.site.each_context(request),
+        "title": f"Today, {today:%A %d %B %Y}",
+        "totals": totals,
+        "all_today_url": _link(payments_list, **today_params),
+        "queues": [{"label": label, "count": count, "url": url} for label, count, url in queues],
+    }
+    return TemplateResponse(request, "admin/dashboard.html", context)
