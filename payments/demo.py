@@ -53,16 +53,18 @@ def demo_seed() -> DemoLogin:
         if not user.check_password(password):
             user.set_password(password)
         user.save()
-        pay_path, api_token = _demo_parents_pay(school)
+        pay_path, api_token = _demo_parents_pay(school, password=password)
         from quickbooks_sync.demo import qbo_demo_seed
 
         qbo_demo_seed(school=school)  # connected to the local fake QuickBooks
     return DemoLogin(DEMO_ADMIN_USERNAME, password, pay_path, api_token)
 
 
-def _demo_parents_pay(school: School) -> tuple[str, str]:
+def _demo_parents_pay(school: School, *, password: str) -> tuple[str, str]:
     """The students, an open payment request (a new one once the last was paid, so there is
-    always one to pay), and a staff member with an API token."""
+    always one to pay), and a staff member of the school (the admin's password; the staff
+    group) with an API token."""
+    from payments.staff import staff_group_ensure
     from rest_framework.authtoken.models import Token
 
     from payments.services import payment_request_create, payment_request_draft
@@ -83,9 +85,11 @@ def _demo_parents_pay(school: School) -> tuple[str, str]:
     bursar = get_user_model().objects.filter(username=DEMO_BURSAR_USERNAME).first()
     if bursar is None:
         bursar = get_user_model()(username=DEMO_BURSAR_USERNAME, email="bursar@example.org")
-        bursar.set_unusable_password()
+    if not bursar.check_password(password):
+        bursar.set_password(password)
     bursar.is_staff, bursar.is_active, bursar.is_superuser = True, True, False
     bursar.save()
+    bursar.groups.add(staff_group_ensure())
     StaffMembership.objects.get_or_create(user=bursar, school=school)
     token, _ = Token.objects.get_or_create(user=bursar)
     return payment_request.pay_path, token.key

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.filters import DateFieldListFilter
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -141,8 +143,11 @@ class PaymentAdmin(SchoolScopedAdmin):
         """The list as filtered and searched on screen, as CSV (the query string is the list's)."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        queryset = changelist.get_queryset(request)
+        try:
+            queryset = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            # What the list itself does with a filter value it cannot use.
+            return HttpResponseRedirect(f"{reverse('admin:payments_payment_changelist')}?{ERROR_FLAG}=1")
         services.audit_record(
             action="payments.exported",
             actor_type=AuditLog.ActorType.STAFF,

@@ -26,7 +26,8 @@ class Command(RunserverCommand):
         self.stdout.write(
             "\n"
             f"  School Directory stand-in: http://127.0.0.1:{port}/directory (SCHOOL_API_BASE_URL={settings.SCHOOL_API_BASE_URL})\n"
-            f"  Django admin: http://localhost:{self.port}/admin/  login: {login.username} / {login.password}\n"
+            f"  Django admin: http://localhost:{self.port}/admin/  login: {login.username} / {login.password}"
+            f" (superuser; school staff: bursar / the same password)\n"
             f"  A parent's pay link: {settings.PUBLIC_BASE_URL}{login.pay_path}\n"
             f"  REST API (docs: {settings.PUBLIC_BASE_URL}/api/docs/): Authorization: Token {login.api_token}\n"
             f"  Tasks run {'inline (no REDIS_URL)' if settings.CELERY_TASK_ALWAYS_EAGER else 'on Celery workers'}; "
