@@ -192,7 +192,10 @@ def test_a_manual_proof_reaches_staff_whose_confirmation_marks_the_request_paid(
     admin.get_by_role("button", name="Log in").click()
     admin.get_by_role("link", name="Review", exact=True).click()
     assert admin.get_by_text("STANBIC-7781").is_visible()
-    assert admin.locator("img[alt='Receipt uploaded by the parent']").evaluate("img => img.naturalWidth") == 1
+    receipt_image = admin.locator("img[alt='Receipt uploaded by the parent']")
+    # The page's load event may come before the image's bytes: wait until it has loaded.
+    receipt_image.evaluate("img => img.complete || new Promise(done => img.addEventListener('load', done))")
+    assert receipt_image.evaluate("img => img.naturalWidth") == 1
     admin.get_by_label("Confirm: the money arrived").check()
     admin.get_by_label("Note:").fill("Seen on the Stanbic statement of 3 March")
     shots(admin, "3-staff-review")
