@@ -6,6 +6,7 @@ secrets as files), so no secret needs to sit in the process environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -57,3 +58,15 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_ip_networks(name: str) -> list[str]:
+    """A comma-separated list of IP addresses or CIDR networks, each checked here so a typo
+    fails start-up instead of silently trusting nothing (or the wrong thing)."""
+    entries = env_list(name)
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {entry!r} is not an IP address or CIDR network") from exc
+    return entries

@@ -13,7 +13,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_ip_networks, env_list, env_str
 from ops.logs import json_formatter_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -157,6 +157,10 @@ WEBHOOK_ACCOUNT_CACHE_SECONDS = env_int("WEBHOOK_ACCOUNT_CACHE_SECONDS", 5)
 WEBHOOK_SWEEP_AFTER_SECONDS = env_int("WEBHOOK_SWEEP_AFTER_SECONDS", 120)
 # A claim on an event older than this is considered abandoned (worker died mid-task).
 WEBHOOK_CLAIM_TIMEOUT_SECONDS = env_int("WEBHOOK_CLAIM_TIMEOUT_SECONDS", 600)
+# The proxies in front of this service (the ingress), as addresses or CIDR networks. A request
+# whose peer is one of them is from the client X-Forwarded-For names (webhooks/client_ip.py);
+# empty: REMOTE_ADDR is the client and X-Forwarded-For is ignored (anyone can send one).
+TRUSTED_PROXIES = env_ip_networks("TRUSTED_PROXIES")
 
 # --- School Directory API (student mapping) --------------------------------------------------
 # In development the defaults point at the local stand-in that `make run` starts (fakes/).

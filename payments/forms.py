@@ -3,13 +3,18 @@ hands the cleaned data to one service function, which checks the business rules 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django import forms
 from django.conf import settings
+from django.utils.text import capfirst
 
 from payments import receipts
-from payments.models import MANUAL_METHODS, PaymentMethod, PaymentRequest, School
+from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
+from payments.models import MANUAL_METHODS, AggregatorAccount, PaymentMethod, PaymentRequest, School
 from payments.money import MoneyError, exponent, parse_major_amount
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
+from providers.registry import get_provider, provider_slugs
 
 
 def amount_field(label: str, currency: str, **kwargs) -> forms.CharField:
@@ -182,3 +187,155 @@ class MapStudentForm(forms.Form):
     full_name = forms.CharField(
         max_length=200, required=False, help_text="Only needed for a student this service has not seen yet."
     )
+
+
+# --- Provider accounts (staff admin) -----------------------------------------------------------
+
+IP_ALLOWLIST_HELP = (
+    "Optional. Only these addresses may deliver this account's webhooks: one IPv4 or IPv6 address or "
+    "CIDR network per line (203.0.113.7, 203.0.113.0/24, 2001:db8::/32); blank lines and # comments "
+    "are ignored. Empty: any address (the signature is checked either way)."
+)
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea for secrets: what was typed is never sent back, not even to redisplay the
+    form after an error."""
+
+    def format_value(self, value):
+        return None
+
+
+def _ip_allowlist_clean(value: str) -> str:
+    try:
+        ip_allowlist_parse(value)
+    except IpAllowlistInvalid as exc:
+        raise forms.ValidationError(f"{capfirst(str(exc))}.") from exc
+    return value
+
+
+class AccountCreateForm(forms.Form):
+    """Connect one of the staff user's schools to a provider. ``services.account_create`` checks
+    everything again; this form only explains what each provider needs."""
+
+    school = forms.ModelChoiceField(queryset=School.objects.none())
+    provider = forms.ChoiceField()
+    test_mode = forms.BooleanField(
+        required=False, help_text="Use the provider's test keys and sandbox; no real money moves."
+    )
+    webhook_secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Leave blank to generate a strong one (shown once, for the provider's dashboard). "
+        "Providers that issue their own (Stripe's whsec_..., Omise): paste theirs.",
+    )
+    api_key = forms.CharField(
+        label="Secret API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="For starting and checking payments (sk_..., CHASECK..., FLWSECK..., skey_...). "
+        "Paystack: required, it also signs the webhooks.",
+    )
+    credentials = forms.CharField(
+        label="Other credentials",
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 4, "autocomplete": "off"}),
+        help_text="Optional, NAME=VALUE per line (M-Pesa: consumer_key, consumer_secret, shortcode, passkey).",
+    )
+    ip_allowlist = forms.CharField(
+        label="IP allowlist", required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text=IP_ALLOWLIST_HELP
+    )
+
+    def __init__(self, *args, schools, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["school"].queryset = schools
+        self.fields["provider"].choices = [("", "---------")] + [
+            (slug, get_provider(slug).display_name) for slug in provider_slugs()
+        ]
+
+    def clean_credentials(self) -> dict[str, str]:
+        credentials = {}
+        for number, line in enumerate(self.cleaned_data["credentials"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep or not name.strip():
+                # The line may hold a secret: name it by number only.
+                raise forms.ValidationError(f"Line {number} is not NAME=VALUE.")
+            credentials[name.strip()] = value.strip()
+        return credentials
+
+    def clean_ip_allowlist(self) -> str:
+        return _ip_allowlist_clean(self.cleaned_data["ip_allowlist"])
+
+    def clean(self):
+        cleaned = super().clean()
+        slug = cleaned.get("provider")
+        if slug and get_provider(slug).signs_with_api_key:
+            name = get_provider(slug).display_name
+            if not cleaned.get("api_key"):
+                self.add_error(
+                    "api_key",
+                    f"{name} signs its webhooks with your secret API key: enter the secret key from "
+                    f"{name}'s dashboard. It is the webhook secret too, so nothing is generated.",
+                )
+            if cleaned.get("webhook_secret") and cleaned.get("webhook_secret") != cleaned.get("api_key"):
+                self.add_error("webhook_secret", f"Leave this blank: {name} signs with the secret API key.")
+        return cleaned
+
+
+class AccountChangeForm(forms.ModelForm):
+    """The change page's editable switches. Secrets are not fields here: they change only by
+    rotation, and are never rendered."""
+
+    class Meta:
+        model = AggregatorAccount
+        fields = ("test_mode", "active", "ip_allowlist")
+        help_texts = {
+            "ip_allowlist": IP_ALLOWLIST_HELP,
+            "active": "Inactive: its webhooks are refused (401) and parents cannot pay through it.",
+        }
+
+    def clean_ip_allowlist(self) -> str:
+        return _ip_allowlist_clean(self.cleaned_data["ip_allowlist"])
+
+
+class AccountRotateForm(forms.Form):
+    grace_hours = forms.FloatField(
+        label="Grace period (hours)",
+        initial=24,
+        min_value=0,
+        max_value=720,
+        help_text="How long the current secret keeps verifying, while the provider's side is switched. "
+        "0 ends it at once.",
+    )
+    new_secret = forms.CharField(
+        label="New secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Leave blank to generate one (shown once). Providers that issue their own secret "
+        "(Stripe, Omise): roll it in their dashboard and paste the new one.",
+    )
+    # The account's updated_at when the form was shown: a resubmitted form rotates nothing.
+    version = forms.CharField(widget=forms.HiddenInput)
+
+    def __init__(self, *args, adapter, **kwargs):
+        super().__init__(*args, **kwargs)
+        if adapter.signs_with_api_key:
+            field = self.fields["new_secret"]
+            field.required = True
+            field.label = "New secret API key"
+            field.help_text = (
+                f"{adapter.display_name} signs its webhooks with your secret API key: roll the key in "
+                f"{adapter.display_name}'s dashboard and enter the new one. It becomes the API key too."
+            )
+            field.error_messages["required"] = f"Enter the new secret key from {adapter.display_name}'s dashboard."
+
+    def clean_version(self) -> datetime:
+        try:
+            return datetime.fromisoformat(self.cleaned_data["version"])
+        except ValueError as exc:
+            raise forms.ValidationError("Reload the page and try again.") from exc

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
+from django.urls import reverse
 
 from payments.models import (
     AggregatorAccount,
@@ -22,7 +23,7 @@ from payments.models import (
 )
 from payments.state import PaymentStatus
 from providers.base import NormalizedEvent, ProviderAdapter
-from providers.errors import UnknownProvider
+from providers.errors import ProviderRejected, UnknownProvider
 from providers.registry import get_provider
 
 # (provider, school code) -> (expires at, account or None). The look-up is the most expensive
@@ -56,6 +57,25 @@ def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount
 def account_cache_clear(**_signal_kwargs) -> None:
     with _account_cache_lock:
         _account_cache.clear()
+
+
+def account_webhook_url(*, account: AggregatorAccount) -> str:
+    """The webhook URL to give the provider: the school in the path, since most providers
+    cannot send our X-School-Code header."""
+    path = reverse("webhook-receive-school", kwargs={"provider": account.provider, "school_code": account.school.code})
+    return settings.PUBLIC_BASE_URL + path
+
+
+def account_api_key_problem(*, account: AggregatorAccount) -> str:
+    """Why the account's API key would be refused by its provider's adapter (a test key on a
+    live account, or the reverse), or "" when it is fine or there is no key to check."""
+    if not account.api_key:
+        return ""
+    try:
+        get_provider(account.provider).secret_api_key(account)
+    except (UnknownProvider, ProviderRejected) as exc:
+        return str(exc)
+    return ""
 
 
 def payment_for_event_locked(*, account: AggregatorAccount, event: NormalizedEvent) -> Payment | None:

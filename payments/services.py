@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from config.celery import enqueue_on_commit
 from payments import receipts, selectors
+from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from payments.models import (
     MANUAL_METHODS,
     MANUAL_PROVIDER,
@@ -473,10 +474,12 @@ def account_create(
     api_key: str = "",
     credentials: dict | None = None,
     test_mode: bool = False,
+    ip_allowlist: str = "",
     actor: str = "cli",
 ) -> tuple[AggregatorAccount, str]:
     """Connect a school to a provider. Returns the account and its webhook secret (generated
     when none is given, for the caller to show once)."""
+    _ip_allowlist_check(ip_allowlist)
     try:
         adapter = get_provider(provider)
     except UnknownProvider as exc:
@@ -506,6 +509,7 @@ def account_create(
                 api_key=api_key,
                 credentials=credentials or {},
                 test_mode=test_mode,
+                ip_allowlist=ip_allowlist,
             )
         except IntegrityError as exc:
             raise OnboardingError(f"school {school.code!r} already has a {adapter.slug} account") from exc
@@ -515,9 +519,53 @@ def account_create(
             actor=actor,
             school_id=school.pk,
             target=account,
-            details={"provider": adapter.slug, "test_mode": test_mode},
+            details={"provider": adapter.slug, "test_mode": test_mode, "ip_allowlist": ip_allowlist},
         )
     return account, secret
+
+
+def account_update(
+    *,
+    account_id: int,
+    test_mode: bool | None = None,
+    active: bool | None = None,
+    ip_allowlist: str | None = None,
+    actor: str = "cli",
+) -> tuple[AggregatorAccount, list[str]]:
+    """Change an account's switches; None leaves a field as it is. Secrets change only through
+    ``account_rotate_secret``. Audited as ``account.updated`` with the changed fields' names and
+    new values (none of them is a secret); a save that changes nothing writes nothing. Returns
+    the account and the names of the changed fields."""
+    if ip_allowlist is not None:
+        _ip_allowlist_check(ip_allowlist)
+    wanted = {"test_mode": test_mode, "active": active, "ip_allowlist": ip_allowlist}
+    with transaction.atomic():
+        account = AggregatorAccount.objects.select_for_update().select_related("school").get(pk=account_id)
+        changes = {
+            name: value for name, value in wanted.items() if value is not None and getattr(account, name) != value
+        }
+        if not changes:
+            return account, []
+        for name, value in changes.items():
+            setattr(account, name, value)
+        # Saving clears the webhook path's account cache (PaymentsConfig.ready).
+        account.save(update_fields=[*changes, "updated_at"])
+        audit_record(
+            action="account.updated",
+            actor_type=AuditLog.ActorType.STAFF if actor != "cli" else AuditLog.ActorType.SYSTEM,
+            actor=actor,
+            school_id=account.school_id,
+            target=account,
+            details={"provider": account.provider, "changed": sorted(changes), **changes},
+        )
+    return account, sorted(changes)
+
+
+def _ip_allowlist_check(text: str) -> None:
+    try:
+        ip_allowlist_parse(text)
+    except IpAllowlistInvalid as exc:
+        raise OnboardingError(f"IP allowlist: {exc}") from exc
 
 
 # --- Webhook secret rotation ----------------------------------------------------------------------
@@ -529,6 +577,7 @@ def account_rotate_secret(
     provider: str,
     new_secret: str | None = None,
     grace_hours: float = 24,
+    expected_updated_at: datetime | None = None,
     actor: str = "cli",
 ) -> tuple[AggregatorAccount, str]:
     """Give an account a new webhook secret; the current one keeps verifying for ``grace_hours``.
@@ -541,6 +590,9 @@ def account_rotate_secret(
     API key (Paystack): the new key comes from the provider's dashboard and becomes the API key
     too. Audited as ``secret.rotated`` (never with a secret). Returns the account and the new
     secret, for the caller to show once.
+
+    ``expected_updated_at``: rotate only if the account is unchanged since the caller read it, so
+    a form submitted twice (a browser's reload) cannot rotate twice and lose the secret shown.
     """
     try:
         adapter = get_provider(provider)
@@ -564,6 +616,10 @@ def account_rotate_secret(
         )
         if account is None:
             raise OnboardingError(f"school {school_code!r} has no {adapter.slug} account")
+        if expected_updated_at is not None and account.updated_at != expected_updated_at:
+            raise OnboardingError(
+                "the account changed since this form was opened (was the secret just rotated?): nothing was rotated"
+            )
         if secret == account.webhook_secret:
             raise OnboardingError("the new secret is the current one")
         now = timezone.now()

@@ -64,3 +64,12 @@ def test_secrets_can_come_from_files(tmp_path):
     result = load_settings("settings.SECRET_KEY", **env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "secret-from-a-mounted-file"
+
+
+def test_trusted_proxies_are_addresses_or_networks():
+    result = load_settings("settings.TRUSTED_PROXIES", **PRODUCTION, TRUSTED_PROXIES="10.0.0.0/8, fd00::/8,192.0.2.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['10.0.0.0/8', 'fd00::/8', '192.0.2.1']"
+    result = load_settings(**PRODUCTION, TRUSTED_PROXIES="10.0.0.0/8,ingress.internal")
+    assert result.returncode != 0
+    assert "TRUSTED_PROXIES: 'ingress.internal' is not an IP address or CIDR network" in result.stderr

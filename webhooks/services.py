@@ -35,6 +35,7 @@ from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, pu
 from config.metrics import webhook_processed
 from payments import selectors
 from payments.errors import PermanentError, TransientError
+from payments.ip_allowlist import ip_allowlist_allows
 from payments.models import AggregatorAccount, AuditLog, Payment, WebhookEvent
 from payments.services import (
     audit_record,
@@ -67,6 +68,12 @@ class AccountUnknown(Exception):
     detail = "Unknown or inactive school, or no active account with this provider"
 
 
+class IpNotAllowed(Exception):
+    def __init__(self, address: str | None):
+        super().__init__(address)
+        self.detail = f"Address {address or '(unknown)'} is not in this account's IP allowlist"
+
+
 @dataclass(frozen=True)
 class WebhookReceipt:
     created: bool
@@ -87,8 +94,11 @@ def webhook_receive(
     query: Mapping[str, str] | None = None,
 ) -> WebhookReceipt:
     """Authenticate, validate and store one delivery. Raises the exception that says why not:
-    ``UnknownProvider``, ``SchoolCodeMissing``, ``AccountUnknown``, ``SignatureMissing``,
-    ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``."""
+    ``UnknownProvider``, ``SchoolCodeMissing``, ``AccountUnknown``, ``IpNotAllowed``,
+    ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``.
+
+    ``remote_addr`` is the client's address (``webhooks.client_ip``).
+    """
     adapter = get_provider(provider_slug)
     if not school_code or not school_code.strip():
         _audit_refusal(adapter, None, "school_code_missing", school_code, body, remote_addr)
@@ -97,6 +107,11 @@ def webhook_receive(
     if account is None:
         _audit_refusal(adapter, None, "account_unknown", school_code, body, remote_addr)
         raise AccountUnknown()
+    # Before the signature: a refused address learns nothing about the secret. An account
+    # without an allowlist pays one attribute test; a parsed allowlist is cached by its text.
+    if account.ip_allowlist and not ip_allowlist_allows(account.ip_allowlist, remote_addr):
+        _audit_refusal(adapter, account, "ip_not_allowed", school_code, body, remote_addr)
+        raise IpNotAllowed(remote_addr)
     try:
         event = adapter.verify_and_parse(body=body, headers=headers, account=account, query=query)
     except (SignatureMissing, SignatureInvalid) as exc:

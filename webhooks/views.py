@@ -10,13 +10,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from config.metrics import webhook_answered
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing, UnknownProvider
-from webhooks.services import AccountUnknown, SchoolCodeMissing, webhook_receive
+from webhooks.client_ip import client_ip
+from webhooks.services import AccountUnknown, IpNotAllowed, SchoolCodeMissing, webhook_receive
 
 # exception class -> (HTTP status, error code). The detail comes from the exception.
 ERROR_RESPONSES: dict[type[Exception], tuple[int, str]] = {
     UnknownProvider: (404, "unknown_provider"),
     SchoolCodeMissing: (401, "school_code_missing"),
     AccountUnknown: (401, "account_unknown"),
+    IpNotAllowed: (403, "ip_not_allowed"),
     SignatureMissing: (401, "signature_missing"),
     SignatureInvalid: (401, "signature_invalid"),
     PayloadMalformed: (400, "malformed_json"),
@@ -66,7 +68,7 @@ def _webhook_receive(request: HttpRequest, provider: str, school_code: str | Non
             body=request.body,
             headers=request.headers,
             query=request.GET.dict(),
-            remote_addr=request.META.get("REMOTE_ADDR"),
+            remote_addr=client_ip(request.META),
         )
     except tuple(ERROR_RESPONSES) as exc:
         status, code = ERROR_RESPONSES[type(exc)]
