@@ -10,7 +10,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from payments.models import AggregatorAccount, PaymentRequest, School, StaffMembership, Student
+from payments.models import (
+    AggregatorAccount,
+    PaymentRequest,
+    School,
+    StaffMembership,
+    Student,
+)
 
 DEMO_SCHOOL_CODE = "ng"
 DEMO_SURE_PAY_SECRET = "sekret"
@@ -64,10 +70,10 @@ def _demo_parents_pay(school: School, *, password: str) -> tuple[str, str]:
     """The students, an open payment request (a new one once the last was paid, so there is
     always one to pay), and a staff member of the school (the admin's password; the staff
     group) with an API token."""
-    from payments.staff import staff_group_ensure
     from rest_framework.authtoken.models import Token
 
     from payments.services import payment_request_create, payment_request_draft
+    from payments.staff import staff_group_ensure
 
     for number, name in DEMO_STUDENTS:
         Student.objects.update_or_create(school=school, student_number=number, defaults={"full_name": name})
