@@ -15,7 +15,12 @@ from payments.services import audit_record
 logger = logging.getLogger(__name__)
 
 # Only events whose processing is over: a pending or processing event still needs its body.
-FINISHED = (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.FAILED, WebhookEvent.Status.REJECTED)
+FINISHED = (
+    WebhookEvent.Status.PROCESSED,
+    WebhookEvent.Status.FAILED,
+    WebhookEvent.Status.REJECTED,
+    WebhookEvent.Status.SUPERSEDED,
+)
 
 
 def webhook_bodies_purge(

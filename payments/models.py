@@ -362,6 +362,9 @@ class WebhookEvent(models.Model):
         PROCESSED = "processed", "Processed"
         FAILED = "failed", "Failed"
         REJECTED = "rejected", "Rejected (dead letter)"
+        # A dead letter that parsed on replay, but whose event the provider had redelivered and
+        # we had stored already: kept for the record, never applied (webhooks.services).
+        SUPERSEDED = "superseded", "Superseded (stored again)"
 
     # The school is the account's: not copied here, as every column, index and foreign-key check
     # costs CPU on the hot insert. No single-column index: (account, event id) and

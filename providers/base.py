@@ -118,6 +118,10 @@ class ProviderAdapter:
     display_name: ClassVar[str]
     # Shown to staff as "how this delivery was authenticated".
     verification_method: ClassVar[str] = ""
+    # Request headers (lower-case names) whose value is a secret or stands in for one, such as
+    # Flutterwave's verif-hash, which is the secret hash itself: never stored with an event, and
+    # masked where an older stored event still has them. A signature over the body is no secret.
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
     # Name of the setting holding the provider API's base URL (the real host by default).
     api_base_url_setting: ClassVar[str | None] = None
     api_timeout_seconds: ClassVar[float] = 10.0

@@ -89,6 +89,7 @@ class FlutterwaveProvider(ProviderAdapter):
     api_base_url_setting = "FLUTTERWAVE_API_BASE_URL"
     test_key_marker = "_TEST-"  # FLWSECK_TEST-...
     signature_header = "verif-hash"
+    secret_headers = frozenset({"verif-hash"})  # the secret hash itself, not a signature
 
     def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
         provided = headers.get(self.signature_header, "")

@@ -10,6 +10,8 @@ its payment under a row lock in one transaction with the audit entry and the eve
 the provider's API to confirm events whose body is not bound to a secret, and maps the student
 through the School Directory.
 
+Replay, ``webhook_event_replay``, is staff's second go at a failed event or a dead letter (admin).
+
 Why not apply the payment in the request: on a 2-core machine each ORM statement costs about as
 much CPU as the whole bare "HMAC + one insert" request, and a provider only needs to know that
 the event is safely stored. See the README ("Webhook ingestion").
@@ -17,6 +19,7 @@ the event is safely stored. See the README ("Webhook ingestion").
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import logging
@@ -47,11 +50,9 @@ from payments.services import (
 from providers.base import NormalizedEvent, ProviderAdapter
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
+from webhooks.selectors import header_is_secret
 
 logger = logging.getLogger(__name__)
-
-# Never stored with an event: credentials of whoever called us.
-_UNSTORED_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 
 # One attempt and eight retries, about 30 s, 1, 2, 4, 8, 16, 32 and 60 minutes apart: a
 # directory outage of a few hours is ridden out, a longer one ends visibly failed.
@@ -151,7 +152,7 @@ def webhook_event_store(
                 external_event_id=event.event_id,
                 event_type=event.event_type,
                 raw_body=body.decode("utf-8", errors="replace"),
-                headers=_storable_headers(headers),
+                headers=_storable_headers(headers, adapter),
                 remote_addr=remote_addr,
                 received_at=timezone.now(),
             )
@@ -212,7 +213,7 @@ def webhook_dead_letter_record(
     attempt count instead of adding a row.
     """
     body_sha256 = hashlib.sha256(body).hexdigest()
-    errors = exc.errors if isinstance(exc, PayloadInvalid) else [{"field": "(body)", "message": exc.detail}]
+    errors = _dead_letter_errors(exc)
     try:
         with transaction.atomic():
             return WebhookEvent.objects.create(
@@ -221,7 +222,7 @@ def webhook_dead_letter_record(
                 event_type=getattr(exc, "event_type", ""),
                 status=WebhookEvent.Status.REJECTED,
                 raw_body=body.decode("utf-8", errors="replace"),
-                headers=_storable_headers(headers),
+                headers=_storable_headers(headers, adapter),
                 body_sha256=body_sha256,
                 errors=errors,
                 last_error=exc.detail,
@@ -260,8 +261,12 @@ def _audit_refusal(
     )
 
 
-def _storable_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name: value for name, value in headers.items() if name.lower() not in _UNSTORED_HEADERS}
+def _dead_letter_errors(exc: PayloadMalformed | PayloadInvalid) -> list[dict[str, str]]:
+    return exc.errors if isinstance(exc, PayloadInvalid) else [{"field": "(body)", "message": exc.detail}]
+
+
+def _storable_headers(headers: Mapping[str, str], adapter: ProviderAdapter) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if not header_is_secret(name, adapter)}
 
 
 # --- Processing (Celery) --------------------------------------------------------------------------
@@ -420,3 +425,145 @@ def webhook_events_sweep(*, limit: int = 1000, batch_size: int = 100) -> list[in
         enqueue_on_commit(webhook_events_process_task, event_ids[start : start + batch_size])
     logger.info("sweep enqueued %d unprocessed webhook events", len(event_ids))
     return event_ids
+
+
+# --- Replay (staff) -------------------------------------------------------------------------------
+
+
+class ReplayOutcome(enum.StrEnum):
+    REQUEUED = "requeued"  # a failed event, pending again
+    REVIVED = "revived"  # a dead letter that parses now, pending as a normal event
+    SUPERSEDED = "superseded"  # a dead letter whose event the provider redelivered and we stored
+    STILL_INVALID = "still_invalid"  # a dead letter that still fails validation
+    PURGED = "purged"  # refused: the body is gone (retention)
+    REFUSED = "refused"  # refused: neither failed nor a dead letter
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    outcome: ReplayOutcome
+    detail: str  # what staff are told
+
+
+REPLAYABLE = (WebhookEvent.Status.FAILED, WebhookEvent.Status.REJECTED)
+
+
+def webhook_event_replay(*, event_id: int, actor) -> ReplayResult:
+    """Staff give a failed event or a dead letter another go; any other event is refused as it is.
+
+    A failed event goes back to pending with its attempts reset and is published for processing
+    the way a new event is; the worker's ``applied_at`` mark keeps its payment change from being
+    applied twice. A dead letter's stored body is parsed again by the provider's current adapter,
+    without the signature check: it passed that on receipt (nothing unsigned is stored), and a
+    signed timestamp may have expired since. Valid now, it becomes a pending event with its
+    provider event id, or ``superseded`` when the provider's redelivery of that event is stored
+    already (the unique constraint decides, even against a delivery arriving this instant). Still
+    invalid, it stays a dead letter with the fresh errors.
+
+    The decision and the change happen under the event's row lock, so two staff replaying at once
+    (or a replay and the retention purge) go in turn and the second finds the new status. Each
+    replay that ran is audited (``webhook.replayed``); a refusal changes nothing and is not.
+    """
+    with transaction.atomic():
+        # FOR UPDATE rather than NO KEY UPDATE: a revived dead letter gets its event id, a key.
+        event = WebhookEvent.objects.select_for_update(of=("self",)).select_related("account").get(pk=event_id)
+        previous = event.status
+        if previous not in REPLAYABLE:
+            return ReplayResult(
+                ReplayOutcome.REFUSED,
+                f"Not replayed: the event is {event.get_status_display().lower()}; "
+                "only failed events and dead letters can be replayed.",
+            )
+        if event.body_purged_at is not None:
+            return ReplayResult(
+                ReplayOutcome.PURGED,
+                f"Not replayed: its body was purged on {event.body_purged_at:%Y-%m-%d} (retention policy).",
+            )
+        if previous == WebhookEvent.Status.FAILED:
+            result, details = _failed_event_requeue(event)
+        else:
+            result, details = _dead_letter_reparse(event)
+        audit_record(
+            action="webhook.replayed",
+            actor_type=AuditLog.ActorType.STAFF,
+            actor=getattr(actor, "username", "") or "",
+            school_id=event.account.school_id,
+            target=event,
+            details={"previous_status": previous, "outcome": result.outcome.value, **details},
+        )
+        if result.outcome in (ReplayOutcome.REQUEUED, ReplayOutcome.REVIVED):
+            EVENT_PUBLISHER.add_on_commit(event.pk)
+    return result
+
+
+def _failed_event_requeue(event: WebhookEvent) -> tuple[ReplayResult, dict]:
+    WebhookEvent.objects.filter(pk=event.pk).update(
+        status=WebhookEvent.Status.PENDING,
+        attempts=0,
+        next_attempt_at=timezone.now(),
+        claimed_at=None,
+        processed_at=None,
+        last_error="",
+    )
+    detail = "Queued for processing again."
+    if event.applied_at is not None:
+        detail += " Its payment change was applied before and will not be applied again."
+    return ReplayResult(ReplayOutcome.REQUEUED, detail), {
+        "previous_error": event.last_error[:500],
+        "previous_attempts": event.attempts,
+    }
+
+
+def _dead_letter_reparse(event: WebhookEvent) -> tuple[ReplayResult, dict]:
+    adapter = get_provider(event.account.provider)
+    details = {"previous_errors": event.errors[:20], "previous_attempts": event.attempts}
+    try:
+        normalized = adapter.parse(
+            payload=adapter.decode_json(event.raw_body.encode("utf-8")), headers=event.headers, account=event.account
+        )
+    except (PayloadMalformed, PayloadInvalid) as exc:
+        errors = _dead_letter_errors(exc)
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            errors=errors, last_error=exc.detail, event_type=getattr(exc, "event_type", "") or event.event_type
+        )
+        listed = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:5])
+        return ReplayResult(ReplayOutcome.STILL_INVALID, f"Still invalid: {listed}"), {**details, "errors": errors[:20]}
+    try:
+        # A savepoint: the duplicate case below must not abort the replay's transaction.
+        with transaction.atomic():
+            WebhookEvent.objects.filter(pk=event.pk).update(
+                external_event_id=normalized.event_id,
+                event_type=normalized.event_type,
+                status=WebhookEvent.Status.PENDING,
+                errors=[],
+                last_error="",
+                body_sha256="",  # only dead letters carry it
+                attempts=0,
+                next_attempt_at=timezone.now(),
+                claimed_at=None,
+            )
+    except IntegrityError:
+        original = (
+            WebhookEvent.objects.filter(account_id=event.account_id, external_event_id=normalized.event_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if original is None:
+            raise
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            status=WebhookEvent.Status.SUPERSEDED,
+            event_type=normalized.event_type,
+            errors=[],
+            last_error="",
+            body_sha256="",
+            result=f"superseded by event #{original} ({normalized.event_id}): not applied"[:200],
+        )
+        return ReplayResult(
+            ReplayOutcome.SUPERSEDED,
+            f"Valid now, but the provider had redelivered event {normalized.event_id} and it is stored "
+            f"already (#{original}): this copy is not applied.",
+        ), {**details, "event_id": normalized.event_id, "superseded_by": original}
+    return ReplayResult(ReplayOutcome.REVIVED, f"Valid now as event {normalized.event_id}: queued for processing."), {
+        **details,
+        "event_id": normalized.event_id,
+    }

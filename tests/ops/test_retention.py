@@ -45,12 +45,13 @@ def test_only_finished_events_past_the_retention_lose_their_bodies(account):
     processed = old_event(account, event_id="old-processed", status="processed", days_ago=91)
     failed = old_event(account, event_id="old-failed", status="failed", days_ago=120, last_error="gave up")
     rejected = old_event(account, event_id=None, status="rejected", days_ago=200, errors=[{"field": "amount", "message": "bad"}])
+    superseded = old_event(account, event_id=None, status="superseded", days_ago=100)  # a replayed dead letter
     pending = old_event(account, event_id="old-pending", status="pending", days_ago=150)
     processing = old_event(account, event_id="old-processing", status="processing", days_ago=150)
     recent = old_event(account, event_id="recent-processed", status="processed", days_ago=89)
 
-    assert webhook_bodies_purge() == 3
-    assert purged(processed) and purged(failed) and purged(rejected)
+    assert webhook_bodies_purge() == 4
+    assert purged(processed) and purged(failed) and purged(rejected) and purged(superseded)
     for kept in (pending, processing, recent):
         assert not purged(kept)
         assert kept.raw_body and kept.headers == {"X-Signature": "abc", "X-School-Code": "ng"}

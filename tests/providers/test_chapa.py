@@ -164,3 +164,13 @@ def test_the_signature_is_over_the_raw_bytes():
     # Re-serialising the JSON (as Chapa's docs example does) changes the bytes, and the HMAC.
     body = raw("chapa", "charge.success")
     assert hmac_hex(SECRET.encode(), body) != hmac_hex(SECRET.encode(), dumps(load("chapa", "charge.success")))
+
+
+def test_the_constant_chapa_signature_is_not_stored(client, account):
+    """chapa-signature is an HMAC of the secret alone, as good as the secret wherever it is
+    accepted: it is dropped; x-chapa-signature covers the body and is kept."""
+    delivery = signed()
+    assert answer(post(client, "chapa", delivery)) == accepted(f"charge.success:{REF}")
+    headers = {name.lower(): value for name, value in WebhookEvent.objects.get().headers.items()}
+    assert "chapa-signature" not in headers
+    assert headers["x-chapa-signature"] == delivery.headers["x-chapa-signature"]

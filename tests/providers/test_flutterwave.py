@@ -158,3 +158,26 @@ def test_checkout_and_verify_by_reference_requests(account, fake, started):
     status = get_provider("flutterwave").fetch_status(payment=started)
     assert fake.requests[-2].path == "/v3/transactions/verify_by_reference" and fake.requests[-2].query == {"tx_ref": [REF]}
     assert status == NormalizedStatus(S.SUCCEEDED, str(TXN), 2_500_000, "NGN", detail="Pending")
+
+
+def test_the_secret_hash_in_verif_hash_is_never_stored(client, account):
+    """verif-hash is the secret itself, not a signature: neither an event nor a dead letter keeps it."""
+    assert answer(post(client, "flutterwave", signed()))[0] == 202
+    assert post(client, "flutterwave", flutterwave_delivery(b'{"data": {}}', SECRET)).status_code == 400
+    for event in WebhookEvent.objects.all():
+        assert "verif-hash" not in {name.lower() for name in event.headers}
+        assert SECRET not in str(event.headers)
+
+
+def test_the_migration_scrubs_secret_hashes_stored_before(account):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("payments.migrations.0004_webhook_event_superseded_secret_headers")
+    event = WebhookEvent.objects.create(
+        account=account, external_event_id="old", headers={"Verif-Hash": SECRET, "Content-Type": "application/json"}
+    )
+    migration.scrub_secret_headers(apps, None)
+    event.refresh_from_db()
+    assert event.headers == {"Content-Type": "application/json"}
