@@ -11,7 +11,7 @@ is "not found", exactly like a deleted one, so its existence is not leaked eithe
 from __future__ import annotations
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db.models import Model, QuerySet
 
 from payments import selectors
@@ -29,15 +29,13 @@ def school_scope(queryset: QuerySet, *, user, school_path: str) -> QuerySet:
 
 
 def school_path_of(model: type[Model]) -> str | None:
-    """How ``model`` reaches its school, or None when it does not (a model outside any school)."""
+    """How ``model`` reaches its school through a ``school`` field, or None (a model outside any
+    school, or one reached another way: its admin sets ``school_path``)."""
     if model is School:
         return ""
-    declared = getattr(model, "school_path", None)
-    if declared is not None:
-        return declared
     try:
         field = model._meta.get_field("school")
-    except Exception:  # noqa: BLE001 - FieldDoesNotExist: not a school-owned model
+    except FieldDoesNotExist:  # not a school-owned model
         return None
     return "school" if field.related_model is School else None
 
