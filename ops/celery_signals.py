@@ -3,8 +3,9 @@
 Request ids: a task published while a request (or another task) runs carries that id in its
 message headers (``before_task_publish``); the worker restores it around the task
 (``task_prerun``/``task_postrun``), so the task's log records carry the id of the request that
-caused them. A task published outside any request (beat, the webhook batch publisher's thread)
-runs under its own task id.
+caused them. A task published outside any request (beat, the sweep) runs under its own task
+id. The webhook batch publisher's thread is outside any request too, so it carries each event's
+request id inside the message instead (``webhooks.tasks``, ``ops.context.request_id_bound``).
 
 Metrics: a worker with WORKER_METRICS_PORT set serves its metrics (and ``/healthz``) on that
 port; in multiprocess mode the directory is emptied when the worker starts.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -37,3 +39,17 @@ def request_id_from(value: str | None) -> str:
 
 def current_request_id() -> str | None:
     return request_id_var.get()
+
+
+@contextmanager
+def request_id_bound(request_id: str | None) -> Iterator[None]:
+    """Run a block under ``request_id`` when one is given: a task that handles, in one message,
+    items that came from different requests (the webhook batch) logs each under its own."""
+    if not request_id:
+        yield
+        return
+    token = request_id_var.set(request_id)
+    try:
+        yield
+    finally:
+        request_id_var.reset(token)

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
 from config.metrics import webhook_processed
+from ops.context import current_request_id
 from payments import selectors
 from payments.errors import PermanentError, TransientError
 from payments.ip_allowlist import ip_allowlist_allows
@@ -165,7 +166,8 @@ def webhook_event_store(
         if existing is None:
             raise
         return WebhookReceipt(created=False, event_id=event.event_id, status=existing)
-    EVENT_PUBLISHER.add_on_commit(event_pk)
+    # With the request's id, so the event's processing logs under it (ops.context).
+    EVENT_PUBLISHER.add_on_commit((event_pk, current_request_id()))
     return WebhookReceipt(created=True, event_id=event.event_id, status=WebhookEvent.Status.PENDING)
 
 
@@ -492,7 +494,7 @@ def webhook_event_replay(*, event_id: int, actor) -> ReplayResult:
             details={"previous_status": previous, "outcome": result.outcome.value, **details},
         )
         if result.outcome in (ReplayOutcome.REQUEUED, ReplayOutcome.REVIVED):
-            EVENT_PUBLISHER.add_on_commit(event.pk)
+            EVENT_PUBLISHER.add_on_commit((event.pk, current_request_id()))
     return result
 
 

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from ops.context import request_id_bound
 from webhooks import services
 
 
 @shared_task(acks_late=True, name="webhooks.tasks.webhook_events_process")
-def webhook_events_process_task(event_ids: list[int]) -> dict[int, str | None]:
-    return {event_id: services.webhook_event_run(event_id=event_id) for event_id in event_ids}
+def webhook_events_process_task(events: list) -> dict[int, str | None]:
+    """``events``: event ids (the sweep, retries) or ``[event id, request id]`` pairs (the
+    request path and replay), so that each event is processed under the id of the request that
+    stored it, even when one message carries events of many requests."""
+    results = {}
+    for item in events:
+        event_id, request_id = (item, None) if isinstance(item, int) else item
+        with request_id_bound(request_id):
+            results[event_id] = services.webhook_event_run(event_id=event_id)
+    return results
 
 
 @shared_task(name="webhooks.tasks.webhook_events_sweep")
