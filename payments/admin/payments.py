@@ -102,6 +102,9 @@ class PaymentAdmin(SchoolScopedAdmin):
         for payment_id in queryset.values_list("pk", flat=True):
             status = qbo_sync_request(payment_id=payment_id, requested_by=request.user.get_username())
             outcomes[status or "not ready"] = outcomes.get(status or "not ready", 0) + 1
+        if not outcomes:
+            self.message_user(request, "No payment was retried.", messages.WARNING)
+            return
         self.message_user(
             request,
             "QuickBooks sync: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())),

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.core import checks
 from django.urls import reverse
 
-from payments.models import AuditLog, PaymentRequest, Student
+from payments.models import AuditLog, Payment, PaymentRequest, Student
 from quickbooks_sync.models import QboPaymentSync
 from tests.admin.conftest import make_school_staff
 
@@ -86,6 +86,14 @@ def test_an_action_on_another_schools_ids_does_nothing_to_them(client_a, world):
     theirs.refresh_from_db()
     assert mine.status == PaymentRequest.Status.CANCELLED
     assert theirs.status == PaymentRequest.Status.OPEN
+
+    payment_b = world[1].rows["payment"]
+    Payment.objects.filter(pk=payment_b.pk).update(student=world[1].rows["student"], mapping_status="mapped")
+    response = client_a.post(
+        reverse("admin:payments_payment_changelist"),
+        {"action": "retry_quickbooks_sync", "_selected_action": [payment_b.pk]},
+    )
+    assert response.status_code == 302  # the action ran on the user's own rows: none of these
 
     sync_b = world[1].rows["qbopaymentsync"]
     client_a.post(
