@@ -182,9 +182,8 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
     """What needs a bursar's eye, over the user's schools: today's takings by provider and
     currency (payments that succeeded today), and the work queues. Every number is the count of
     a filtered admin list (the same filters), so a click shows exactly those rows."""
-    from quickbooks_sync.selectors import (
-        PAYMENT_SYNC_STATES,  # the books app builds on this one
-    )
+    # Imported here: the books app builds on this one.
+    from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
 
     payments = Payment.objects.filter(school__in=schools_for_user(user=user)).order_by()
     takings = (

@@ -364,7 +364,7 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
         if student is None:
             if not full_name.strip():
                 raise MappingRefused(
-                    f"Student {student_number} is new to this school here: enter their full name to add them."
+                    f"No student {student_number} is known at this school yet: enter their full name to add them."
                 )
             student = student_upsert(school=payment.school, student_number=student_number, full_name=full_name.strip())
         if payment.provider_student_id:
