@@ -139,6 +139,17 @@ class PaymentAdmin(SchoolScopedAdmin):
             ),
         ] + super().get_urls()
 
+    def _payment_page_context(self, request, payment: Payment, *, title: str, form) -> dict:
+        """The context of a payment's own pages (map, review) under the admin's layout."""
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "original": payment,
+            "payment": payment,
+            "form": form,
+        }
+
     def _payment_for_staff(self, request, object_id) -> Payment:
         return get_object_or_404(self.get_queryset(request).select_related("payment_request__student"), pk=object_id)
 
@@ -180,14 +191,7 @@ class PaymentAdmin(SchoolScopedAdmin):
             else:
                 self.message_user(request, f"Payment mapped to {student}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Map {payment} to a student",
-            "opts": self.model._meta,
-            "original": payment,
-            "payment": payment,
-            "form": form,
-        }
+        context = self._payment_page_context(request, payment, title=f"Map {payment} to a student", form=form)
         return TemplateResponse(request, "admin/payments/payment/map.html", context, status=400 if form.errors else 200)
 
     def review_view(self, request: HttpRequest, object_id):
@@ -224,12 +228,9 @@ class PaymentAdmin(SchoolScopedAdmin):
                 self.message_user(request, text, messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
         context = {
-            **self.admin_site.each_context(request),
-            "title": f"Review {payment.get_method_display().lower()} {payment.reference}",
-            "opts": self.model._meta,
-            "original": payment,
-            "payment": payment,
-            "form": form,
+            **self._payment_page_context(
+                request, payment, title=f"Review {payment.get_method_display().lower()} {payment.reference}", form=form
+            ),
             "reviewable": payment.status == PaymentStatus.AWAITING_REVIEW,
             "receipt_url": reverse("admin:payments_payment_receipt", args=[payment.pk]) if payment.receipt else "",
             "receipt_is_image": payment.receipt_content_type.startswith("image/"),

@@ -1,6 +1,7 @@
 """The ops bootstrap commands, run as an operator runs them (argv in, exit code and output out)."""
 
 import pytest
+from django.conf import settings
 from django.core.management import execute_from_command_line
 
 from payments.demo import demo_seed
@@ -61,7 +62,7 @@ def test_create_provider_account_generates_and_prints_a_strong_secret(capsys):
     assert run("create_provider_account", "kla", "surepay") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "Created surepay account for school kla."
-    assert lines[1] == "Webhook URL: /api/webhooks/surepay/kla"
+    assert lines[1] == f"Webhook URL: {settings.PUBLIC_BASE_URL}/api/webhooks/surepay/kla"
     secret = lines[2].rsplit(": ", 1)[1]
     assert len(secret) >= 40
     assert AggregatorAccount.objects.get().webhook_secret == secret

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from payments.selectors import account_webhook_url
 from payments.services import OnboardingError, account_create
 
 
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         except OnboardingError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"Created {account.provider} account for school {account.school.code}.")
-        self.stdout.write(f"Webhook URL: /api/webhooks/{account.provider}/{account.school.code}")
+        self.stdout.write(f"Webhook URL: {account_webhook_url(account=account)}")
         if secret is None and webhook_secret != api_key:
             # Shown once: it is stored encrypted and never printed again. A secret the operator
             # gave (or an API key that doubles as one) is never echoed.
