@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
 from providers.common import CurrencyCode, Identifier, NonEmpty, integer_units, metadata_text, minor_or_error
 from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
 
@@ -113,15 +113,20 @@ class RefundEvent(_Model):
 
 
 CHARGE_EVENTS = {"charge.success": S.SUCCEEDED, "charge.failed": S.FAILED}
-# Only a processed refund has returned money; the others announce progress.
-REFUND_EVENTS = {"refund.processed": S.REFUNDED, "refund.pending": None, "refund.processing": None, "refund.failed": None}
+# Only a processed refund has returned money; pending and processing announce one on its way.
+REFUND_EVENTS = {
+    "refund.processed": "succeeded",
+    "refund.pending": "pending",
+    "refund.processing": "pending",
+    "refund.failed": "failed",
+}
 
 # transaction/verify's data.status -> ours. "abandoned" is Paystack's initial state for a checkout
 # that has not been completed yet, so it is still open.
 VERIFY_STATUS = {
     "success": S.SUCCEEDED,
     "failed": S.FAILED,
-    "reversed": S.REFUNDED,
+    "reversed": S.SUCCEEDED,  # paid, then the whole amount went back (see fetch_status)
     "abandoned": S.PENDING,
     "ongoing": S.PENDING,
     "pending": S.PENDING,
@@ -170,16 +175,17 @@ class PaystackProvider(ProviderAdapter):
             )
         if kind in REFUND_EVENTS:
             refund = self.validate(RefundEvent, payload, event_type=kind).data
-            status = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            same_mode = refund.domain == expected_domain
             return NormalizedEvent(
                 event_id=f"{kind}:{refund.id}",
                 event_type=kind,
-                status=status,
-                amount_minor=refund.amount,
+                status=None,
                 currency=refund.currency,
                 reference=refund.transaction_reference,
                 # Paystack reports each refund's own amount, not a running total.
-                refund_amount_minor=refund.amount if status else None,
+                refunds=(RefundReport(key=str(refund.id), amount_minor=refund.amount, status=REFUND_EVENTS[kind]),)
+                if same_mode
+                else (),
                 raw=payload,
             )
         data = envelope.data
@@ -246,7 +252,7 @@ class PaystackProvider(ProviderAdapter):
             external_txn_id=str(txn.get("id", "")),
             amount_minor=amount,
             currency=currency,
-            refunded_total_minor=amount if status == S.REFUNDED else None,
+            refunded_total_minor=amount if txn.get("status") == "reversed" else None,
             detail=str(txn.get("gateway_response") or txn.get("status")),
         )
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import stripe
-from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
@@ -252,13 +251,14 @@ class StripeProvider(ProviderAdapter):
             return NormalizedEvent(
                 event_id=event.id,
                 event_type=kind,
-                status=None if other_mode else (S.REFUNDED if charge.amount_refunded == charge.amount else S.PARTIALLY_REFUNDED),
+                # A refunded charge was paid first.
+                status=None if other_mode else S.SUCCEEDED,
                 external_txn_id=charge.payment_intent,
                 amount_minor=charge.amount,
                 currency=charge.currency,
                 reference=metadata_text(charge.metadata, "reference"),
                 # Stripe reports the cumulative refunded amount on the charge.
-                refunded_total_minor=charge.amount_refunded,
+                refunded_total_minor=None if other_mode else charge.amount_refunded,
                 raw=payload,
             )
         return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)
@@ -336,10 +336,9 @@ class StripeProvider(ProviderAdapter):
                 charge = intent.get("latest_charge")
                 if charge and not isinstance(charge, str):
                     refunded = self._amount(charge["amount_refunded"], currency)
-            if refunded:
-                status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
-                return NormalizedStatus(status, intent_id, amount, currency, refunded_total_minor=refunded, detail="refunded")
-            return NormalizedStatus(S.SUCCEEDED, intent_id, amount, currency, detail="paid")
+            return NormalizedStatus(
+                S.SUCCEEDED, intent_id, amount, currency, refunded_total_minor=refunded, detail="refunded" if refunded else "paid"
+            )
         if session["status"] == "expired":
             return NormalizedStatus(S.EXPIRED, intent_id, None, currency, detail="session expired")
         if session["status"] == "complete":
