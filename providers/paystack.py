@@ -73,8 +73,9 @@ class Transaction(_Model):
     amount: Any
     status: str = ""
     domain: str = "live"
-    # Paystack sends "" or null when the checkout had no metadata.
-    metadata: dict[str, Any] | str | None = None
+    # Free-form: an object, or "", null or 0 when the checkout had none (Paystack's own samples
+    # show all of these); only our student id is read from it, when it is an object.
+    metadata: Any = None
     customer: Customer | None = None
 
     @field_validator("amount")
@@ -84,8 +85,12 @@ class Transaction(_Model):
 
 
 class Refund(_Model):
-    id: int | Identifier
+    """A refund notice. It carries no refund id (https://paystack.com/docs/payments/webhooks,
+    refund events): only the transaction's reference, and ``refund_reference`` once processed
+    or failed (null while pending or processing)."""
+
     transaction_reference: Identifier
+    refund_reference: Identifier | None = None
     currency: CurrencyCode
     amount: Any
     status: str = ""
@@ -113,11 +118,12 @@ class RefundEvent(_Model):
 
 
 CHARGE_EVENTS = {"charge.success": S.SUCCEEDED, "charge.failed": S.FAILED}
-# Only a processed refund has returned money; pending and processing announce one on its way.
+# Only a processed refund has returned money; a failed one returned none. Pending and processing
+# announce one on its way, with nothing yet to identify it by: they record nothing.
 REFUND_EVENTS = {
     "refund.processed": "succeeded",
-    "refund.pending": "pending",
-    "refund.processing": "pending",
+    "refund.pending": None,
+    "refund.processing": None,
     "refund.failed": "failed",
 }
 
@@ -175,16 +181,17 @@ class PaystackProvider(ProviderAdapter):
             )
         if kind in REFUND_EVENTS:
             refund = self.validate(RefundEvent, payload, event_type=kind).data
-            same_mode = refund.domain == expected_domain
+            state = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            # A redelivery of the same notice is the same event; the refund is keyed by Paystack's
+            # refund reference (each refund's own amount, not a running total).
             return NormalizedEvent(
-                event_id=f"{kind}:{refund.id}",
+                event_id=f"{kind}:{refund.transaction_reference}:{refund.refund_reference or refund.amount}"[:255],
                 event_type=kind,
                 status=None,
                 currency=refund.currency,
                 reference=refund.transaction_reference,
-                # Paystack reports each refund's own amount, not a running total.
-                refunds=(RefundReport(key=str(refund.id), amount_minor=refund.amount, status=REFUND_EVENTS[kind]),)
-                if same_mode
+                refunds=(RefundReport(key=refund.refund_reference or "", amount_minor=refund.amount, status=state),)
+                if state
                 else (),
                 raw=payload,
             )

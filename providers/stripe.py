@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any, Literal
 
 import stripe
@@ -131,6 +133,12 @@ class _Envelope(_StripeObject):
     id: NonEmpty
     type: NonEmpty
     livemode: StrictBool
+    # When the event happened (Unix seconds): orders cumulative totals such as amount_refunded.
+    created: StrictInt | None = None
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.created, tz=dt_timezone.utc) if self.created else None
 
 
 class _SessionData(_StripeObject):
@@ -222,6 +230,7 @@ class StripeProvider(ProviderAdapter):
                 currency=session.currency,
                 reference=session.client_reference_id or metadata_text(session.metadata, "reference"),
                 checkout_id=session.id,
+                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(session.metadata, "student_id"),
                 payer={k: v for k, v in (details.model_dump() if details else {}).items() if v},
                 raw=payload,
@@ -237,6 +246,7 @@ class StripeProvider(ProviderAdapter):
                 amount_minor=intent.amount,
                 currency=intent.currency,
                 reference=metadata_text(intent.metadata, "reference"),
+                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(intent.metadata, "student_id"),
                 raw=payload,
             )
@@ -259,6 +269,7 @@ class StripeProvider(ProviderAdapter):
                 reference=metadata_text(charge.metadata, "reference"),
                 # Stripe reports the cumulative refunded amount on the charge.
                 refunded_total_minor=None if other_mode else charge.amount_refunded,
+                occurred_at=event.occurred_at,
                 raw=payload,
             )
         return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)

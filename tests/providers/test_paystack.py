@@ -116,12 +116,14 @@ def test_unconfirmed_or_fractional_amounts_are_field_errors(account, amount, cur
 
 def test_refunds_are_deltas(client, account, started):
     report(started, status=S.SUCCEEDED, external_txn_id="302961")
-    assert answer(post(client, "paystack", signed("refund.processed"))) == accepted("refund.processed:1051632")
+    assert answer(post(client, "paystack", signed("refund.processed"))) == accepted(
+        "refund.processed:INV-2025-0042-a1:CHG3KT1FG3L8MHA3"
+    )
     process_pending()
     started.refresh_from_db()
     assert (started.status, started.refunded_amount_minor) == (S.PARTIALLY_REFUNDED, 1_000_000)
     second = load("paystack", "refund.processed")
-    second["data"].update(id=1051633, amount="1500000")
+    second["data"].update(refund_reference="CHG3KT1FG3L8MHA4", amount="1500000")
     post(client, "paystack", paystack_delivery(json.dumps(second, default=str).encode(), KEY))
     process_pending()
     started.refresh_from_db()

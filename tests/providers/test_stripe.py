@@ -68,7 +68,7 @@ def test_recorded_success_is_accepted_and_normalized(client, account, started, f
         "refunded_total_minor": None,
         "refunds": (),
         "disputes": (),
-        "occurred_at": None,
+        "occurred_at": "2025-01-01T00:00:00+00:00",
         "requires_confirmation": False,
     }
     process_pending()
