@@ -207,18 +207,23 @@ class StaffDashboard:
     sync_failed: int
     dead_letters: int
     failed_events: int
+    conflicts: int
+    status_unknown: int
+    disputed: int
+    waiting_facts: int
 
 
 def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
     """What needs a bursar's eye, over the user's schools: today's takings by provider and
-    currency (payments that succeeded today), and the work queues. Every number is the count of
-    a filtered admin list (the same filters), so a click shows exactly those rows."""
+    currency (payments whose money arrived today, whatever happened to it since), and the work
+    queues. Every number is the count of a filtered admin list (the same filters), so a click
+    shows exactly those rows."""
     # Imported here: the books app builds on this one.
     from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
 
     payments = Payment.objects.filter(school__in=schools_for_user(user=user)).order_by()
     takings = (
-        payments.filter(status=PaymentStatus.SUCCEEDED, status_changed_at__gte=day_start, status_changed_at__lt=day_end)
+        payments.filter(settled_at__gte=day_start, settled_at__lt=day_end)
         .values("provider", "currency")
         .annotate(count=Count("pk"), amount_minor=Sum("amount_minor"))
         .order_by("provider", "currency")
@@ -229,6 +234,9 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         awaiting_review=Count("pk", filter=Q(status=PaymentStatus.AWAITING_REVIEW)),
         sync_waiting=Count("pk", filter=PAYMENT_SYNC_STATES["waiting"][1]),
         sync_failed=Count("pk", filter=PAYMENT_SYNC_STATES["failed"][1]),
+        conflicts=Count("pk", filter=~Q(ledger_conflict="")),
+        status_unknown=Count("pk", filter=Q(review_flag="status_unknown")),
+        disputed=Count("pk", filter=Q(status=PaymentStatus.DISPUTED)),
     )
     events = WebhookEvent.objects.filter(account__school__in=schools_for_user(user=user)).order_by()
     event_counts = events.aggregate(
@@ -241,6 +249,7 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         totals=[ProviderTotal(**row) for row in takings],
         **counts,
         **event_counts,
+        waiting_facts=TransactionFact.objects.filter(school__in=schools_for_user(user=user), payment__isnull=True).count(),
     )
 
 

@@ -47,7 +47,7 @@ from payments.models import (
 )
 from payments.money import MoneyError, currency_code, format_minor, parse_major_amount
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
-from payments.state import SETTLED_STATES, PaymentStatus
+from payments.state import IN_FLIGHT_STATES, SETTLED_STATES, PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ReturnUrls
 from providers.errors import OperationNotSupported, ProviderError, ProviderRejected, ProviderUnavailable, UnknownProvider
 from providers.registry import get_provider, provider_slugs
@@ -1299,8 +1299,6 @@ class CheckoutStarted:
     reused: bool  # a second click: the checkout already under way, not a new one
 
 
-# Payments the provider may still settle: a checkout in flight, or given up on by the payer.
-IN_FLIGHT_STATES = (S.PENDING, S.PROCESSING)
 
 
 def checkout_return_urls(*, payment: Payment, payment_request: PaymentRequest) -> ReturnUrls:

@@ -36,6 +36,7 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "add_aggregatoraccount",
         "change_aggregatoraccount",  # rotate the secret, test mode, IP allowlist
         "view_auditlog",
+        "view_transactionfact",
     ),
     "quickbooks_sync": (
         "view_qboconnection",

@@ -52,3 +52,5 @@ CHARGE_RANK: dict[str, int] = {
 SETTLED_STATES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED, S.CHARGED_BACK})
 # States a payment can still leave without any money moving: the janitor keeps asking about them.
 OPEN_STATES = frozenset({S.PENDING, S.PROCESSING, S.AWAITING_REVIEW})
+# A provider's transaction not settled yet.
+IN_FLIGHT_STATES = (S.PENDING, S.PROCESSING)

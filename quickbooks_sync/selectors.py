@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -170,3 +171,122 @@ def connections_needing_attention(*, user) -> QuerySet[QboConnection]:
 
 def schools_for_overview(*, user) -> QuerySet[School]:
     return schools_for_user(user=user).filter(active=True).select_related("qbo_connection").order_by("code")
+
+
+# --- Reconciliation: the ledger against the books ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentDifference:
+    payment_id: str
+    status: str
+    net_minor: int
+    books_minor: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SchoolReconciliation:
+    school_code: str
+    currency: str
+    connected: bool
+    payments: int
+    ledger_net_minor: int  # what the school holds of its settled payments
+    books_minor: int  # what their documents in QuickBooks add up to
+    differences: list[PaymentDifference]
+
+    @property
+    def difference_minor(self) -> int:
+        return self.ledger_net_minor - self.books_minor
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    schools: list[SchoolReconciliation]
+    # Not settled after the janitor's last check, or flagged because the provider could not be asked.
+    not_final: list[PaymentDifference]
+    # Refunds and disputes that still wait for their payment.
+    waiting_facts: int
+
+    @property
+    def differences(self) -> int:
+        return sum(len(row.differences) for row in self.schools) + len(self.not_final)
+
+
+def _books_of_payments() -> dict:
+    """Annotations: what a payment's synced documents add up to (money in less money out)."""
+    first = QboPaymentSync.objects.filter(payment=OuterRef("pk"), status=SyncStatus.SYNCED).values("amount_minor")
+    adjustments = (
+        QboAdjustmentSync.objects.filter(payment=OuterRef("pk"), status=SyncStatus.SYNCED)
+        .order_by()
+        .values("payment")
+        .annotate(
+            total=Coalesce(Sum("amount_minor", filter=Q(direction="in")), 0)
+            - Coalesce(Sum("amount_minor", filter=Q(direction="out")), 0)
+        )
+        .values("total")
+    )
+    return {
+        "books": Coalesce(Subquery(first), Value(0)) + Coalesce(Subquery(adjustments), Value(0)),
+        "net": F("amount_minor") - F("refunded_amount_minor") - F("charged_back_amount_minor"),
+        "sync_failed": Exists(QboPaymentSync.objects.filter(payment=OuterRef("pk"), status=SyncStatus.FAILED))
+        | Exists(QboAdjustmentSync.objects.filter(payment=OuterRef("pk"), status=SyncStatus.FAILED)),
+    }
+
+
+def reconciliation(*, schools: QuerySet[School] | None = None, since: datetime | None = None) -> Reconciliation:
+    """For each school and currency: the ledger's settled net against the sum of the payments'
+    documents in QuickBooks, every payment whose documents do not add up to its net (and why),
+    and the payments that are not final after their last check. ``since`` limits it to payments
+    settled from then on. A school without a QuickBooks connection is listed with its ledger
+    only: nothing is expected in its books."""
+    from payments.models import TransactionFact
+    from payments.state import IN_FLIGHT_STATES
+
+    schools = schools if schools is not None else School.objects.all()
+    settled = Payment.objects.filter(school__in=schools, settled_at__isnull=False)
+    if since is not None:
+        settled = settled.filter(settled_at__gte=since)
+    connections = {c.school_id: c for c in QboConnection.objects.filter(school__in=schools)}
+    rows: dict[tuple, dict] = {}
+    for payment in settled.annotate(**_books_of_payments()).select_related("school").order_by("school__code", "settled_at"):
+        connection = connections.get(payment.school_id)
+        connected = connection is not None and connection.status == QboConnection.Status.CONNECTED
+        row = rows.setdefault(
+            (payment.school.code, payment.currency),
+            {"connected": connected, "payments": 0, "ledger": 0, "books": 0, "differences": []},
+        )
+        row["payments"] += 1
+        row["ledger"] += payment.net
+        row["books"] += payment.books
+        expected_in_books = connected and payment.created_at >= connection.sync_since
+        if payment.books == payment.net or (not expected_in_books and payment.books == 0):
+            continue
+        if payment.student_id is None:
+            reason = "not mapped to a student"
+        elif payment.sync_failed:
+            reason = "QuickBooks sync failed"
+        else:
+            reason = "not in QuickBooks yet"
+        row["differences"].append(PaymentDifference(str(payment.pk), payment.status, payment.net, payment.books, reason))
+    open_payments = Payment.objects.filter(school__in=schools).filter(
+        Q(status__in=IN_FLIGHT_STATES, next_check_at__isnull=True, account__isnull=False)
+        | Q(review_flag="status_unknown")
+    )
+    return Reconciliation(
+        schools=[
+            SchoolReconciliation(
+                school_code=code, currency=currency, connected=row["connected"], payments=row["payments"],
+                ledger_net_minor=row["ledger"], books_minor=row["books"], differences=row["differences"],
+            )  # fmt: skip
+            for (code, currency), row in sorted(rows.items())
+        ],
+        not_final=[
+            PaymentDifference(
+                str(payment.pk), payment.status, 0, 0,
+                "the provider could not be asked" if payment.review_flag == "status_unknown" else "no check scheduled",
+            )  # fmt: skip
+            for payment in open_payments.order_by("created_at")[:1000]
+        ],
+        waiting_facts=TransactionFact.objects.filter(school__in=schools, payment__isnull=True).count(),
+    )

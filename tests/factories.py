@@ -101,7 +101,8 @@ def report(
     )
     with transaction.atomic():
         change = payment_event_apply(account=payment.account, event=event)
-    payment.refresh_from_db()
+    if not payment._state.adding:  # an unsaved payment stands for one the provider has and we do not
+        payment.refresh_from_db()
     return change
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from payments import selectors
 from payments.money import format_minor
 from payments.state import PaymentStatus
+from quickbooks_sync.selectors import reconciliation
 
 
 def _link(name: str, **params) -> str:
@@ -27,11 +28,7 @@ def dashboard_view(request: HttpRequest):
     board = selectors.staff_dashboard(user=request.user, day_start=day_start, day_end=day_end)
     payments_list = "admin:payments_payment_changelist"
     events_list = "admin:payments_webhookevent_changelist"
-    today_params = {
-        "status__exact": PaymentStatus.SUCCEEDED,
-        "status_changed_at__gte": day_start.isoformat(),
-        "status_changed_at__lt": day_end.isoformat(),
-    }
+    today_params = {"settled_at__gte": day_start.isoformat(), "settled_at__lt": day_end.isoformat()}
     totals = [
         {
             "provider": row.provider,
@@ -53,12 +50,40 @@ def dashboard_view(request: HttpRequest):
         ("Payments whose QuickBooks sync failed", board.sync_failed, _link(payments_list, sync="failed")),
         ("Webhook dead letters (rejected bodies)", board.dead_letters, _link(events_list, status__exact="rejected")),
         ("Webhook events that failed processing", board.failed_events, _link(events_list, status__exact="failed")),
+        ("Payments with reports that disagree (check with the provider)", board.conflicts,
+         _link(payments_list, conflict="yes")),
+        ("Payments the provider could not be asked about", board.status_unknown,
+         _link(payments_list, review_flag__exact="status_unknown")),
+        ("Payments under dispute (chargeback)", board.disputed, _link(payments_list, status__exact=PaymentStatus.DISPUTED)),
+        ("Refunds and disputes waiting for their payment", board.waiting_facts,
+         _link("admin:payments_transactionfact_changelist", waiting="yes")),
     ]  # fmt: skip
+    books = reconciliation(schools=selectors.schools_for_user(user=request.user))
     context = {
         **admin.site.each_context(request),
         "title": f"Today, {today:%A %d %B %Y}",
         "totals": totals,
         "all_today_url": _link(payments_list, **today_params),
         "queues": [{"label": label, "count": count, "url": url} for label, count, url in queues],
+        "books": [
+            {
+                "school": row.school_code,
+                "currency": row.currency,
+                "ledger": format_minor(row.ledger_net_minor, row.currency),
+                "books": format_minor(row.books_minor, row.currency) if row.connected else "not connected",
+                "differences": [
+                    {
+                        "url": reverse("admin:payments_payment_change", args=[difference.payment_id]),
+                        "net": format_minor(difference.net_minor, row.currency),
+                        "booked": format_minor(difference.books_minor, row.currency),
+                        "reason": difference.reason,
+                    }
+                    for difference in row.differences[:20]
+                ],
+                "more": max(0, len(row.differences) - 20),
+            }
+            for row in books.schools
+        ],
+        "not_final": len(books.not_final),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from payments import selectors, services
-from payments.admin.filters import StatusChangedFilter, SyncStateFilter
+from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.exports import payments_csv_lines
 from payments.forms import MapStudentForm, ReviewForm
@@ -42,7 +42,9 @@ class PaymentAdmin(SchoolScopedAdmin):
         "provider",
         "currency",
         ("created_at", DateFieldListFilter),
+        ("settled_at", DateFieldListFilter),
         ("status_changed_at", StatusChangedFilter),
+        LedgerConflictFilter,
         "mapping_status",
         SyncStateFilter,
         "method",

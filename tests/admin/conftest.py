@@ -66,6 +66,7 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
         "qbopaymentsync": sync,
         "qboadjustmentsync": refund_sync,
         "qbocustomer": customer,
+        "transactionfact": payment.facts.get(),
     }
     return SchoolRows(school=school, marker=code, rows=rows)
 

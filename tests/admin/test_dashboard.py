@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from payments.models import MappingStatus, Payment, WebhookEvent
-from tests.factories import AccountFactory, PaymentFactory, PaymentSyncFactory
+from tests.factories import AccountFactory, PaymentFactory, PaymentSyncFactory, report
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def day(world):
     PaymentFactory(account=surepay, status="succeeded", amount_minor=250_000)
     PaymentFactory(account=dummy, status="succeeded", amount_minor=70_000)
     yesterday = PaymentFactory(account=surepay, status="succeeded", amount_minor=999_000)
-    Payment.objects.filter(pk=yesterday.pk).update(status_changed_at=timezone.now() - timedelta(days=1, hours=1))
+    a_day_ago = timezone.now() - timedelta(days=1, hours=1)
+    Payment.objects.filter(pk=yesterday.pk).update(status_changed_at=a_day_ago, settled_at=a_day_ago)
     PaymentFactory(account=surepay, status="failed", mapping_status=MappingStatus.UNMATCHED)
     PaymentFactory(account=surepay, status="pending", mapping_status=MappingStatus.FAILED)
     PaymentFactory(account=surepay, status="awaiting_review", method="bank_transfer")
@@ -63,6 +64,10 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         "Payments whose QuickBooks sync failed": 1,  # the world's seed payment
         "Webhook dead letters": 1,
         "Webhook events that failed processing": 1,  # the world's seed event
+        "Payments with reports that disagree": 0,
+        "Payments the provider could not be asked about": 0,
+        "Payments under dispute": 0,
+        "Refunds and disputes waiting for their payment": 0,
     }
     for label, (count, url) in queues.items():
         response = client_a.get(url)
@@ -74,6 +79,25 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         result = client_a.get(url.replace("&amp;", "&")).context["cl"]
         assert result.result_count == int(count), provider
         assert {payment.provider for payment in result.result_list} == {provider}
+
+
+def test_what_the_ledger_needs_staff_for_is_counted_and_linked(client_a, world):
+    surepay = world[0].rows["aggregatoraccount"]
+    disputed = PaymentFactory(account=surepay, status="succeeded")
+    report(disputed, disputes=[("dp_1", 100_000, "open")])
+    conflicted = PaymentFactory(account=surepay, status="succeeded")
+    report(conflicted, refunds=[("re_1", 80_000), ("re_2", 80_000)])  # more than was paid
+    PaymentFactory(account=surepay, status="processing", review_flag="status_unknown")
+    waiting = PaymentFactory.build(account=surepay, external_txn_id="not-yet")
+    report(waiting, refunds=[("re_9", 5_000)])  # a refund whose payment has not arrived
+    queues = queue_counts(client_a.get(reverse("admin-dashboard")).content.decode())
+    counts = {label.split(" (")[0]: count for label, (count, _) in queues.items()}
+    assert [counts[label] for label in (
+        "Payments with reports that disagree", "Payments the provider could not be asked about",
+        "Payments under dispute", "Refunds and disputes waiting for their payment",
+    )] == [1, 1, 1, 1]  # fmt: skip
+    for label, (count, url) in queues.items():
+        assert client_a.get(url).context["cl"].result_count == count, label
 
 
 def test_the_admin_index_links_the_dashboard(client_a):

@@ -14,7 +14,9 @@ from tests.admin.conftest import make_school_staff
 
 # Every admin a staff user has a permission on (the staff group); StaffMembership is superuser-only.
 STAFF_MODELS = {
-    "payments": ["school", "aggregatoraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog"],
+    "payments": [
+        "school", "aggregatoraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog", "transactionfact",
+    ],  # fmt: skip
     "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qboadjustmentsync", "qbocustomer"],
 }
 CASES = [(app, model) for app, models in STAFF_MODELS.items() for model in models]
