@@ -16,11 +16,12 @@ PYKUSTOMIZE ?= pykustomize==0.1.4
 
 .PHONY: run test install worker beat bench clean
 
-$(VENV)/.installed: requirements.txt
+# requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (see .python-version)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python $(PYKUSTOMIZE)
 	touch $@
 
