@@ -377,7 +377,12 @@ if IS_PRODUCTION:
 # before the host check (kubelet and Prometheus reach a pod by its IP); RequestIdMiddleware gives
 # each request an id that logs, Celery tasks and the response carry.
 INSTALLED_APPS += ["ops"]
-MIDDLEWARE = ["ops.middleware.RequestIdMiddleware", "ops.middleware.ProbeMiddleware", *MIDDLEWARE]
+MIDDLEWARE = [
+    "ops.middleware.RequestIdMiddleware",
+    "ops.middleware.HttpMetricsMiddleware",
+    "ops.middleware.ProbeMiddleware",
+    *MIDDLEWARE,
+]
 # Static files (the admin's) are collected into the image and served by gunicorn through
 # WhiteNoise; in development runserver serves them.
 SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION and Path(STATIC_ROOT).is_dir())
