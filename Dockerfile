@@ -48,6 +48,8 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
+# Where receipts go without object storage (development, compose's volume): the app's user's.
+RUN mkdir /app/media && chown 10001:10001 /app/media
 # Numeric, so Kubernetes' runAsNonRoot can check it. /tmp is the only place it writes (the
 # metrics files, beat's schedule, gunicorn's control socket, found through XDG_RUNTIME_DIR):
 # mount an emptyDir there with a read-only root filesystem.
