@@ -145,11 +145,14 @@ def stripe_delivery(payload: dict | bytes, secrets: list[str], timestamp: int | 
 def paystack_event(kind: str, p: Params) -> dict:
     domain = "test" if p.test_mode else "live"
     if kind.startswith("refund."):
+        # As Paystack's samples show: no refund id; refund_reference only once processed or failed.
+        state = kind.split(".", 1)[1]
         data = {
-            "id": int(p.event_id or str(uuid.uuid4().int)[:7]),
-            "status": kind.split(".", 1)[1],
+            "status": state,
             "transaction_reference": p.reference,
-            "refund_reference": f"RF{uuid.uuid4().hex[:10].upper()}",
+            "refund_reference": (p.event_id or f"RF{uuid.uuid4().hex[:10].upper()}")
+            if state in ("processed", "failed")
+            else None,
             "amount": str(p.refunded_minor or p.amount_minor),
             "currency": p.currency,
             "domain": domain,
@@ -284,6 +287,7 @@ def flutterwave_event(kind: str, p: Params) -> dict:
             "account_id": 2508309,
             "customer": {"id": 2571514, "name": "Ada Obi", "phone_number": None, "email": "parent@example.com",
                          "created_at": "2025-01-15T09:22:55.000Z"},
+            **({"meta": {"student_id": p.student_id}} if p.student_id else {}),
         },
         "event.type": "CARD_TRANSACTION",
     }

@@ -19,6 +19,7 @@ from django.db.models import JSONField, Q, Value
 from django.utils import timezone
 
 from payments.fields import EncryptedJSONField, EncryptedTextField
+from payments.ledger import FactKind, FactSource
 from payments.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
 from payments.state import PaymentStatus
 
@@ -248,6 +249,8 @@ class ReviewFlag(models.TextChoices):
     NONE = "", "None"
     AMOUNT_MISMATCH = "amount_mismatch", "Amount differs from the request"
     OVERPAYMENT = "overpayment", "Request already paid or cancelled"
+    # Not settled, and the provider could not tell us its state through every scheduled check.
+    STATUS_UNKNOWN = "status_unknown", "Provider's answer still unknown"
 
 
 class Payment(models.Model):
@@ -269,13 +272,25 @@ class Payment(models.Model):
     # The provider's id for the checkout we started (Stripe session, M-Pesa CheckoutRequestID),
     # known before its transaction id.
     provider_checkout_id = models.CharField(max_length=128, null=True, blank=True)
+    # The merchant reference of a payment we did not start (Paystack's own reference): a refund
+    # may name its transaction by nothing else.
+    provider_reference = models.CharField(max_length=128, blank=True, default="")
     # What an adapter must remember between starting and confirming a payment (no secrets).
     provider_data = models.JSONField(blank=True, default=dict)
+    # What was asked for until the payment succeeds; then what was received.
     amount_minor = models.BigIntegerField()
     currency = models.CharField(max_length=3, validators=[validate_currency])
+    # Derived from the payment's facts (payments.ledger), never written on their own.
     refunded_amount_minor = models.BigIntegerField(default=0)
+    refund_pending_amount_minor = models.BigIntegerField(default=0)
+    disputed_amount_minor = models.BigIntegerField(default=0)
+    charged_back_amount_minor = models.BigIntegerField(default=0)
     status = models.CharField(max_length=24, choices=PaymentStatus.choices, default=PaymentStatus.PENDING)
     status_changed_at = models.DateTimeField(default=timezone.now)
+    # When the school first had the money (the day it counts in, and the books' date).
+    settled_at = models.DateTimeField(null=True, blank=True)
+    # Reports about this payment that cannot all be true, for staff to resolve (payments.ledger).
+    ledger_conflict = models.TextField(blank=True, default="")
     provider_student_id = models.CharField(max_length=128, blank=True, default="")
     student = models.ForeignKey(
         Student, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
@@ -326,11 +341,18 @@ class Payment(models.Model):
             ),
             models.CheckConstraint(condition=Q(amount_minor__gte=0), name="payment_amount_not_negative"),
             models.CheckConstraint(
-                condition=Q(refunded_amount_minor__gte=0) & Q(refunded_amount_minor__lte=models.F("amount_minor")),
-                name="payment_refund_within_amount",
+                condition=Q(refunded_amount_minor__gte=0)
+                & Q(charged_back_amount_minor__gte=0)
+                & Q(refunded_amount_minor__lte=models.F("amount_minor") - models.F("charged_back_amount_minor")),
+                name="payment_money_out_within_amount",
             ),
         ]
         indexes = [
+            models.Index(
+                fields=["account", "provider_reference"],
+                condition=~Q(provider_reference=""),
+                name="payment_provider_reference",
+            ),
             models.Index(fields=["school", "status", "created_at"]),
             models.Index(fields=["school", "mapping_status"]),
             # The janitor's look-up: only payments it still has to ask about.
@@ -353,6 +375,65 @@ class Payment(models.Model):
     @property
     def is_manual(self) -> bool:
         return self.method != PaymentMethod.PROVIDER
+
+    @property
+    def net_minor(self) -> int:
+        """What the school keeps of it: nothing unless it settled."""
+        if self.settled_at is None:
+            return 0
+        return self.amount_minor - self.refunded_amount_minor - self.charged_back_amount_minor
+
+
+class TransactionFact(models.Model):
+    """One thing a source said about a payment's transaction: its outcome, one refund, one
+    dispute, or a refunded total (``payments.ledger``). Append-only: the payment is folded from
+    its facts, so their order never matters.
+
+    A fact that arrives before its payment exists (a refund delivered ahead of its charge) waits
+    with no payment, findable by the transaction's id or reference within its account, and is
+    adopted when the payment appears.
+    """
+
+    school = models.ForeignKey(School, on_delete=models.PROTECT, db_index=False)
+    account = models.ForeignKey(AggregatorAccount, on_delete=models.PROTECT, null=True, blank=True, db_index=False)
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="facts", db_index=False
+    )
+    kind = models.CharField(max_length=16, choices=FactKind.choices)
+    # Which refund or dispute (the provider's id for it); "" for the charge and totals.
+    key = models.CharField(max_length=255, blank=True, default="")
+    # A PaymentStatus for the charge, a RefundStatus or DisputeStatus, "" for a total.
+    status = models.CharField(max_length=24, blank=True, default="")
+    amount_minor = models.BigIntegerField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    # When it happened by the provider's clock if it says, else when we learnt it.
+    occurred_at = models.DateTimeField()
+    source = models.CharField(max_length=16, choices=FactSource.choices)
+    # Which event, check or person: for staff reading the ledger.
+    source_ref = models.CharField(max_length=255, blank=True, default="")
+    webhook_event = models.ForeignKey(
+        "WebhookEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    # While it waits for its payment: the transaction's ids it will be found by.
+    txn_id = models.CharField(max_length=128, blank=True, default="")
+    reference = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["payment", "kind"], condition=Q(payment__isnull=False), name="fact_payment"),
+            models.Index(
+                fields=["account", "txn_id"], condition=Q(payment__isnull=True), name="fact_waiting_txn"
+            ),
+            models.Index(
+                fields=["account", "reference"], condition=Q(payment__isnull=True), name="fact_waiting_reference"
+            ),
+        ]
+        ordering = ["occurred_at", "id"]
+
+    def __str__(self) -> str:
+        amount = format_minor(self.amount_minor, self.currency) if self.amount_minor is not None else ""
+        return f"{self.kind} {self.key} {self.status} {amount}".replace("  ", " ").strip()
 
 
 class WebhookEvent(models.Model):

@@ -11,7 +11,7 @@ convert with ``scale_units``, which refuses any conversion that would lose a dig
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # ISO 4217 List One, minor units ("exponent") of every circulating currency. Fund codes, precious
 # metals and testing codes (BOV, XAU, XTS, XXX, ...) are left out: no school is paid in them.

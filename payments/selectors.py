@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 
+from payments.ledger import Ledger, ledger_fold
 from payments.models import (
     AggregatorAccount,
     AuditLog,
@@ -19,10 +20,11 @@ from payments.models import (
     PaymentMethod,
     PaymentRequest,
     School,
+    TransactionFact,
     WebhookEvent,
 )
 from payments.state import PaymentStatus
-from providers.base import NormalizedEvent, ProviderAdapter
+from providers.base import ProviderAdapter
 from providers.errors import ProviderRejected, UnknownProvider
 from providers.registry import get_provider
 
@@ -78,22 +80,51 @@ def account_api_key_problem(*, account: AggregatorAccount) -> str:
     return ""
 
 
-def payment_for_event_locked(*, account: AggregatorAccount, event: NormalizedEvent) -> Payment | None:
-    """The payment an event is about, locked for the caller's transaction.
+def payment_for_ids_locked(*, account: AggregatorAccount, ids: list[tuple[str, str]]) -> Payment | None:
+    """The payment of the transaction with these (kind, value) ids *in this account*, locked for
+    the caller's transaction: by the provider's transaction id, the checkout we started, or the
+    merchant reference (ours, or the provider's own for a payment we did not start). Another
+    account's payment is never found, even with the same reference: one provider cannot settle
+    a payment made through another.
 
-    A payment we started is matched by our reference or the provider's checkout id (its
-    transaction id may not be known yet); any other by the provider's transaction id, unique
-    per account.
+    When ids point at different payments (they should not), the transaction id wins, then the
+    checkout, then the reference.
     """
-    match = Q(account=account, external_txn_id=event.external_txn_id) if event.external_txn_id else Q()
-    if event.reference:
-        match |= Q(school_id=account.school_id, reference=event.reference)
-    if event.checkout_id:
-        match |= Q(account=account, provider_checkout_id=event.checkout_id)
+    given = {kind: value for kind, value in ids if value}
+    match = Q()
+    if "txn" in given:
+        match |= Q(external_txn_id=given["txn"])
+    if "checkout" in given:
+        match |= Q(provider_checkout_id=given["checkout"])
+    if "ref" in given:
+        match |= Q(reference=given["ref"]) | Q(provider_reference=given["ref"])
     if not match:
         return None
-    # NO KEY UPDATE: rows that reference the payment (its webhook events) can still be inserted.
-    return Payment.objects.select_for_update(no_key=True).filter(match).first()
+    # NO KEY UPDATE: rows that reference the payment (its webhook events, facts) can still be inserted.
+    found = list(Payment.objects.select_for_update(no_key=True, of=("self",)).filter(match, account=account)[:4])
+    if len(found) <= 1:
+        return found[0] if found else None
+
+    def rank(payment: Payment) -> int:
+        if "txn" in given and payment.external_txn_id == given["txn"]:
+            return 0
+        if "checkout" in given and payment.provider_checkout_id == given["checkout"]:
+            return 1
+        return 2
+
+    return min(found, key=lambda payment: (rank(payment), payment.created_at))
+
+
+def payment_ledger(*, payment: Payment) -> Ledger:
+    """The payment's ledger folded from its facts (``payments.ledger``): its money movements,
+    for the books and for staff."""
+    return ledger_fold(
+        TransactionFact.objects.filter(payment=payment).only(
+            "kind", "key", "status", "amount_minor", "currency", "occurred_at", "source"
+        ),
+        initial_status=PaymentStatus.AWAITING_REVIEW if payment.is_manual else PaymentStatus.PENDING,
+        currency=payment.currency,
+    )
 
 
 # --- Staff scope ---------------------------------------------------------------------------------

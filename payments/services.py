@@ -21,12 +21,14 @@ from typing import Any, Literal
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from config.celery import enqueue_on_commit
-from payments import receipts, selectors
+from payments import locks, receipts, selectors
 from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
+from payments.ledger import FactKind, FactSource
 from payments.models import (
     MANUAL_METHODS,
     MANUAL_PROVIDER,
@@ -40,10 +42,12 @@ from payments.models import (
     ReviewFlag,
     School,
     Student,
+    TransactionFact,
+    WebhookEvent,
 )
 from payments.money import MoneyError, currency_code, format_minor, parse_major_amount
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
-from payments.state import SETTLED_STATES, PaymentStatus, can_transition
+from payments.state import SETTLED_STATES, PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ReturnUrls
 from providers.errors import OperationNotSupported, ProviderError, ProviderRejected, ProviderUnavailable, UnknownProvider
 from providers.registry import get_provider, provider_slugs
@@ -83,191 +87,463 @@ def audit_record(**kwargs) -> AuditLog:
     return entry
 
 
-# --- Provider events --------------------------------------------------------------------------
+# --- Provider events: facts in, the payment folded out (payments.ledger) -----------------------
 
 
 @dataclass(frozen=True)
 class PaymentChange:
     payment: Payment | None
     created: bool
-    applied: bool
+    applied: bool  # the payment's state or amounts changed
     from_status: str | None
     to_status: str | None
     note: str
 
 
-def payment_apply_event(
+def payment_event_apply(
     *,
-    payment: Payment | None,
-    new_payment_id: uuid.UUID,
     account: AggregatorAccount,
     event: NormalizedEvent,
+    webhook_event_id: int | None = None,
+    received_at: datetime | None = None,
     audit_action: str = "payment.webhook",
 ) -> PaymentChange:
-    """Apply a verified provider event to its payment, inside the caller's transaction.
+    """Record what a verified provider event says about its transaction and settle the payment
+    from everything known, inside the caller's transaction.
 
-    ``payment`` is the locked existing payment, or None to create one with ``new_payment_id``.
-    Writes the payment (one insert or update) and one audit entry that says what changed, or
-    why nothing did.
+    The event's facts are kept whatever they say. A charge creates its payment when none exists
+    yet; a refund or dispute that arrives first waits, unattached, and is taken into account
+    when its payment appears. The payment is then folded from all its facts
+    (``payment_settle``), so any order of the same events gives the same payment. One audit
+    entry says what changed, or why nothing did.
     """
-    if event.status is None:
+    if not event.concerns_payment:
         return PaymentChange(None, False, False, None, None, f"{event.event_type} concerns no payment")
-
+    occurred_at = event.occurred_at or received_at or timezone.now()
+    facts = _facts_from_event(event, occurred_at=occurred_at, webhook_event_id=webhook_event_id)
+    ids = _event_ids(event)
+    locks.transaction_ids_lock(account_id=account.pk, ids=ids)
+    payment = selectors.payment_for_ids_locked(account=account, ids=ids)
     created = payment is None
     if payment is None:
-        payment = Payment(
-            id=new_payment_id,
-            school_id=account.school_id,
-            account=account,
-            provider=account.provider,
-            external_txn_id=event.external_txn_id or None,
-            amount_minor=event.amount_minor,
-            currency=event.currency,
-            status=S.PENDING,
-            provider_student_id=event.provider_student_id,
-            mapping_status=MappingStatus.PENDING if event.provider_student_id else MappingStatus.NOT_APPLICABLE,
-            payer=dict(event.payer),
-        )
-    from_status = None if created else payment.status
-    changed: set[str] = set()
-
-    # A payment we started is found by our reference before the provider's id is known.
-    if not payment.external_txn_id and event.external_txn_id:
-        payment.external_txn_id = event.external_txn_id
-        changed.add("external_txn_id")
-    if not payment.provider_student_id and event.provider_student_id:
-        payment.provider_student_id = event.provider_student_id
-        payment.mapping_status = MappingStatus.PENDING
-        changed |= {"provider_student_id", "mapping_status"}
-
-    target = event.status
-    if event.requires_confirmation and target != S.PENDING:
-        # An unsigned claim moves nothing until the provider's API confirms it.
-        target = S.PROCESSING
-    if target in (S.REFUNDED, S.PARTIALLY_REFUNDED):
-        if created:
-            # A refund proves the payment succeeded, even if its success never reached us.
-            _set_status(payment, S.SUCCEEDED, changed)
-        note = _apply_refund(payment, event, changed)
-    elif target == payment.status:
-        note = "created" if created else "no change"
-    elif can_transition(payment.status, target):
-        if target == S.SUCCEEDED:
-            note = _take_confirmed_amount(payment, event.amount_minor, event.currency, changed)
-        else:
-            note = ""
-        _set_status(payment, target, changed)
-        note = note or f"{from_status or 'new'} -> {target}"
-    else:
-        note = f"ignored: {target} after {payment.status}"
-
-    if created:
+        if not any(fact.kind == FactKind.CHARGE for fact in facts):
+            for fact in facts:
+                fact.school_id, fact.account = account.school_id, account
+                fact.txn_id, fact.reference = event.external_txn_id[:128], event.reference[:128]
+            TransactionFact.objects.bulk_create(facts)
+            what = ", ".join(_fact_summary(fact) for fact in facts) or event.event_type
+            return PaymentChange(None, False, False, None, None, f"{what}: waits for its payment")
+        payment = _payment_from_event(account=account, event=event)
         payment.save(force_insert=True)
-    elif changed:
-        payment.save(update_fields=sorted(changed | {"updated_at"}))
-    applied = (created or bool(changed)) and not note.startswith("ignored")
-    audit_record(
-        action=audit_action,
+    else:
+        _payment_ids_learn(payment, event)
+    _facts_adopt(payment)
+    _facts_add(payment, facts)
+    return payment_settle(
+        payment=payment,
+        created=created,
         actor_type=AuditLog.ActorType.PROVIDER,
         actor=account.provider,
-        school_id=account.school_id,
+        audit_action=audit_action,
+        details={"event_id": event.event_id, "event_type": event.event_type},
+        reported=event.status,
+    )
+
+
+def payment_provider_status_apply(*, payment_id: uuid.UUID, status: NormalizedStatus, source: str) -> PaymentChange:
+    """Record what the provider's API says about a payment now (the authority where a webhook's
+    body is not trusted, and the janitor's answer for a payment whose webhook never came), and
+    settle the payment. Audited as ``payment.confirmed``. Call it outside the provider request:
+    no lock is held across a network call."""
+    with transaction.atomic():
+        payment = payment_lock(payment_id=payment_id, new_ids=[("txn", status.external_txn_id)])
+        if status.external_txn_id and not payment.external_txn_id:
+            payment.external_txn_id = status.external_txn_id
+            payment.save(update_fields=["external_txn_id", "updated_at"])
+        _facts_adopt(payment)
+        _facts_add(payment, _facts_from_status(status, payment=payment, source_ref=source))
+        return payment_settle(
+            payment=payment,
+            actor_type=AuditLog.ActorType.PROVIDER,
+            actor=payment.provider,
+            audit_action="payment.confirmed",
+            details={"event_id": source, "event_type": f"status.{status.status}", "detail": status.detail[:200]},
+            reported=status.status,
+        )
+
+
+def payment_lock(*, payment_id: uuid.UUID, new_ids: list[tuple[str, str]] = ()) -> Payment:
+    """Lock a payment row that is about to learn ids of its transaction (``new_ids``): the ids are
+    locked first (``payments.locks`` order), so a fact cannot start waiting on one of them while
+    the payment takes it."""
+    account_id = Payment.objects.filter(pk=payment_id).values_list("account_id", flat=True).get()
+    if account_id is not None and any(value for _, value in new_ids):
+        locks.transaction_ids_lock(account_id=account_id, ids=new_ids)
+    return Payment.objects.select_for_update(no_key=True, of=("self",)).select_related("account").get(pk=payment_id)
+
+
+def payment_fact_add(
+    *,
+    payment: Payment,
+    status: str,
+    source: str,
+    source_ref: str,
+    actor_type: str,
+    actor: str,
+    audit_action: str,
+    details: dict[str, Any] | None = None,
+    amount_minor: int | None = None,
+) -> PaymentChange:
+    """Our own word on a payment's charge, inside the caller's transaction with the payment row
+    locked: the payer gave it up (cancelled), the janitor expired it, the provider refused to
+    start it (failed), staff confirmed or rejected a manual payment. It is one more fact: a
+    success the provider reports later still wins."""
+    fact = TransactionFact(
+        kind=FactKind.CHARGE,
+        status=status,
+        amount_minor=amount_minor,
+        currency=payment.currency if amount_minor is not None else "",
+        occurred_at=timezone.now(),
+        source=source,
+        source_ref=source_ref[:255],
+    )
+    _facts_add(payment, [fact])
+    return payment_settle(
+        payment=payment, actor_type=actor_type, actor=actor, audit_action=audit_action, details=details or {},
+        reported=status,
+    )  # fmt: skip
+
+
+def payment_settle(
+    *,
+    payment: Payment,
+    actor_type: str,
+    actor: str,
+    audit_action: str,
+    details: dict[str, Any],
+    created: bool = False,
+    reported: str | None = None,
+) -> PaymentChange:
+    """Fold the locked payment's facts (``payments.ledger``) and store the result: status,
+    amounts, conflicts for staff, the janitor's next check. Then, in the same transaction: one
+    audit entry, the payment request settled when the payment first succeeds
+    (``payment_finalize``), and the books told after commit when what the school holds changed.
+    """
+    ledger = selectors.payment_ledger(payment=payment)
+    before = _Money.of(payment, status=None if created else payment.status)
+    from_status = before.status
+    changed: set[str] = set()
+
+    def put(name: str, value: Any) -> None:
+        if getattr(payment, name) != value:
+            setattr(payment, name, value)
+            changed.add(name)
+
+    now = timezone.now()
+    first_settled = ledger.status in SETTLED_STATES and payment.settled_at is None
+    if ledger.status != payment.status:
+        put("status", ledger.status)
+        put("status_changed_at", now)
+    if ledger.status in SETTLED_STATES:
+        # What the provider confirms received, even if it is not what was asked for.
+        put("amount_minor", ledger.received_minor)
+        put("currency", ledger.currency)
+        if first_settled:
+            put("settled_at", now)
+    put("refunded_amount_minor", ledger.refunded_minor)
+    put("refund_pending_amount_minor", ledger.refund_pending_minor)
+    put("charged_back_amount_minor", ledger.charged_back_minor)
+    put("disputed_amount_minor", ledger.disputed_minor)
+    put("ledger_conflict", "; ".join(ledger.conflicts)[:2000])
+    if ledger.status not in IN_FLIGHT_STATES and payment.review_flag == ReviewFlag.STATUS_UNKNOWN:
+        put("review_flag", ReviewFlag.NONE)
+        put("review_flag_reason", "")
+    _recheck_schedule(payment, ledger, now, put)
+
+    if changed:
+        payment.save(update_fields=sorted(changed | {"updated_at"}))
+
+    after = _Money.of(payment, status=payment.status)
+    applied = created or after != before
+    note = _settle_note(before, after, ledger, reported)
+    audit_record(
+        action=audit_action,
+        actor_type=actor_type,
+        actor=actor,
+        school_id=payment.school_id,
         target=payment,
         details={
-            "event_id": event.event_id,
-            "event_type": event.event_type,
+            **details,
             "from": from_status,
             "to": payment.status,
             "applied": applied,
             "note": note,
-            "amount_minor": event.amount_minor,
-            "currency": event.currency,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "refunded_minor": payment.refunded_amount_minor,
+            "net_minor": payment.net_minor,
+            **({"conflict": payment.ledger_conflict} if ledger.conflicts else {}),
         },
     )
-    if applied and payment.status == S.SUCCEEDED and from_status != S.SUCCEEDED and payment.payment_request_id:
+    if first_settled and payment.payment_request_id:
         # A payment started from a pay link: settle its request in this same transaction.
-        outcome = payment_finalize(payment=payment, actor_type=AuditLog.ActorType.PROVIDER, actor=account.provider)
+        outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
         note = f"{note}; {outcome.summary}"
+    if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held):
+        payment_offer_to_books_on_commit(payment_id=payment.pk)
     return PaymentChange(payment, created, applied, from_status, payment.status, note)
 
 
-def payment_apply_provider_status(*, payment_id: uuid.UUID, status: NormalizedStatus, source: str) -> PaymentChange:
-    """Apply what the provider's API says about a payment now: the confirmation of an event
-    whose body alone is not trusted, or a re-check of a payment whose webhook never came.
-
-    The same state machine and amount rules as a webhook, under a row lock; audited as
-    ``payment.confirmed``. Call it outside the provider request (no lock across a network call).
-    """
-    with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).select_related("account").get(
-            pk=payment_id
-        )
-        as_event = NormalizedEvent(
-            event_id=source,
-            event_type=f"status.{status.status}",
-            status=status.status,
-            external_txn_id=status.external_txn_id,
-            amount_minor=payment.amount_minor if status.amount_minor is None else status.amount_minor,
-            currency=status.currency or payment.currency,
-            refunded_total_minor=status.refunded_total_minor,
-        )
-        return payment_apply_event(
-            payment=payment,
-            new_payment_id=payment.pk,
-            account=payment.account,
-            event=as_event,
-            audit_action="payment.confirmed",
-        )
-
-
-def _set_status(payment: Payment, status: str, changed: set[str]) -> None:
-    """Every status change goes through here (the rules of which ones are allowed are in
-    payments/state.py and the callers)."""
-    payment.status = status
-    payment.status_changed_at = timezone.now()
-    changed |= {"status", "status_changed_at"}
-    if status in SETTLED_STATES:
-        payment_offer_to_books_on_commit(payment_id=payment.pk)
-
-
 def payment_offer_to_books_on_commit(*, payment_id: uuid.UUID) -> None:
-    """Offer a payment to QuickBooks once the current change commits: it may just have become
-    ready (settled and mapped to a student). Idempotent and cheap; the QuickBooks app decides.
-    An error there must not undo the committed change: it is logged, and the QuickBooks backlog
-    scan finds the payment later."""
+    """Offer a payment to QuickBooks once the current change commits: what the school holds may
+    just have changed (settled, refunded, charged back, mapped to a student). Idempotent and
+    cheap; the QuickBooks app decides. An error there must not undo the committed change: it is
+    logged, and the QuickBooks backlog scan finds the payment later."""
     from quickbooks_sync.services import qbo_sync_request  # the books app builds on this one
 
     transaction.on_commit(lambda: qbo_sync_request(payment_id=payment_id), robust=True)
 
 
-def _take_confirmed_amount(payment: Payment, amount_minor: int, currency: str, changed: set[str]) -> str:
-    """On success the payment records what the provider says was paid."""
-    if (payment.amount_minor, payment.currency) == (amount_minor, currency):
-        return ""
-    note = f"amount {payment.currency} {payment.amount_minor} -> {currency} {amount_minor} (as confirmed)"
-    payment.amount_minor, payment.currency = amount_minor, currency
-    changed |= {"amount_minor", "currency"}
-    return note
+@dataclass(frozen=True)
+class _Money:
+    """What ``payment_settle`` compares before and after a fold."""
+
+    status: str | None
+    amount_minor: int
+    currency: str
+    refunded_minor: int
+    charged_back_minor: int
+    disputed_minor: int
+
+    @classmethod
+    def of(cls, payment: Payment, *, status: str | None) -> _Money:
+        return cls(
+            status, payment.amount_minor, payment.currency, payment.refunded_amount_minor,
+            payment.charged_back_amount_minor, payment.disputed_amount_minor,
+        )  # fmt: skip
+
+    @property
+    def held(self) -> tuple:
+        """What the books care about: the money received and what went back."""
+        return (self.amount_minor, self.currency, self.refunded_minor, self.charged_back_minor)
 
 
-def _apply_refund(payment: Payment, event: NormalizedEvent, changed: set[str]) -> str:
-    if payment.status not in SETTLED_STATES:
-        return f"ignored: refund while {payment.status}"
-    if event.currency and event.currency != payment.currency:
-        return f"ignored: refund in {event.currency} for a {payment.currency} payment"
+def _settle_note(before: _Money, after: _Money, ledger, reported: str | None) -> str:
+    parts = []
+    if before.status != after.status:
+        parts.append(f"{before.status or 'new'} -> {after.status}")
+    amount_changed = (before.amount_minor, before.currency) != (after.amount_minor, after.currency)
+    if before.status is not None and amount_changed and after.status in SETTLED_STATES:
+        parts.append(f"amount {before.currency} {before.amount_minor} -> {after.currency} {after.amount_minor} (as confirmed)")
+    if before.refunded_minor != after.refunded_minor:
+        parts.append(f"refunded {after.refunded_minor} of {after.amount_minor}")
+    if before.charged_back_minor != after.charged_back_minor:
+        parts.append(f"charged back {after.charged_back_minor} of {after.amount_minor}")
+    if before.disputed_minor != after.disputed_minor:
+        parts.append(f"disputed {after.disputed_minor}")
+    if parts:
+        return "; ".join(parts)
+    if ledger.waiting:
+        return f"recorded: refunds or disputes wait for the payment to succeed (now {after.status})"
+    if reported and reported != after.status and not (reported == S.SUCCEEDED and after.status in SETTLED_STATES):
+        return f"recorded: {reported} after {after.status} (outranked)"
+    return "no change"
+
+
+def _recheck_schedule(payment: Payment, ledger, now: datetime, put) -> None:
+    """Nothing is left without a next look: a provider payment that is not settled (or has
+    refunds waiting for its success) stays on the janitor's schedule; a settled one leaves it."""
+    recheckable = payment.account_id is not None and not payment.is_manual
+    if recheckable and (ledger.status in RECHECKABLE_STATES or ledger.waiting):
+        if ledger.waiting and ledger.status not in RECHECKABLE_STATES:
+            # A refund proves a success we have not heard of: ask the provider now.
+            put("next_check_at", now)
+        elif payment.next_check_at is None and payment.status_checks == 0:
+            put("next_check_at", _recheck_time(payment.checkout_created_at or payment.created_at or now, 0))
+    elif payment.next_check_at is not None and ledger.status not in RECHECKABLE_STATES:
+        put("next_check_at", None)
+
+
+def _event_ids(event: NormalizedEvent) -> list[tuple[str, str]]:
+    return [("txn", event.external_txn_id), ("ref", event.reference), ("checkout", event.checkout_id)]
+
+
+def _fact_summary(fact: TransactionFact) -> str:
+    amount = format_minor(fact.amount_minor, fact.currency) if fact.amount_minor is not None else ""
+    return f"{fact.kind} {fact.status} {amount}".strip()
+
+
+def _facts_from_event(
+    event: NormalizedEvent, *, occurred_at: datetime, webhook_event_id: int | None
+) -> list[TransactionFact]:
+    """The facts a verified event states. A body not bound to a secret states only that the
+    transaction is under way: its money claims wait for the provider's API
+    (``payment_provider_status_apply``)."""
+    common = {
+        "occurred_at": occurred_at,
+        "source": FactSource.PROVIDER_EVENT,
+        "source_ref": event.event_id[:255],
+        "webhook_event_id": webhook_event_id,
+    }
+    if event.requires_confirmation:
+        if event.status is None:
+            return []
+        status = S.PENDING if event.status == S.PENDING else S.PROCESSING
+        return [TransactionFact(kind=FactKind.CHARGE, status=status, **common)]
+    facts = []
+    if event.status is not None:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.CHARGE, status=event.status, amount_minor=event.amount_minor, currency=event.currency,
+                **common,
+            )  # fmt: skip
+        )
+    for refund in event.refunds:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.REFUND, key=(refund.key or f"event:{event.event_id}")[:255], status=refund.status,
+                amount_minor=refund.amount_minor, currency=event.currency, **common,
+            )  # fmt: skip
+        )
     if event.refunded_total_minor is not None:
-        total = event.refunded_total_minor
-    else:
-        total = payment.refunded_amount_minor + (event.refund_amount_minor or 0)
-    if total <= payment.refunded_amount_minor:
-        return "no change: refund already recorded"
-    if total > payment.amount_minor:
-        return f"ignored: refunds of {total} exceed the payment's {payment.amount_minor}"
-    payment.refunded_amount_minor = total
-    changed.add("refunded_amount_minor")
-    target = S.REFUNDED if total == payment.amount_minor else S.PARTIALLY_REFUNDED
-    if target != payment.status:
-        _set_status(payment, target, changed)
-    return f"refunded {total} of {payment.amount_minor}"
+        facts.append(
+            TransactionFact(
+                kind=FactKind.REFUNDED_TOTAL, amount_minor=event.refunded_total_minor, currency=event.currency,
+                **common,
+            )  # fmt: skip
+        )
+    for dispute in event.disputes:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.DISPUTE, key=dispute.key[:255], status=dispute.status,
+                amount_minor=dispute.amount_minor, currency=event.currency, **common,
+            )  # fmt: skip
+        )
+    return facts
+
+
+def _facts_from_status(status: NormalizedStatus, *, payment: Payment, source_ref: str) -> list[TransactionFact]:
+    common = {"occurred_at": timezone.now(), "source": FactSource.PROVIDER_API, "source_ref": source_ref[:255]}
+    currency = status.currency or payment.currency
+    facts = [
+        TransactionFact(
+            kind=FactKind.CHARGE,
+            status=status.status,
+            amount_minor=status.amount_minor if status.amount_minor is not None else None,
+            currency=currency if status.amount_minor is not None else "",
+            **common,
+        )
+    ]
+    if status.status == S.SUCCEEDED and status.amount_minor is None:
+        facts[0].amount_minor, facts[0].currency = payment.amount_minor, payment.currency
+    for refund in status.refunds:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.REFUND, key=refund.key[:255], status=refund.status, amount_minor=refund.amount_minor,
+                currency=currency, **common,
+            )  # fmt: skip
+        )
+    if status.refunded_total_minor is not None:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.REFUNDED_TOTAL, amount_minor=status.refunded_total_minor, currency=currency, **common
+            )
+        )
+    for dispute in status.disputes:
+        facts.append(
+            TransactionFact(
+                kind=FactKind.DISPUTE, key=dispute.key[:255], status=dispute.status,
+                amount_minor=dispute.amount_minor, currency=currency, **common,
+            )  # fmt: skip
+        )
+    return facts
+
+
+def _facts_add(payment: Payment, facts: list[TransactionFact]) -> None:
+    """Keep the new facts of a locked payment. A report that only repeats the latest one of its
+    kind (the janitor asking again, an event stating what another said) adds nothing, so the
+    ledger does not grow with every check; the fold would give the same answer either way."""
+    if not facts:
+        return
+    latest: dict[tuple, tuple] = {}
+    for kind, key, source, status, amount, currency in (
+        TransactionFact.objects.filter(payment=payment)
+        .order_by("occurred_at", "id")
+        .values_list("kind", "key", "source", "status", "amount_minor", "currency")
+    ):
+        latest[(kind, key, source)] = (status, amount, currency)
+    new = []
+    for fact in facts:
+        fact.payment, fact.school_id, fact.account_id = payment, payment.school_id, payment.account_id
+        slot = (fact.kind, fact.key, fact.source)
+        value = (fact.status, fact.amount_minor, fact.currency)
+        if latest.get(slot) == value:
+            continue
+        latest[slot] = value
+        new.append(fact)
+    TransactionFact.objects.bulk_create(new)
+
+
+def _facts_adopt(payment: Payment) -> int:
+    """Attach the facts that were waiting for this payment (found by its ids in its account),
+    and link their webhook events to it."""
+    if payment.account_id is None:
+        return 0
+    match = Q()
+    if payment.external_txn_id:
+        match |= Q(txn_id=payment.external_txn_id)
+    for reference in {payment.reference, payment.provider_reference} - {None, ""}:
+        match |= Q(reference=reference)
+    if not match:
+        return 0
+    waiting = TransactionFact.objects.filter(match, account_id=payment.account_id, payment__isnull=True)
+    events = set(waiting.exclude(webhook_event__isnull=True).values_list("webhook_event_id", flat=True))
+    adopted = waiting.update(payment=payment)
+    if events:
+        WebhookEvent.objects.filter(pk__in=events, payment__isnull=True).update(payment=payment)
+    return adopted
+
+
+def _payment_from_event(*, account: AggregatorAccount, event: NormalizedEvent) -> Payment:
+    """A new payment for a transaction we first hear of from its provider (saved by
+    ``payment_settle``)."""
+    return Payment(
+        id=uuid.uuid4(),
+        school_id=account.school_id,
+        account=account,
+        provider=account.provider,
+        external_txn_id=event.external_txn_id or None,
+        provider_checkout_id=event.checkout_id or None,
+        provider_reference=event.reference[:128],
+        amount_minor=event.amount_minor,
+        currency=event.currency,
+        status=S.PENDING,
+        provider_student_id=event.provider_student_id,
+        mapping_status=MappingStatus.PENDING if event.provider_student_id else MappingStatus.NOT_APPLICABLE,
+        payer=dict(event.payer),
+    )
+
+
+def _payment_ids_learn(payment: Payment, event: NormalizedEvent) -> None:
+    """Remember the ids an event gives for a payment we already have (our own checkout learns its
+    provider transaction id this way), so later events, and facts waiting, find it."""
+    changed = []
+    if not payment.external_txn_id and event.external_txn_id:
+        payment.external_txn_id = event.external_txn_id
+        changed.append("external_txn_id")
+    if not payment.provider_checkout_id and event.checkout_id:
+        payment.provider_checkout_id = event.checkout_id
+        changed.append("provider_checkout_id")
+    if event.reference and event.reference != payment.reference and not payment.provider_reference:
+        payment.provider_reference = event.reference[:128]
+        changed.append("provider_reference")
+    if not payment.provider_student_id and event.provider_student_id:
+        payment.provider_student_id = event.provider_student_id
+        payment.mapping_status = MappingStatus.PENDING
+        changed += ["provider_student_id", "mapping_status"]
+    if changed:
+        payment.save(update_fields=[*changed, "updated_at"])
+
 
 
 # --- Student mapping ----------------------------------------------------------------------------
@@ -1293,22 +1569,24 @@ def _payment_checkout_error(*, payment_id: uuid.UUID, error: str, fail: bool) ->
     open for the janitor (it no longer blocks a new checkout)."""
     with transaction.atomic():
         payment = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
-        from_status = payment.status
         payment.checkout_error = error[:2000] or "error"
-        fields = {"checkout_error", "updated_at"}
-        if fail and can_transition(payment.status, S.FAILED):
-            _set_status(payment, S.FAILED, fields)
-            payment.next_check_at = None
-            fields.add("next_check_at")
-        payment.save(update_fields=sorted(fields))
-        audit_record(
-            action="payment.checkout_failed",
-            actor_type=AuditLog.ActorType.SYSTEM,
-            actor=payment.provider,
-            school_id=payment.school_id,
-            target=payment,
-            details={"error": error[:500], "from": from_status, "to": payment.status},
-        )
+        payment.save(update_fields=["checkout_error", "updated_at"])
+        details = {"error": error[:500]}
+        if fail:
+            payment_fact_add(
+                payment=payment, status=S.FAILED, source=FactSource.SYSTEM, source_ref="checkout refused",
+                actor_type=AuditLog.ActorType.SYSTEM, actor=payment.provider, audit_action="payment.checkout_failed",
+                details=details,
+            )  # fmt: skip
+        else:
+            audit_record(
+                action="payment.checkout_failed",
+                actor_type=AuditLog.ActorType.SYSTEM,
+                actor=payment.provider,
+                school_id=payment.school_id,
+                target=payment,
+                details={**details, "from": payment.status, "to": payment.status},
+            )
 
 
 def payment_checkout_abandon(*, payment_id: uuid.UUID, payment_request_id: int, actor_type: str, actor: str = "") -> Payment:
@@ -1331,18 +1609,10 @@ def payment_checkout_abandon(*, payment_id: uuid.UUID, payment_request_id: int, 
 
 
 def _payment_abandon_locked(payment: Payment, *, reason: str, actor_type: str, actor: str) -> None:
-    from_status = payment.status
-    changed: set[str] = {"updated_at"}
-    _set_status(payment, S.CANCELLED, changed)
-    payment.save(update_fields=sorted(changed))
-    audit_record(
-        action="payment.abandoned",
-        actor_type=actor_type,
-        actor=actor,
-        school_id=payment.school_id,
-        target=payment,
-        details={"from": from_status, "to": payment.status, "reason": reason},
-    )
+    payment_fact_add(
+        payment=payment, status=S.CANCELLED, source=FactSource.SYSTEM, source_ref=reason, actor_type=actor_type,
+        actor=actor, audit_action="payment.abandoned", details={"reason": reason},
+    )  # fmt: skip
 
 
 # --- Manual payments: reported by a parent, reviewed by staff ------------------------------------
@@ -1493,23 +1763,22 @@ def manual_payment_review(
             raise ReviewError(f"This payment was already reviewed ({payment.get_status_display().lower()}).")
         if not selectors.user_can_access_school(user=reviewer, school_id=payment.school_id):
             raise ReviewError("You are not staff of this payment's school.")
-        from_status = payment.status
-        changed: set[str] = {"reviewed_by", "reviewed_at", "review_note", "updated_at"}
-        _set_status(payment, S.SUCCEEDED if decision == "confirm" else S.FAILED, changed)
         payment.reviewed_by = reviewer
         payment.reviewed_at = timezone.now()
         payment.review_note = note
-        payment.save(update_fields=sorted(changed))
-        audit_record(
-            action="payment.reviewed",
+        payment.save(update_fields=["reviewed_by", "reviewed_at", "review_note", "updated_at"])
+        # Confirming settles its request (payment_finalize), as a provider's success does.
+        payment_fact_add(
+            payment=payment,
+            status=S.SUCCEEDED if decision == "confirm" else S.FAILED,
+            amount_minor=payment.amount_minor if decision == "confirm" else None,
+            source=FactSource.STAFF,
+            source_ref=reviewer.get_username(),
             actor_type=AuditLog.ActorType.STAFF,
             actor=reviewer.get_username(),
-            school_id=payment.school_id,
-            target=payment,
-            details={"decision": decision, "note": note[:1000], "from": from_status, "to": payment.status},
+            audit_action="payment.reviewed",
+            details={"decision": decision, "note": note[:1000]},
         )
-        if decision == "confirm" and payment.payment_request_id:
-            payment_finalize(payment=payment, actor_type=AuditLog.ActorType.STAFF, actor=reviewer.get_username())
     return payment
 
 
@@ -1534,18 +1803,14 @@ def payments_recheck_due(*, now: datetime | None = None, limit: int = 500) -> li
 
     A payment is claimed by moving its ``next_check_at`` ahead (rows another janitor or a
     webhook holds are skipped, not waited for), so two janitors never ask twice at once.
-    Payments settled meanwhile (by their webhook) simply leave the schedule.
+    Payments settled meanwhile leave the schedule when they settle (``payment_settle``).
     """
     now = now or timezone.now()
-    Payment.objects.filter(next_check_at__lte=now).exclude(status__in=RECHECKABLE_STATES).update(next_check_at=None)
     from payments.tasks import payment_status_recheck_task
 
     with transaction.atomic():
         due = Payment.objects.filter(
-            next_check_at__lte=now,
-            status__in=RECHECKABLE_STATES,
-            method=PaymentMethod.PROVIDER,
-            account__isnull=False,
+            next_check_at__lte=now, method=PaymentMethod.PROVIDER, account__isnull=False
         ).order_by("next_check_at")
         payment_ids = list(
             due.select_for_update(skip_locked=True, no_key=True, of=("self",)).values_list("pk", flat=True)[:limit]
@@ -1561,19 +1826,21 @@ def payments_recheck_due(*, now: datetime | None = None, limit: int = 500) -> li
 
 
 def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None) -> str:
-    """Ask the provider about one payment left open with no webhook, and act on the answer:
+    """Ask the provider about one payment that is not settled (its webhook never came, or a
+    refund is waiting for a success we have not heard of), and record the answer:
 
-    - settled (succeeded, failed, ...): applied like a webhook, through the same state machine
-      and ``payment_finalize``;
+    - what the provider says is a fact like any other (``payment_provider_status_apply``): a
+      payment the provider says is settled is settled;
     - still open: asked again at the next step of ``PAYMENT_RECHECK_SCHEDULE_SECONDS``; after
       the last one the payment expires (a success the provider confirms later is still taken);
-    - provider unreachable: tried again later, and never expired on that account (we do not
-      know what happened, so we keep asking, once per last interval).
+    - provider unreachable through the whole schedule: flagged ``status_unknown`` for staff (the
+      dashboard shows it) and still asked once per last interval, never expired on that account
+      (we do not know what happened).
 
     The provider is asked with no lock held. Every check is audited (``payment.rechecked``).
     """
     payment = Payment.objects.select_related("account", "school").get(pk=payment_id)
-    if payment.status not in RECHECKABLE_STATES or payment.account is None or payment.is_manual:
+    if payment.status in SETTLED_STATES or payment.account is None or payment.is_manual:
         Payment.objects.filter(pk=payment.pk).update(next_check_at=None)
         return "not open"
     adapter = get_provider(payment.provider)
@@ -1593,8 +1860,9 @@ def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None
     note = "no answer"
     if answer is not None:
         note = f"provider says {answer.status}"
-        if answer.status != payment.status and answer.status != S.PENDING:
-            note = payment_apply_provider_status(payment_id=payment.pk, status=answer, source="janitor").note
+        says_more = answer.status not in (S.PENDING, payment.status) or answer.refunds or answer.refunded_total_minor
+        if says_more:
+            note = payment_provider_status_apply(payment_id=payment.pk, status=answer, source="janitor").note
 
     now = now or timezone.now()
     with transaction.atomic():
@@ -1602,8 +1870,8 @@ def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None
         payment.status_checks += 1
         payment.last_check_error = error[:2000]
         changed = {"status_checks", "last_check_error", "next_check_at", "updated_at"}
-        expired = False
-        if payment.status not in RECHECKABLE_STATES:
+        expire = False
+        if payment.status in SETTLED_STATES:
             payment.next_check_at = None
         else:
             start = payment.checkout_created_at or payment.created_at
@@ -1612,9 +1880,15 @@ def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None
             if payment.next_check_at is None:
                 if unreachable:
                     payment.next_check_at = now + timedelta(seconds=settings.PAYMENT_RECHECK_SCHEDULE_SECONDS[-1])
+                    if payment.review_flag != ReviewFlag.STATUS_UNKNOWN:
+                        payment.review_flag = ReviewFlag.STATUS_UNKNOWN
+                        payment.review_flag_reason = (
+                            f"{adapter.display_name} could not be asked about this payment through "
+                            f"{payment.status_checks} checks: {error[:300]}"
+                        )
+                        changed |= {"review_flag", "review_flag_reason"}
                 elif payment.status in IN_FLIGHT_STATES:
-                    _set_status(payment, S.EXPIRED, changed)
-                    expired = True
+                    expire = True
         payment.save(update_fields=sorted(changed))
         audit_record(
             action="payment.rechecked",
@@ -1631,16 +1905,13 @@ def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None
                 "next_check_at": payment.next_check_at.isoformat() if payment.next_check_at else None,
             },
         )
-        if expired:
-            audit_record(
-                action="payment.expired",
-                actor_type=AuditLog.ActorType.SYSTEM,
-                actor="janitor",
-                school_id=payment.school_id,
-                target=payment,
+        if expire:
+            payment_fact_add(
+                payment=payment, status=S.EXPIRED, source=FactSource.SYSTEM, source_ref="janitor",
+                actor_type=AuditLog.ActorType.SYSTEM, actor="janitor", audit_action="payment.expired",
                 details={"checks": payment.status_checks, "reason": "still open after the last scheduled check"},
-            )
-    return "expired" if expired else note
+            )  # fmt: skip
+    return "expired" if expire else note
 
 
 # --- The dummy provider's checkout page ------------------------------------------------------------

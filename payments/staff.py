@@ -41,7 +41,7 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "view_qboconnection",
         "change_qboconnection",  # connect, configure, retry syncs
         "view_qbopaymentsync",
-        "view_qborefundsync",
+        "view_qboadjustmentsync",
         "view_qbocustomer",
     ),
 }

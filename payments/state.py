@@ -1,13 +1,16 @@
-"""The payment state machine: every allowed transition, in one place.
+"""Payment states, and how one is decided.
 
-``pending -> processing -> succeeded | failed | cancelled``; ``failed -> processing`` (a retry);
-``succeeded -> refunded | partially_refunded``; manual payments start in ``awaiting_review``.
+A payment's state is not moved by each event in turn: it is *derived* from the set of what is
+known about its transaction (``payments.ledger``), so the order in which events arrive cannot
+change it. The states:
 
-Events arrive late and out of order, so a transition that is not listed is never applied: a
-``failed`` that arrives after ``succeeded`` is recorded and ignored. One rule outranks order:
-money the provider confirms as received is never dropped, so a confirmed success is accepted
-from any state that has not already succeeded (a payment that was marked failed, cancelled or
-expired and then succeeds on a retry at the provider).
+- ``pending``, ``processing``: the provider has not settled the transaction yet;
+- ``awaiting_review``: a parent reported a manual payment, staff have not checked it;
+- ``succeeded``: the school has the money; ``partially_refunded`` / ``refunded`` when some or all
+  of it went back; ``disputed`` while a dispute (chargeback) is open, ``charged_back`` once one
+  was lost;
+- ``failed``, ``cancelled``, ``expired``: no money moved (a success reported later still wins:
+  money the provider confirms as received is never dropped).
 """
 
 from __future__ import annotations
@@ -25,27 +28,27 @@ class PaymentStatus(models.TextChoices):
     EXPIRED = "expired", "Expired"
     PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
     REFUNDED = "refunded", "Refunded"
+    DISPUTED = "disputed", "Disputed"
+    CHARGED_BACK = "charged_back", "Charged back"
 
 
 S = PaymentStatus
 
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED}),
-    S.PROCESSING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED}),
-    S.AWAITING_REVIEW: frozenset({S.SUCCEEDED, S.FAILED}),
-    S.FAILED: frozenset({S.PROCESSING, S.SUCCEEDED}),
-    S.CANCELLED: frozenset({S.SUCCEEDED}),
-    S.EXPIRED: frozenset({S.SUCCEEDED}),
-    S.SUCCEEDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
-    S.PARTIALLY_REFUNDED: frozenset({S.PARTIALLY_REFUNDED, S.REFUNDED}),
-    S.REFUNDED: frozenset(),
+# The outcome of the charge itself, before refunds and disputes are looked at. When sources
+# disagree the higher rank wins, whatever the order they came in: a success outranks everything
+# (money confirmed as received is never dropped), a provider's failure outranks our own
+# cancellation or expiry, and any of those outranks "still open".
+CHARGE_RANK: dict[str, int] = {
+    S.PENDING: 0,
+    S.PROCESSING: 1,
+    S.AWAITING_REVIEW: 1,
+    S.EXPIRED: 2,
+    S.CANCELLED: 3,
+    S.FAILED: 4,
+    S.SUCCEEDED: 5,
 }
 
-# States in which the school has the money (or had it, before a refund).
-SETTLED_STATES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED})
-# States a payment can still leave without a refund: what a janitor or a retry may act on.
+# States in which the school received the money (some of it may have gone back since).
+SETTLED_STATES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED, S.CHARGED_BACK})
+# States a payment can still leave without any money moving: the janitor keeps asking about them.
 OPEN_STATES = frozenset({S.PENDING, S.PROCESSING, S.AWAITING_REVIEW})
-
-
-def can_transition(current: str, target: str) -> bool:
-    return target in ALLOWED_TRANSITIONS[current]

@@ -13,6 +13,7 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,47 +35,91 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class RefundReport:
+    """One refund as a provider reports it. ``key`` is the provider's id for the refund, the same
+    in every event that mentions it; "" for providers that have none (the event then keys it)."""
+
+    key: str
+    amount_minor: int
+    status: str = "succeeded"  # payments.ledger.RefundStatus: pending, succeeded, failed
+
+
+@dataclass(frozen=True)
+class DisputeReport:
+    """One dispute (chargeback) of the payment, keyed by the provider's id for it."""
+
+    key: str
+    amount_minor: int
+    status: str  # payments.ledger.DisputeStatus: open, won, lost
+
+
+@dataclass(frozen=True)
 class NormalizedEvent:
-    """One provider notification in our own terms. Only this type travels inward."""
+    """One provider notification in our own terms. Only this type travels inward.
+
+    An event reports facts about one transaction (``payments.ledger``): its outcome
+    (``status``), refunds, a cumulative refunded total, disputes. Any of them may be absent; an
+    event that reports none concerns no payment.
+    """
 
     event_id: str
     event_type: str
-    # The payment state the event reports; None for an event that concerns no payment.
+    # The outcome of the charge the event reports; None when it reports no outcome (a refund
+    # notice, or an event that concerns no payment). Never a refund state: refunds are below.
     status: PaymentStatus | None
     external_txn_id: str = ""
+    # The charge's amount; with ``status`` succeeded, the amount received.
     amount_minor: int = 0
     currency: str = ""
-    # Our own reference, when the provider echoes the one we gave it at checkout.
+    # The transaction's merchant reference: ours when we started the payment and the provider
+    # echoes it, else the provider's own (Paystack's reference of a payment made elsewhere).
     reference: str = ""
     # The provider's id of the checkout we started (``Payment.provider_checkout_id``).
     checkout_id: str = ""
     provider_student_id: str = ""
     payer: Mapping[str, Any] = field(default_factory=dict)
-    # Refund events: the total refunded so far when the provider reports it, else this
-    # refund's own amount (``refund_amount_minor``).
+    refunds: tuple[RefundReport, ...] = ()
+    # The cumulative refunded total at the time of the event, when the provider reports one.
     refunded_total_minor: int | None = None
-    refund_amount_minor: int | None = None
+    disputes: tuple[DisputeReport, ...] = ()
+    # When the provider says this happened, if it says.
+    occurred_at: datetime | None = None
     # True when the body is not bound to a secret (unsigned, or a signature that does not cover
     # the body): its claims are only believed after ``fetch_status`` confirms them.
     requires_confirmation: bool = False
     raw: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def reports_money(self) -> bool:
+        return self.status is not None or bool(self.refunds or self.disputes) or self.refunded_total_minor is not None
+
+    @property
+    def concerns_payment(self) -> bool:
+        # An unconfirmed claim still names its transaction: the worker asks the provider about it.
+        has_ids = bool(self.external_txn_id or self.reference or self.checkout_id)
+        return self.reports_money and (has_ids or not self.requires_confirmation)
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("raw")
         data["status"] = str(self.status) if self.status else None
+        data["occurred_at"] = self.occurred_at.isoformat() if self.occurred_at else None
         return data
 
 
 @dataclass(frozen=True)
 class NormalizedStatus:
-    """What the provider's API says about a payment right now."""
+    """What the provider's API says about a payment right now: the charge's outcome and, once it
+    succeeded, what has been refunded (a total, and the refunds one by one where the API lists
+    them)."""
 
     status: PaymentStatus
     external_txn_id: str = ""
     amount_minor: int | None = None
     currency: str = ""
     refunded_total_minor: int | None = None
+    refunds: tuple[RefundReport, ...] = ()
+    disputes: tuple[DisputeReport, ...] = ()
     detail: str = ""
 
 

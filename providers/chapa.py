@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from payments.money import MoneyError, from_minor
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport
 from providers.common import CurrencyCode, Identifier, NonEmpty, major_units, metadata_text, minor_or_error
 from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
 
@@ -125,9 +125,10 @@ class ChapaProvider(ProviderAdapter):
             # refund rules never let the total exceed what was paid.
             return NormalizedEvent(
                 event_id=f"{kind}:{hook.tx_ref}:{hook.updated_at or hook.amount}"[:255],
-                status=S.REFUNDED if same_mode else None,
-                refund_amount_minor=hook.amount,
-                **common,
+                status=None,
+                # No refund id: the event keys it.
+                refunds=(RefundReport(key="", amount_minor=hook.amount),) if same_mode else (),
+                **{**common, "amount_minor": 0},
             )
         return NormalizedEvent(event_id=f"{kind}:{hook.tx_ref}"[:255], status=None, **{**common, "amount_minor": 0})
 

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 EVENT_STATUS = {
     "payment.succeeded": PaymentStatus.SUCCEEDED,
     "payment.failed": PaymentStatus.FAILED,
-    "payment.refunded": PaymentStatus.REFUNDED,
+    "payment.refunded": PaymentStatus.SUCCEEDED,  # paid, then refunded: refunded_minor says how much
 }
 
 
@@ -92,6 +92,7 @@ class DummyProvider(ProviderAdapter):
         event = self.validate(DummyWebhook, payload)
         status = EVENT_STATUS[event.type]
         data = event.data
+        refunded = event.type == "payment.refunded"
         return NormalizedEvent(
             event_id=event.id,
             event_type=event.type,
@@ -101,9 +102,7 @@ class DummyProvider(ProviderAdapter):
             currency=data.currency,
             reference=data.reference,
             provider_student_id=data.student_id,
-            refunded_total_minor=(data.refunded_minor or data.amount_minor)
-            if status == PaymentStatus.REFUNDED
-            else None,
+            refunded_total_minor=(data.refunded_minor or data.amount_minor) if refunded else None,
             raw=payload,
         )
 

@@ -32,13 +32,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, Vali
 
 from payments.money import MoneyError, from_minor
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
 from providers.common import CurrencyCode, Identifier, major_units, metadata_text, minor_or_error
 from providers.errors import PayloadInvalid, ProviderRejected, SignatureInvalid, SignatureMissing
 
 S = PaymentStatus
 
 CHARGE_STATUS = {"successful": S.SUCCEEDED, "failed": S.FAILED, "pending": S.PENDING, "cancelled": S.CANCELLED}
+REFUND_STATUS = {"completed": "succeeded", "failed": "failed"}
 
 
 class _Model(BaseModel):
@@ -107,9 +108,10 @@ class FlutterwaveProvider(ProviderAdapter):
             return NormalizedEvent(
                 event_id=f"refund:{refund.TransactionId}:{refund.FlwRef}",
                 event_type="refund",
-                # A claim only: the refunded total is taken from the API on confirmation.
-                status=S.REFUNDED,
+                status=None,
                 external_txn_id=str(refund.TransactionId),
+                # A claim only: the refunds are taken from the API on confirmation.
+                refunds=(RefundReport(key=refund.FlwRef, amount_minor=0),),
                 requires_confirmation=True,
                 raw=payload,
             )
@@ -211,36 +213,36 @@ class FlutterwaveProvider(ProviderAdapter):
                 amount = major_units(txn.get("amount"), currency)
             except MoneyError as exc:
                 raise ProviderRejected(f"Flutterwave reported an amount we cannot take exactly: {txn.get('amount')!r}") from exc
-            refunded = 0
+            refunds: tuple[RefundReport, ...] = ()
             if status == S.SUCCEEDED:
-                refunded = self._refunded_total(client, account, txn.get("id"), currency)
-        if refunded:
-            status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
+                refunds = self._refunds(client, account, txn.get("id"), currency)
         return NormalizedStatus(
             status=status,
             external_txn_id=str(txn.get("id", "")),
             amount_minor=amount,
             currency=currency,
-            refunded_total_minor=refunded or None,
+            refunds=refunds,
             detail=str(txn.get("processor_response") or txn.get("status"))[:200],
         )
 
-    def _refunded_total(self, client, account, transaction_id, currency: str) -> int:
+    def _refunds(self, client, account, transaction_id, currency: str) -> tuple[RefundReport, ...]:
         # GET /v3/refunds lists refunds; filtering by the transaction's id (``id``) and the
         # ``tx_id`` field of each refund follow Flutterwave's v3 reference (the filter name is
-        # unconfirmed, so the answer is filtered again here). Only completed refunds count.
+        # unconfirmed, so the answer is filtered again here). Each refund is keyed by its id.
         data = self.request_json(
             client, "GET", f"{self.api_base_url()}/v3/refunds", params={"id": transaction_id}, headers=self._headers(account)
         )
-        total = 0
+        refunds = []
         for refund in data.get("data") or []:
-            if str(refund.get("tx_id")) != str(transaction_id) or str(refund.get("status")).lower() != "completed":
+            if str(refund.get("tx_id")) != str(transaction_id):
                 continue
+            state = REFUND_STATUS.get(str(refund.get("status")).lower(), "pending")
             try:
-                total += major_units(refund.get("amount_refunded"), currency)
+                amount = major_units(refund.get("amount_refunded"), currency)
             except MoneyError as exc:
                 raise ProviderRejected(f"Flutterwave reported a refund we cannot take exactly: {refund!r}"[:300]) from exc
-        return total
+            refunds.append(RefundReport(key=str(refund.get("id")), amount_minor=amount, status=state))
+        return tuple(refunds)
 
     def refund(self, *, payment, amount_minor: int) -> RefundResult:
         """``POST /v3/transactions/<id>/refund`` with the amount in major units."""

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from payments.money import MoneyError, exponent
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
 from providers.common import CurrencyCode, Identifier, NonEmpty, metadata_text, minor_or_error
 from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
 
@@ -176,10 +176,11 @@ class OmiseProvider(ProviderAdapter):
             return NormalizedEvent(
                 event_id=event.id,
                 event_type=kind,
-                status=S.REFUNDED if same_mode else None,
+                status=None,
                 external_txn_id=refund.charge,
                 currency=refund.currency,
-                refund_amount_minor=refund.amount,
+                # A claim only: the charge's refunded total is taken from the API on confirmation.
+                refunds=(RefundReport(key=refund.id, amount_minor=refund.amount),) if same_mode else (),
                 requires_confirmation=True,
                 raw=payload,
             )
@@ -244,8 +245,6 @@ class OmiseProvider(ProviderAdapter):
             refunded = from_omise_amount(charge.get("refunded_amount") or 0, currency)
         except MoneyError as exc:
             raise ProviderRejected(f"Omise reported an amount we cannot take exactly: {charge.get('amount')!r}") from exc
-        if status == S.SUCCEEDED and refunded:
-            status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
         return NormalizedStatus(
             status=status,
             external_txn_id=str(charge.get("id", "")),

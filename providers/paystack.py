@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
 from providers.common import CurrencyCode, Identifier, NonEmpty, integer_units, metadata_text, minor_or_error
 from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
 
@@ -73,8 +73,9 @@ class Transaction(_Model):
     amount: Any
     status: str = ""
     domain: str = "live"
-    # Paystack sends "" or null when the checkout had no metadata.
-    metadata: dict[str, Any] | str | None = None
+    # Free-form: an object, or "", null or 0 when the checkout had none (Paystack's own samples
+    # show all of these); only our student id is read from it, when it is an object.
+    metadata: Any = None
     customer: Customer | None = None
 
     @field_validator("amount")
@@ -84,8 +85,12 @@ class Transaction(_Model):
 
 
 class Refund(_Model):
-    id: int | Identifier
+    """A refund notice. It carries no refund id (https://paystack.com/docs/payments/webhooks,
+    refund events): only the transaction's reference, and ``refund_reference`` once processed
+    or failed (null while pending or processing)."""
+
     transaction_reference: Identifier
+    refund_reference: Identifier | None = None
     currency: CurrencyCode
     amount: Any
     status: str = ""
@@ -113,15 +118,21 @@ class RefundEvent(_Model):
 
 
 CHARGE_EVENTS = {"charge.success": S.SUCCEEDED, "charge.failed": S.FAILED}
-# Only a processed refund has returned money; the others announce progress.
-REFUND_EVENTS = {"refund.processed": S.REFUNDED, "refund.pending": None, "refund.processing": None, "refund.failed": None}
+# Only a processed refund has returned money; a failed one returned none. Pending and processing
+# announce one on its way, with nothing yet to identify it by: they record nothing.
+REFUND_EVENTS = {
+    "refund.processed": "succeeded",
+    "refund.pending": None,
+    "refund.processing": None,
+    "refund.failed": "failed",
+}
 
 # transaction/verify's data.status -> ours. "abandoned" is Paystack's initial state for a checkout
 # that has not been completed yet, so it is still open.
 VERIFY_STATUS = {
     "success": S.SUCCEEDED,
     "failed": S.FAILED,
-    "reversed": S.REFUNDED,
+    "reversed": S.SUCCEEDED,  # paid, then the whole amount went back (see fetch_status)
     "abandoned": S.PENDING,
     "ongoing": S.PENDING,
     "pending": S.PENDING,
@@ -170,16 +181,18 @@ class PaystackProvider(ProviderAdapter):
             )
         if kind in REFUND_EVENTS:
             refund = self.validate(RefundEvent, payload, event_type=kind).data
-            status = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            state = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            # A redelivery of the same notice is the same event; the refund is keyed by Paystack's
+            # refund reference (each refund's own amount, not a running total).
             return NormalizedEvent(
-                event_id=f"{kind}:{refund.id}",
+                event_id=f"{kind}:{refund.transaction_reference}:{refund.refund_reference or refund.amount}"[:255],
                 event_type=kind,
-                status=status,
-                amount_minor=refund.amount,
+                status=None,
                 currency=refund.currency,
                 reference=refund.transaction_reference,
-                # Paystack reports each refund's own amount, not a running total.
-                refund_amount_minor=refund.amount if status else None,
+                refunds=(RefundReport(key=refund.refund_reference or "", amount_minor=refund.amount, status=state),)
+                if state
+                else (),
                 raw=payload,
             )
         data = envelope.data
@@ -246,7 +259,7 @@ class PaystackProvider(ProviderAdapter):
             external_txn_id=str(txn.get("id", "")),
             amount_minor=amount,
             currency=currency,
-            refunded_total_minor=amount if status == S.REFUNDED else None,
+            refunded_total_minor=amount if txn.get("status") == "reversed" else None,
             detail=str(txn.get("gateway_response") or txn.get("status")),
         )
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any, Literal
 
 import stripe
-from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
@@ -132,6 +133,12 @@ class _Envelope(_StripeObject):
     id: NonEmpty
     type: NonEmpty
     livemode: StrictBool
+    # When the event happened (Unix seconds): orders cumulative totals such as amount_refunded.
+    created: StrictInt | None = None
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.created, tz=dt_timezone.utc) if self.created else None
 
 
 class _SessionData(_StripeObject):
@@ -223,6 +230,7 @@ class StripeProvider(ProviderAdapter):
                 currency=session.currency,
                 reference=session.client_reference_id or metadata_text(session.metadata, "reference"),
                 checkout_id=session.id,
+                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(session.metadata, "student_id"),
                 payer={k: v for k, v in (details.model_dump() if details else {}).items() if v},
                 raw=payload,
@@ -238,6 +246,7 @@ class StripeProvider(ProviderAdapter):
                 amount_minor=intent.amount,
                 currency=intent.currency,
                 reference=metadata_text(intent.metadata, "reference"),
+                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(intent.metadata, "student_id"),
                 raw=payload,
             )
@@ -252,13 +261,15 @@ class StripeProvider(ProviderAdapter):
             return NormalizedEvent(
                 event_id=event.id,
                 event_type=kind,
-                status=None if other_mode else (S.REFUNDED if charge.amount_refunded == charge.amount else S.PARTIALLY_REFUNDED),
+                # A refunded charge was paid first.
+                status=None if other_mode else S.SUCCEEDED,
                 external_txn_id=charge.payment_intent,
                 amount_minor=charge.amount,
                 currency=charge.currency,
                 reference=metadata_text(charge.metadata, "reference"),
                 # Stripe reports the cumulative refunded amount on the charge.
-                refunded_total_minor=charge.amount_refunded,
+                refunded_total_minor=None if other_mode else charge.amount_refunded,
+                occurred_at=event.occurred_at,
                 raw=payload,
             )
         return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)
@@ -336,10 +347,9 @@ class StripeProvider(ProviderAdapter):
                 charge = intent.get("latest_charge")
                 if charge and not isinstance(charge, str):
                     refunded = self._amount(charge["amount_refunded"], currency)
-            if refunded:
-                status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
-                return NormalizedStatus(status, intent_id, amount, currency, refunded_total_minor=refunded, detail="refunded")
-            return NormalizedStatus(S.SUCCEEDED, intent_id, amount, currency, detail="paid")
+            return NormalizedStatus(
+                S.SUCCEEDED, intent_id, amount, currency, refunded_total_minor=refunded, detail="refunded" if refunded else "paid"
+            )
         if session["status"] == "expired":
             return NormalizedStatus(S.EXPIRED, intent_id, None, currency, detail="session expired")
         if session["status"] == "complete":

@@ -16,17 +16,16 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, f
 
 from payments.money import MoneyError, currency_code, parse_major_amount
 from payments.state import PaymentStatus
-from providers.base import NormalizedEvent, ProviderAdapter
+from providers.base import NormalizedEvent, ProviderAdapter, RefundReport
 from providers.errors import SignatureInvalid, SignatureMissing
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
+# REVERSED is not an outcome of the charge but money going back: see ``parse``.
 STATUS_MAP = {
     "SUCCEEDED": PaymentStatus.SUCCEEDED,
     "FAILED": PaymentStatus.FAILED,
     "PENDING": PaymentStatus.PENDING,
-    # A reversal returns the whole amount to the payer.
-    "REVERSED": PaymentStatus.REFUNDED,
 }
 
 
@@ -81,15 +80,17 @@ class SurePayProvider(ProviderAdapter):
 
     def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
         event = self.validate(SurePayWebhook, payload)
-        status = STATUS_MAP[event.status]
+        reversal = event.status == "REVERSED"
         return NormalizedEvent(
             event_id=event.event_id,
             event_type=f"payment.{event.status.lower()}",
-            status=status,
+            status=None if reversal else STATUS_MAP[event.status],
             external_txn_id=event.external_txn_id,
-            amount_minor=event.amount,
+            amount_minor=0 if reversal else event.amount,
             currency=event.currency,
             provider_student_id=event.provider_student_id,
-            refunded_total_minor=event.amount if status == PaymentStatus.REFUNDED else None,
+            # A reversal returns ``amount`` (all or part of the payment) to the payer. SurePay
+            # gives it no id of its own: the event keys it, so each reversal counts once.
+            refunds=(RefundReport(key="", amount_minor=event.amount),) if reversal else (),
             raw=payload,
         )

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.money import format_minor
 from quickbooks_sync import selectors, services
-from quickbooks_sync.models import QboConnection, QboCustomer, QboPaymentSync, QboRefundSync, SyncStatus
+from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer, QboPaymentSync, SyncStatus
 
 
 @admin.register(QboConnection)
@@ -117,13 +117,15 @@ class QboPaymentSyncAdmin(SyncRecordAdmin):
         return services.qbo_sync_retry(payment_sync_ids=ids, actor=request.user.get_username())
 
 
-@admin.register(QboRefundSync)
-class QboRefundSyncAdmin(SyncRecordAdmin):
-    list_display = ("updated_at", "payment_link", "school", "amount", "status", "document", "attempts", "error")
+@admin.register(QboAdjustmentSync)
+class QboAdjustmentSyncAdmin(SyncRecordAdmin):
+    list_display = (
+        "updated_at", "payment_link", "school", "movement", "direction", "amount", "status", "document", "attempts", "error",
+    )  # fmt: skip
 
     def _retry(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
-        return services.qbo_sync_retry(refund_sync_ids=ids, actor=request.user.get_username())
+        return services.qbo_sync_retry(adjustment_sync_ids=ids, actor=request.user.get_username())
 
 
 @admin.register(QboCustomer)

@@ -30,21 +30,20 @@ class OpenInvoice:
     doc_number: str = ""
 
 
-def request_id_for(
-    *, realm_id: str, kind: str, payment_id: uuid.UUID | str, refund_total_minor: int = 0, revision: int = 0
-) -> str:
+def request_id_for(*, realm_id: str, kind: str, payment_id: uuid.UUID | str, step: str = "0", revision: int = 0) -> str:
     """The ``requestid`` (reference §3) of one operation: the same for every retry of it, so a
-    replay can never post twice; a new ``revision`` only after QuickBooks refused the last one."""
-    name = f"{realm_id}:{kind}:{payment_id}:{refund_total_minor}:{revision}"
+    replay can never post twice; a new ``revision`` only after QuickBooks refused the last one.
+    ``step`` names an adjustment among the payment's (``QboAdjustmentSync.step``)."""
+    name = f"{realm_id}:{kind}:{payment_id}:{step}:{revision}"
     return str(uuid.uuid5(REQUEST_ID_NAMESPACE, name))
 
 
-def marker_for(*, kind: str, payment_id: uuid.UUID | str, refund_total_minor: int = 0) -> str:
+def marker_for(*, kind: str, payment_id: uuid.UUID | str, step: str = "") -> str:
     """Written into the document's PrivateNote: how a look-up recognises our own document
     (PrivateNote is not filterable, so candidates are found by customer and date)."""
-    if kind == "refund":
-        return f"[sp:{payment_id}:refund:{refund_total_minor}]"
-    return f"[sp:{payment_id}]"
+    if kind == "payment":
+        return f"[sp:{payment_id}]"
+    return f"[sp:{payment_id}:{step}]"
 
 
 def customer_display_name(*, full_name: str, student_number: str) -> str:

@@ -1,9 +1,10 @@
-"""QuickBooks Online state: one connection per school, the sync state of every payment and
-refund, and which QuickBooks customer stands for which student.
+"""QuickBooks Online state: one connection per school, the sync state of every document a
+payment becomes, and which QuickBooks customer stands for which student.
 
-The sync state lives here, not on ``payments.Payment``: a one-to-one record per payment
-(``QboPaymentSync``) and one record per refund total (``QboRefundSync``). Duplicates are made
-impossible by constraints: one record per payment, one per (payment, refunded total), one
+The sync state lives here, not on ``payments.Payment``: a one-to-one record for the payment's
+first document (``QboPaymentSync``: the money received) and one record per later change of what
+the school holds (``QboAdjustmentSync``: a refund, a chargeback, a correction). Duplicates are made
+impossible by constraints: one record per payment, one per (payment, movement, sequence), one
 QuickBooks document per record.
 """
 
@@ -176,31 +177,59 @@ class QboPaymentSync(SyncRecord):
     kind = "payment"
 
 
-class QboRefundSync(SyncRecord):
-    """One refund step of a synced payment: ``refund_total_minor`` is the payment's refunded
-    total after it, ``amount_minor`` what this step adds (a RefundReceipt of that amount)."""
+class QboAdjustmentSync(SyncRecord):
+    """A document after a payment's first one, for one money movement of its ledger
+    (``payments.ledger.Movement``): money that went back (a refund or a chargeback: a
+    RefundReceipt) or came in again (a refund that failed after it was booked, an amount the
+    provider corrected: a SalesReceipt).
 
-    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="qbo_refunds")
-    refund_total_minor = models.BigIntegerField()
+    ``movement`` is the ledger's stable key for the movement (``refund:<refund id>``,
+    ``chargeback:<dispute id>``, ``charge``) and ``sequence`` counts the documents of one
+    movement: 0 for the movement itself, more only when a booked movement later changed. So each
+    money movement reaches QuickBooks once, whatever order its events came in, and the sum of a
+    payment's documents is always its net."""
+
+    class Direction(models.TextChoices):
+        OUT = "out", "Money out (RefundReceipt)"
+        IN = "in", "Money in (SalesReceipt)"
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="qbo_adjustments")
+    movement = models.CharField(max_length=300)
+    sequence = models.PositiveIntegerField(default=0)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
 
     class Meta:
-        verbose_name = "refund sync"
+        verbose_name = "refund or adjustment sync"
         constraints = [
-            models.UniqueConstraint(fields=["payment", "refund_total_minor"], name="uniq_qbo_refund_step"),
+            models.UniqueConstraint(fields=["payment", "movement", "sequence"], name="uniq_qbo_adjustment_step"),
             models.UniqueConstraint(
-                fields=["realm_id", "txn_type", "txn_id"], condition=~Q(txn_id=""), name="uniq_qbo_refund_txn"
+                fields=["realm_id", "txn_type", "txn_id"], condition=~Q(txn_id=""), name="uniq_qbo_adjustment_txn"
             ),
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="qbo_adjustment_amount_positive"),
         ]
         indexes = [
             models.Index(
                 fields=["school", "status", "next_attempt_at"],
                 condition=Q(status__in=["pending", "paused"]),
-                name="qbo_refund_sync_open",
+                name="qbo_adjustment_sync_open",
             ),
         ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"sync of refund to {self.refund_total_minor} of payment {self.payment_id}: {self.status}"
+        return f"sync of {self.movement} ({self.direction} {self.amount_minor}) of payment {self.payment_id}: {self.status}"
 
-    kind = "refund"
+    @property
+    def kind(self) -> str:
+        """What it is to staff: a refund, a chargeback, or a correction."""
+        base = self.movement.split(":", 1)[0]
+        return base if self.direction == self.Direction.OUT and base in ("refund", "chargeback") else "correction"
+
+    @property
+    def step(self) -> str:
+        """Names this document among the payment's, in its request id and its marker."""
+        return f"{self.movement}#{self.sequence}"
+
+    @property
+    def signed_minor(self) -> int:
+        return self.amount_minor if self.direction == self.Direction.IN else -self.amount_minor

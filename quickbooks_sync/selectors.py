@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db.models import Count, F, Max, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from payments.models import MappingStatus, Payment, School
 from payments.selectors import schools_for_user
 from payments.state import SETTLED_STATES
-from quickbooks_sync.models import QboConnection, QboPaymentSync, QboRefundSync, SyncStatus
+from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboPaymentSync, SyncStatus
 
 
 def payment_is_ready(payment: Payment) -> bool:
@@ -35,12 +36,27 @@ def ready_unsynced_payments(*, school_id: int, since: datetime) -> QuerySet[Paym
     ).order_by("created_at")
 
 
-def refunds_not_covered(*, school_id: int) -> QuerySet[Payment]:
-    """Synced payments whose refunded total is ahead of the refund records."""
+def books_behind_ledger(*, school_id: int) -> QuerySet[Payment]:
+    """Payments with a first document whose documents do not add up to what the school holds
+    now (a refund or chargeback no path asked the books about)."""
+    adjustments = (
+        QboAdjustmentSync.objects.filter(payment=OuterRef("pk"))
+        .order_by()
+        .values("payment")
+        .annotate(
+            total=Coalesce(Sum("amount_minor", filter=Q(direction="in")), 0)
+            - Coalesce(Sum("amount_minor", filter=Q(direction="out")), 0)
+        )
+        .values("total")
+    )
     return (
-        Payment.objects.filter(school_id=school_id, refunded_amount_minor__gt=0, qbo_sync__status=SyncStatus.SYNCED)
-        .annotate(covered=Max("qbo_refunds__refund_total_minor"))
-        .filter(Q(covered__isnull=True) | Q(covered__lt=F("refunded_amount_minor")))
+        Payment.objects.filter(school_id=school_id, qbo_sync__isnull=False, status__in=SETTLED_STATES)
+        .annotate(
+            booked=F("qbo_sync__amount_minor") + Coalesce(Subquery(adjustments), Value(0)),
+            net=F("amount_minor") - F("refunded_amount_minor") - F("charged_back_amount_minor"),
+        )
+        .exclude(booked=F("net"))
+        .order_by("created_at")
     )
 
 
@@ -57,7 +73,7 @@ def schools_with_due_work(now: datetime | None = None) -> set[int]:
     due = due_filter(now)
     schools = set(QboPaymentSync.objects.filter(due).values_list("school_id", flat=True).distinct())
     schools |= set(
-        QboRefundSync.objects.filter(due, payment__qbo_sync__status=SyncStatus.SYNCED)
+        QboAdjustmentSync.objects.filter(due, payment__qbo_sync__status=SyncStatus.SYNCED)
         .values_list("school_id", flat=True)
         .distinct()
     )
@@ -71,7 +87,7 @@ def next_due_at(*, school_id: int) -> datetime | None:
         .order_by("next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()
-        for model in (QboPaymentSync, QboRefundSync)
+        for model in (QboPaymentSync, QboAdjustmentSync)
     ]
     times = [moment for moment in times if moment is not None]
     return min(times) if times else None
@@ -79,7 +95,7 @@ def next_due_at(*, school_id: int) -> datetime | None:
 
 def backlog_counts(*, school_id: int) -> dict[str, int]:
     counts = {status: 0 for status in SyncStatus.values}
-    for model in (QboPaymentSync, QboRefundSync):
+    for model in (QboPaymentSync, QboAdjustmentSync):
         for row in model.objects.filter(school_id=school_id).values("status").annotate(n=Count("id")):
             counts[row["status"]] += row["n"]
     return counts
@@ -102,7 +118,7 @@ def sync_backlog_counts(*, schools: QuerySet[School] | None = None) -> dict[str,
     """Payments and refunds not yet in QuickBooks, by sync status, over ``schools`` (every
     school when None): the dashboard's and ``/metrics``' one definition of the sync backlog."""
     counts = {str(status): 0 for status in BACKLOG_STATES}
-    for model in (QboPaymentSync, QboRefundSync):
+    for model in (QboPaymentSync, QboAdjustmentSync):
         records = model.objects.filter(status__in=BACKLOG_STATES)
         if schools is not None:
             records = records.filter(school__in=schools)

@@ -4,7 +4,8 @@ How a payment reaches QuickBooks exactly once:
 
 1. ``qbo_sync_request`` (called when a payment may have become ready: after webhook processing,
    by staff actions, by the backlog scan) makes sure a ready payment has its ``QboPaymentSync``
-   record (and a ``QboRefundSync`` per refund step), then wakes its school's sync after commit.
+   record (and a ``QboAdjustmentSync`` per later money movement: refunds, chargebacks), then
+   wakes its school's sync after commit.
 2. ``qbo_school_sync`` runs one *lane* per school (a Redis lock): it claims due records in
    rounds, resolves the students' customers (cached in ``QboCustomer``, else found by name or
    batch-created: customer names are unique in QuickBooks, so a batch can never duplicate one),
@@ -38,7 +39,6 @@ import redis
 import requests
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Max
 from django.utils import timezone
 from intuitlib.enums import Scopes
 from intuitlib.exceptions import AuthClientError
@@ -49,6 +49,7 @@ from quickbooks.objects import Customer
 from config.celery import backoff_seconds, publish
 from payments.models import AuditLog, Payment
 from payments.money import format_minor, from_minor
+from payments import selectors as payment_selectors
 from payments.services import audit_record
 from payments.state import PaymentStatus
 from quickbooks_sync import documents, selectors
@@ -64,7 +65,7 @@ from quickbooks_sync.errors import (
     QboThrottled,
     QboUnavailable,
 )
-from quickbooks_sync.models import QboConnection, QboCustomer, QboPaymentSync, QboRefundSync, SyncRecord, SyncStatus
+from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer, QboPaymentSync, SyncRecord, SyncStatus
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,13 @@ def _txn_date(payment: Payment) -> date:
 
 
 def _records_ensure(*, payment: Payment, connection: QboConnection) -> QboPaymentSync:
-    """Create the payment's sync record, and a refund record for refunds not covered yet."""
+    """Make the payment's documents follow its ledger: the record of its first document (the
+    money received) and one adjustment for every money movement not yet covered.
+
+    Each movement of the ledger (``payments.ledger``: the charge, each refund, each chargeback)
+    is compared with what its documents already book; a difference becomes one new adjustment
+    (money out: a RefundReceipt; money in again: a SalesReceipt). So each money movement reaches
+    QuickBooks once, and the sum of a payment's documents always comes back to its net."""
     initial = SyncStatus.PENDING if connection.can_sync else SyncStatus.PAUSED
     reason = "" if connection.can_sync else _pause_reason(connection)
     with transaction.atomic():
@@ -119,26 +126,35 @@ def _records_ensure(*, payment: Payment, connection: QboConnection) -> QboPaymen
                 "last_error": reason,
             },
         )
-        if payment.refunded_amount_minor > 0:
-            # Under the payment record's lock, so two refund events racing cannot both claim
-            # the same refunded amount.
-            QboPaymentSync.objects.select_for_update().filter(pk=record.pk).first()
-            covered = (
-                QboRefundSync.objects.filter(payment=payment).aggregate(total=Max("refund_total_minor"))["total"] or 0
-            )
-            if payment.refunded_amount_minor > covered:
-                QboRefundSync.objects.get_or_create(
+        # Under the payment record's lock: two changes racing cannot both book one movement.
+        QboPaymentSync.objects.select_for_update().filter(pk=record.pk).first()
+        adjustments = list(QboAdjustmentSync.objects.filter(payment=payment))
+        booked: dict[str, int] = {"charge": record.amount_minor}
+        sequences: dict[str, int] = {}
+        for adjustment in adjustments:
+            booked[adjustment.movement] = booked.get(adjustment.movement, 0) + adjustment.signed_minor
+            sequences[adjustment.movement] = max(sequences.get(adjustment.movement, -1), adjustment.sequence)
+        targets = {movement.key: movement.amount_minor for movement in payment_selectors.payment_ledger(payment=payment).movements}
+        new = []
+        for key in sorted(set(targets) | set(booked)):
+            difference = targets.get(key, 0) - booked.get(key, 0)
+            if not difference:
+                continue
+            new.append(
+                QboAdjustmentSync(
                     payment=payment,
-                    refund_total_minor=payment.refunded_amount_minor,
-                    defaults={
-                        "school_id": payment.school_id,
-                        "status": initial,
-                        "txn_date": timezone.localdate(),
-                        "amount_minor": payment.refunded_amount_minor - covered,
-                        "currency": payment.currency,
-                        "last_error": reason,
-                    },
+                    school_id=payment.school_id,
+                    movement=key,
+                    sequence=sequences.get(key, -1) + 1,
+                    direction=QboAdjustmentSync.Direction.IN if difference > 0 else QboAdjustmentSync.Direction.OUT,
+                    status=initial,
+                    txn_date=timezone.localdate(),
+                    amount_minor=abs(difference),
+                    currency=payment.currency,
+                    last_error=reason,
                 )
+            )
+        QboAdjustmentSync.objects.bulk_create(new)
     return record
 
 
@@ -294,12 +310,12 @@ def _claim(*, school_id: int, size: int) -> list[_Work]:
         )
         if len(records) < size:
             records += list(
-                QboRefundSync.objects.select_for_update(skip_locked=True, of=("self",))
+                QboAdjustmentSync.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("payment__student", "payment__school", "payment__qbo_sync")
                 .filter(due, school_id=school_id, payment__qbo_sync__status=SyncStatus.SYNCED)
                 .order_by("created_at")[: size - len(records)]
             )
-        for model in (QboPaymentSync, QboRefundSync):
+        for model in (QboPaymentSync, QboAdjustmentSync):
             ids = [record.pk for record in records if isinstance(record, model)]
             if ids:
                 model.objects.filter(pk__in=ids).update(claimed_until=until)
@@ -433,7 +449,7 @@ def _precondition(item: _Work, connection: QboConnection) -> str:
             f"The payment is in {record.currency} but the QuickBooks company's home currency is "
             f"{connection.home_currency} and multicurrency is off."
         )
-    if isinstance(record, QboRefundSync):
+    if isinstance(record, QboAdjustmentSync):
         parent = payment.qbo_sync
         if parent.realm_id != connection.realm_id:
             return f"The payment was synced to QuickBooks company {parent.realm_id}, not the connected one."
@@ -509,21 +525,29 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
             record.customer_id = customer_id
         else:
             parent = payment.qbo_sync
+            what = _ADJUSTMENT_WORDS[record.kind]
             note = (
-                f"Refund of {payment.provider} {reference} ({parent.txn_type} {parent.txn_id}): "
+                f"{what} of {payment.provider} {reference} ({parent.txn_type} {parent.txn_id}, {record.movement}): "
                 f"{format_minor(record.amount_minor, record.currency)} for {who} "
-                + documents.marker_for(
-                    kind="refund", payment_id=payment.pk, refund_total_minor=record.refund_total_minor
-                )
+                + documents.marker_for(kind="adjustment", payment_id=payment.pk, step=record.step)
             )
             body = documents.receipt_document(
                 customer_id=parent.customer_id, amount=amount, txn_date=record.txn_date, item_id=connection.item_id,
-                description=f"Refund of school fees for {who} ({reference})",
+                description=f"{what} of school fees for {who} ({reference})",
                 payment_ref=reference, note=note, deposit_account_id=connection.deposit_account_id, currency=currency,
             )  # fmt: skip
-            record.txn_type = "RefundReceipt"
-            record.details = {"refunds": f"{parent.txn_type} {parent.txn_id}"}
+            record.txn_type = _adjustment_type(record)
+            record.details = {"adjusts": f"{parent.txn_type} {parent.txn_id}", "movement": record.movement}
         record.request_body = body
+
+
+# What an adjustment is called in its document.
+_ADJUSTMENT_WORDS = {"refund": "Refund", "chargeback": "Chargeback (dispute lost)", "correction": "Correction"}
+
+
+def _adjustment_type(record: QboAdjustmentSync) -> str:
+    """Money out is a RefundReceipt (reference §2.8); money in again a SalesReceipt (§2.7)."""
+    return "RefundReceipt" if record.direction == QboAdjustmentSync.Direction.OUT else "SalesReceipt"
 
 
 def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int, str], dict[int, str]]:
@@ -642,16 +666,15 @@ def _landed(session: QboSession, item: _Work) -> dict | None:
     one match means a duplicate exists already: the oldest is kept, and staff are told.
     Sets ``record.txn_type`` to the type found."""
     record, payment = item.record, item.payment
-    if isinstance(record, QboRefundSync):
-        kind, customer, types = "refund", payment.qbo_sync.customer_id, ["RefundReceipt"]
+    if isinstance(record, QboAdjustmentSync):
+        customer, types = payment.qbo_sync.customer_id, [_adjustment_type(record)]
+        marker = documents.marker_for(kind="adjustment", payment_id=payment.pk, step=record.step)
     else:
-        kind, customer = "payment", record.customer_id
+        customer = record.customer_id
         types = sorted(("Payment", "SalesReceipt"), key=lambda entity: entity != record.txn_type)
+        marker = documents.marker_for(kind="payment", payment_id=payment.pk)
     if not customer:
         return None  # never planned, so never sent
-    marker = documents.marker_for(
-        kind=kind, payment_id=payment.pk, refund_total_minor=getattr(record, "refund_total_minor", 0)
-    )
     for entity in types:
         matches, start = [], 1
         while True:
@@ -696,11 +719,11 @@ def _send(session: QboSession, item: _Work) -> None:
         session.lane.renew()
     session.client()  # a token refresh that fails does so before anything is marked
     was_in_doubt = record.in_doubt
-    kind = "refund" if isinstance(record, QboRefundSync) else "payment"
+    adjustment = isinstance(record, QboAdjustmentSync)
     record.realm_id = connection.realm_id
     record.request_id = documents.request_id_for(
-        realm_id=connection.realm_id, kind=kind, payment_id=payment.pk,
-        refund_total_minor=getattr(record, "refund_total_minor", 0), revision=record.revision,
+        realm_id=connection.realm_id, kind="adjustment" if adjustment else "payment", payment_id=payment.pk,
+        step=record.step if adjustment else "0", revision=record.revision,
     )  # fmt: skip
     record.in_doubt = True
     record.attempts += 1
@@ -753,7 +776,7 @@ def _finish_synced(session: QboSession, item: _Work, document: dict, *, via: str
     sent = from_minor(record.amount_minor, record.currency)
     recorded = Decimal(str(document.get("TotalAmt", "0")))
     now = timezone.now()
-    kind = "refund" if isinstance(record, QboRefundSync) else "payment"
+    kind = record.kind
     record.txn_id = str(document["Id"])
     record.in_doubt = False
     record.claimed_until = None
@@ -788,7 +811,7 @@ def _finish_synced(session: QboSession, item: _Work, document: dict, *, via: str
                     "recorded": str(recorded),
                     "request_id": record.request_id,
                     "via": via,
-                    **({"refund_total_minor": record.refund_total_minor} if kind == "refund" else {}),
+                    **({"movement": record.step} if isinstance(record, QboAdjustmentSync) else {}),
                     **({"applied": record.details.get("applied", [])} if record.txn_type == "Payment" else {}),
                 },
             )
@@ -836,7 +859,7 @@ def _finish_failed(
             school_id=payment.school_id,
             target=payment,
             details={
-                "kind": "refund" if isinstance(record, QboRefundSync) else "payment",
+                "kind": record.kind,
                 "error": error[:500],
                 "code": code,
                 "attempts": record.attempts,
@@ -871,7 +894,7 @@ def _retry_later(record: SyncRecord, payment: Payment, *, error: str, in_doubt: 
 def _school_pause(*, school_id: int, reason: str) -> int:
     """Pause the school's pending work (no attempt spent); ``qbo_school_resume`` undoes it."""
     paused = 0
-    for model in (QboPaymentSync, QboRefundSync):
+    for model in (QboPaymentSync, QboAdjustmentSync):
         paused += model.objects.filter(school_id=school_id, status=SyncStatus.PENDING).update(
             status=SyncStatus.PAUSED, last_error=reason[:2000], claimed_until=None, updated_at=timezone.now()
         )
@@ -884,7 +907,7 @@ def qbo_school_resume(*, school_id: int) -> int:
     if connection is None or not connection.can_sync:
         return 0
     resumed = 0
-    for model in (QboPaymentSync, QboRefundSync):
+    for model in (QboPaymentSync, QboAdjustmentSync):
         resumed += model.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).update(
             status=SyncStatus.PENDING, next_attempt_at=None, last_error="", updated_at=timezone.now()
         )
@@ -1253,12 +1276,12 @@ def qbo_connection_disconnect(*, school_id: int, actor: str) -> str:
     return warning
 
 
-def qbo_sync_retry(*, payment_sync_ids: Iterable[int] = (), refund_sync_ids: Iterable[int] = (), actor: str) -> int:
+def qbo_sync_retry(*, payment_sync_ids: Iterable[int] = (), adjustment_sync_ids: Iterable[int] = (), actor: str) -> int:
     """Staff retry failed syncs. A record QuickBooks refused gets a new requestid and a fresh
     plan; one that gave up in doubt is looked up first. A record already in QuickBooks (an
     amount mismatch) is left alone: it must be corrected there."""
     retried, schools = 0, set()
-    for model, ids in ((QboPaymentSync, payment_sync_ids), (QboRefundSync, refund_sync_ids)):
+    for model, ids in ((QboPaymentSync, payment_sync_ids), (QboAdjustmentSync, adjustment_sync_ids)):
         if not ids:
             continue
         with transaction.atomic():
@@ -1309,12 +1332,12 @@ def qbo_backlog_scan(*, limit: int = 1000) -> list[int]:
         for payment in selectors.ready_unsynced_payments(school_id=school_id, since=connection.sync_since)[:limit]:
             _records_ensure(payment=payment, connection=connection)
             created += 1
-        for payment in selectors.refunds_not_covered(school_id=school_id)[:limit]:
+        for payment in selectors.books_behind_ledger(school_id=school_id)[:limit]:
             _records_ensure(payment=payment, connection=connection)
             created += 1
         if (
             QboPaymentSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists()
-            or QboRefundSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists()
+            or QboAdjustmentSync.objects.filter(school_id=school_id, status=SyncStatus.PAUSED).exists()
         ):
             qbo_school_resume(school_id=school_id)
             woken.add(school_id)

@@ -23,7 +23,6 @@ import enum
 import functools
 import hashlib
 import logging
-import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -43,9 +42,9 @@ from payments.ip_allowlist import ip_allowlist_allows
 from payments.models import AggregatorAccount, AuditLog, Payment, WebhookEvent
 from payments.services import (
     audit_record,
-    payment_apply_event,
-    payment_apply_provider_status,
+    payment_event_apply,
     payment_mapping_fail,
+    payment_provider_status_apply,
     payment_student_map,
 )
 from providers.base import NormalizedEvent, ProviderAdapter
@@ -320,7 +319,7 @@ def webhook_event_process(*, event_id: int) -> str | None:
         # retry until it succeeds; applying the same answer twice changes nothing.
         payment = Payment.objects.get(pk=event.payment_id)
         confirmed = adapter.fetch_status(payment=payment)
-        change = payment_apply_provider_status(payment_id=payment.pk, status=confirmed, source=f"event {normalized.event_id}")
+        change = payment_provider_status_apply(payment_id=payment.pk, status=confirmed, source=f"event {normalized.event_id}")
         result = f"{result}; confirmed: {change.note}"
     if event.payment_id is not None:
         result = f"{result}; student {payment_student_map(payment_id=event.payment_id)}"
@@ -349,9 +348,8 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
                 if locked.applied_at is not None:
                     event.payment_id = locked.payment_id
                     return "applied before"
-                payment = selectors.payment_for_event_locked(account=event.account, event=normalized)
-                change = payment_apply_event(
-                    payment=payment, new_payment_id=uuid.uuid4(), account=event.account, event=normalized
+                change = payment_event_apply(
+                    account=event.account, event=normalized, webhook_event_id=event.pk, received_at=event.received_at
                 )
                 event.payment_id = change.payment.pk if change.payment else None
                 WebhookEvent.objects.filter(pk=event.pk).update(payment_id=event.payment_id, applied_at=timezone.now())

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from payments.models import AuditLog, StaffMembership, WebhookEvent
 from payments.staff import staff_group_ensure
-from quickbooks_sync.models import QboConnection, QboCustomer, QboRefundSync
+from quickbooks_sync.models import QboConnection, QboAdjustmentSync, QboCustomer
 from tests.factories import (
     AccountFactory,
     PaymentFactory,
@@ -47,9 +47,9 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
     )
     connection = QboConnection.objects.create(school=school, realm_id=f"{code}-realm", company_name=f"{code} books")
     sync = PaymentSyncFactory(payment=payment, status="failed", last_error=f"{code}-sync-error")
-    refund_sync = QboRefundSync.objects.create(
+    refund_sync = QboAdjustmentSync.objects.create(
         payment=payment, school=school, txn_date=sync.txn_date, amount_minor=100, currency=currency,
-        refund_total_minor=100, status="failed", last_error=f"{code}-refund-error",
+        movement="refund:re_1", direction="out", status="failed", last_error=f"{code}-refund-error",
     )  # fmt: skip
     customer = QboCustomer.objects.create(
         school=school, realm_id=f"{code}-realm", student=student, customer_id=f"{code}-cust", display_name=f"{code} cust"
@@ -64,7 +64,7 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
         "auditlog": audit,
         "qboconnection": connection,
         "qbopaymentsync": sync,
-        "qborefundsync": refund_sync,
+        "qboadjustmentsync": refund_sync,
         "qbocustomer": customer,
     }
     return SchoolRows(school=school, marker=code, rows=rows)

@@ -15,7 +15,7 @@ from tests.admin.conftest import make_school_staff
 # Every admin a staff user has a permission on (the staff group); StaffMembership is superuser-only.
 STAFF_MODELS = {
     "payments": ["school", "aggregatoraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog"],
-    "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qborefundsync", "qbocustomer"],
+    "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qboadjustmentsync", "qbocustomer"],
 }
 CASES = [(app, model) for app, models in STAFF_MODELS.items() for model in models]
 

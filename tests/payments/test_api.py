@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from payments.models import AuditLog, Payment, PaymentRequest
-from payments.services import NormalizedStatus, payment_apply_provider_status
+from payments.services import NormalizedStatus, payment_provider_status_apply
 from payments.state import PaymentStatus
 from tests.factories import PaymentRequestFactory, StudentFactory
 from tests.payments.conftest import make_staff
@@ -155,7 +155,7 @@ def test_checkout_refusals(api, payment_request, dummy_account):
     assert (response.status_code, response.json()["code"]) == (400, "provider_unavailable")
     api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "dummy"}, format="json")
     payment = Payment.objects.get()
-    payment_apply_provider_status(
+    payment_provider_status_apply(
         payment_id=payment.pk, status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"), source="t"
     )
     response = api.post(f"/api/payment-requests/{payment_request.pk}/checkout", {"provider": "dummy"}, format="json")

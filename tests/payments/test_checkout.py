@@ -13,7 +13,7 @@ from payments.state import PaymentStatus
 from providers import registry
 from providers.base import CheckoutResult, ProviderAdapter
 from providers.errors import ProviderRejected, ProviderUnavailable
-from tests.factories import AccountFactory, PaymentRequestFactory, StudentFactory
+from tests.factories import AccountFactory, PaymentRequestFactory, StudentFactory, report
 from tests.payments.conftest import csrf_token
 
 pytestmark = pytest.mark.django_db
@@ -125,7 +125,7 @@ def test_after_giving_up_the_payer_can_choose_another_way(payment_request, dummy
 
 def test_a_payment_the_provider_is_processing_cannot_be_given_up(payment_request, dummy_account):
     first = start(payment_request)
-    Payment.objects.filter(pk=first.payment.pk).update(status=PaymentStatus.PROCESSING)
+    report(first.payment, status=PaymentStatus.PROCESSING)
     with pytest.raises(services.CheckoutRefused) as refused:
         services.payment_checkout_abandon(payment_id=first.payment.pk, payment_request_id=payment_request.pk, actor_type="parent")
     assert refused.value.code == "checkout_processing"
@@ -189,7 +189,7 @@ def test_a_cancelled_request_cannot_be_paid(payment_request, dummy_account):
 
 def test_a_paid_request_cannot_be_paid_again(payment_request, dummy_account):
     payment = start(payment_request).payment
-    services.payment_apply_provider_status(
+    services.payment_provider_status_apply(
         payment_id=payment.pk,
         status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
@@ -254,7 +254,7 @@ def test_paid_cancelled_and_unknown_links_show_a_clear_page(client, payment_requ
     assert "This pay link is not valid" in response.content.decode()
 
     payment = start(payment_request).payment
-    services.payment_apply_provider_status(
+    services.payment_provider_status_apply(
         payment_id=payment.pk,
         status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
@@ -350,7 +350,7 @@ def test_the_thanks_page_refreshes_until_the_payment_is_settled(client, payment_
         "request_status": "open",
     }
 
-    services.payment_apply_provider_status(
+    services.payment_provider_status_apply(
         payment_id=payment.pk,
         status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
@@ -363,7 +363,7 @@ def test_the_thanks_page_refreshes_until_the_payment_is_settled(client, payment_
 
 def test_a_failed_payment_offers_to_try_again(client, payment_request, dummy_account):
     payment = start(payment_request).payment
-    services.payment_apply_provider_status(
+    services.payment_provider_status_apply(
         payment_id=payment.pk, status=services.NormalizedStatus(status=PaymentStatus.FAILED), source="test"
     )
     html = client.get(f"/payments/{payment.pk}/thanks").content.decode()

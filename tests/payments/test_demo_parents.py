@@ -34,7 +34,7 @@ def test_running_the_demo_again_keeps_one_open_request_and_makes_a_new_one_once_
     first = demo_seed()
     assert demo_seed() == first
     payment = services.payment_checkout_start(payment_request_id=PaymentRequest.objects.get().pk, provider="dummy").payment
-    services.payment_apply_provider_status(
+    services.payment_provider_status_apply(
         payment_id=payment.pk,
         status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="demo",

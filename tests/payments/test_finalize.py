@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from payments.models import AuditLog, Payment, PaymentRequest, ReviewFlag
-from payments.services import payment_apply_provider_status, payment_finalize
+from payments.services import payment_provider_status_apply, payment_finalize
 from payments.state import PaymentStatus
 from providers.base import NormalizedStatus
 from tests.conftest import process_pending
@@ -143,7 +143,7 @@ def test_money_for_a_cancelled_request_is_kept_and_flagged(client, payment_reque
 
 def test_a_provider_confirmation_finalizes_too(payment_request, dummy_account):
     payment = intent(payment_request, dummy_account)
-    change = payment_apply_provider_status(
+    change = payment_provider_status_apply(
         payment_id=payment.pk,
         status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
@@ -194,7 +194,7 @@ def test_two_successes_finalized_at_the_same_moment_pay_the_request_once(payment
     def confirm(payment):
         try:
             barrier.wait()
-            change = payment_apply_provider_status(
+            change = payment_provider_status_apply(
                 payment_id=payment.pk,
                 status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
                 source="race",

@@ -15,7 +15,7 @@ from payments import services
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.state import PaymentStatus
 from tests.conftest import process_pending, wait_for
-from tests.factories import PaymentRequestFactory
+from tests.factories import PaymentRequestFactory, report
 
 pytestmark = pytest.mark.django_db
 
@@ -98,10 +98,10 @@ def test_a_prompt_never_answered_expires_after_the_last_check(client, kes_reques
     assert payment.next_check_at == at(payment, DAY)
     assert recheck(payment, DAY)[1] == ["expired"]
     assert (payment.status, payment.status_checks, payment.next_check_at) == (PaymentStatus.EXPIRED, 3, None)
-    assert AuditLog.objects.get(action="payment.expired").details == {
-        "checks": 3,
-        "reason": "still open after the last scheduled check",
-    }
+    expired = AuditLog.objects.get(action="payment.expired").details
+    assert (expired["checks"], expired["reason"], expired["from"], expired["to"]) == (
+        3, "still open after the last scheduled check", "pending", "expired",
+    )  # fmt: skip
     kes_request.refresh_from_db()
     assert kes_request.status == PaymentRequest.Status.OPEN
     html = client.get(f"/payments/{payment.pk}/thanks").content.decode()
@@ -181,7 +181,7 @@ def test_manual_payments_and_settled_payments_are_not_checked(kes_request, promp
         payment_request_id=kes_request.pk, method="cash", manual_reference="", amount_minor=150_000
     )
     payment = prompt(kes_request)
-    Payment.objects.filter(pk=payment.pk).update(status=PaymentStatus.FAILED)
+    report(payment, status=PaymentStatus.FAILED)
     assert services.payments_recheck_due(now=at(payment, DAY)) == []
     payment.refresh_from_db()
     manual.refresh_from_db()
@@ -208,5 +208,7 @@ def test_beat_and_a_real_worker_settle_a_missed_payment(kes_request, promptpay, 
     Payment.objects.filter(pk=payment.pk).update(next_check_at=payment.checkout_created_at)  # due now
     payments_recheck_due_task.delay()
     wait_for(lambda: PaymentRequest.objects.get(pk=kes_request.pk).status == PaymentRequest.Status.PAID, timeout=20)
+    # The check is counted once the answer is recorded, in the worker's next transaction.
+    wait_for(lambda: Payment.objects.get(pk=payment.pk).status_checks == 1, timeout=20)
     payment.refresh_from_db()
     assert (payment.status, payment.status_checks, payment.next_check_at) == (PaymentStatus.SUCCEEDED, 1, None)

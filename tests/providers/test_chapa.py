@@ -11,7 +11,7 @@ from providers.base import NormalizedStatus, ReturnUrls
 from providers.errors import OperationNotSupported, PayloadInvalid
 from providers.registry import get_provider
 from tests.conftest import process_pending
-from tests.factories import AccountFactory, PaymentFactory
+from tests.factories import AccountFactory, PaymentFactory, report
 from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": f"charge.success:{REF}", "event_type": "charge.success", "status": "succeeded",
         "external_txn_id": "AP634JFwEbxd", "amount_minor": 450_000, "currency": "ETB", "reference": REF,
         "checkout_id": "", "provider_student_id": "", "payer": {"name": "Abebe Bikila", "phone": "251900000000"},
-        "refunded_total_minor": None, "refund_amount_minor": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
     }
     fake.settle(REF, "success")
     assert process_pending() == ["pending -> processing; confirmed: processing -> succeeded; student pending"]
@@ -121,7 +121,7 @@ def test_ambiguous_amounts_are_field_errors(account, amount):
 
 
 def test_a_refund_is_applied_from_the_signed_body(client, account, started):
-    Payment.objects.filter(pk=started.pk).update(status=S.SUCCEEDED)
+    report(started, status=S.SUCCEEDED)
     assert answer(post(client, "chapa", signed("charge.refunded"))) == accepted(
         f"charge.refunded:{REF}:2025-01-17T08:02:40.000000Z")
     process_pending()

@@ -11,7 +11,7 @@ from providers.base import NormalizedStatus, ReturnUrls
 from providers.errors import PayloadInvalid
 from providers.registry import get_provider
 from tests.conftest import process_pending
-from tests.factories import AccountFactory, PaymentFactory
+from tests.factories import AccountFactory, PaymentFactory, report
 from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": f"charge:{TXN}:successful", "event_type": "charge.completed", "status": "succeeded",
         "external_txn_id": str(TXN), "amount_minor": 2_500_000, "currency": "NGN", "reference": REF, "checkout_id": "",
         "provider_student_id": "prov-001", "payer": {"email": "parent@example.com", "name": "Ada Obi"},
-        "refunded_total_minor": None, "refund_amount_minor": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
     }
     fake.settle(REF, "successful", transaction_id=TXN)
     process_pending()
@@ -133,14 +133,13 @@ def test_a_fractional_ugx_amount_is_a_field_error(account):
 
 def test_a_refund_is_taken_from_the_refunds_api(client, account, started, fake, fake_directory):
     fake.settle(REF, "successful", transaction_id=TXN)
-    Payment.objects.filter(pk=started.pk).update(status=S.SUCCEEDED, external_txn_id=str(TXN))
-    started.refresh_from_db()
+    report(started, status=S.SUCCEEDED, external_txn_id=str(TXN))
     refund = get_provider("flutterwave").refund(payment=started, amount_minor=1_000_000)
     assert (fake.requests[-1].path, fake.requests[-1].json()) == (f"/v3/transactions/{TXN}/refund", {"amount": "10000.00"})
     assert refund.status == S.PARTIALLY_REFUNDED
     assert answer(post(client, "flutterwave", signed("refund"))) == accepted(f"refund:{TXN}:URF_1577867664541_3572735")
     assert process_pending() == [
-        "ignored: processing after succeeded; confirmed: refunded 1000000 of 2500000; student pending"]
+        "no change; confirmed: succeeded -> partially_refunded; refunded 1000000 of 2500000; student pending"]
     started.refresh_from_db()
     assert (started.status, started.refunded_amount_minor) == (S.PARTIALLY_REFUNDED, 1_000_000)
 

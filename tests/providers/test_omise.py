@@ -14,7 +14,7 @@ from providers.base import NormalizedStatus, ReturnUrls
 from providers.errors import PayloadInvalid
 from providers.registry import get_provider
 from tests.conftest import process_pending
-from tests.factories import AccountFactory, PaymentFactory
+from tests.factories import AccountFactory, PaymentFactory, report
 from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
 
 pytestmark = pytest.mark.django_db
@@ -58,7 +58,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": "evnt_test_5xuy4w91xqz7d1w9u0t", "event_type": "charge.complete", "status": "succeeded",
         "external_txn_id": started.external_txn_id, "amount_minor": 350_000, "currency": "THB",
         "reference": "INV-2025-0042", "checkout_id": started.external_txn_id, "provider_student_id": "", "payer": {},
-        "refunded_total_minor": None, "refund_amount_minor": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
     }
     fake.settle(started.external_txn_id, "successful")
     process_pending()
@@ -131,8 +131,7 @@ def test_a_currency_omise_does_not_charge_in_is_a_field_error(account):
 
 def test_a_refund_is_confirmed_by_the_charge(client, account, started, fake):
     fake.settle(started.external_txn_id, "successful")
-    Payment.objects.filter(pk=started.pk).update(status=S.SUCCEEDED)
-    started.refresh_from_db()
+    report(started, status=S.SUCCEEDED)
     refund = get_provider("omise").refund(payment=started, amount_minor=100_000)
     assert (fake.requests[-1].path, fake.requests[-1].body) == (f"/charges/{started.external_txn_id}/refunds", b"amount=100000")
     assert refund.status == S.PARTIALLY_REFUNDED

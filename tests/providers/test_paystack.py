@@ -14,7 +14,7 @@ from providers.errors import PayloadInvalid, ProviderRejected
 from providers.paystack import from_paystack_amount
 from providers.registry import get_provider
 from tests.conftest import process_pending
-from tests.factories import AccountFactory, PaymentFactory
+from tests.factories import AccountFactory, PaymentFactory, report
 from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +54,7 @@ def test_recorded_success_is_accepted_and_normalized(client, account, started, f
         "external_txn_id": "302961", "amount_minor": 2_500_000, "currency": "NGN", "reference": "INV-2025-0042-a1",
         "checkout_id": "", "provider_student_id": "prov-001",
         "payer": {"email": "parent@example.com", "customer_code": "CUS_qo38as2hpsgk2r0", "first_name": "Ada", "last_name": "Obi"},
-        "refunded_total_minor": None, "refund_amount_minor": None, "requires_confirmation": False,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": False,
     }
     process_pending()
     payment = Payment.objects.get()
@@ -115,14 +115,15 @@ def test_unconfirmed_or_fractional_amounts_are_field_errors(account, amount, cur
 
 
 def test_refunds_are_deltas(client, account, started):
-    started.status, started.external_txn_id = S.SUCCEEDED, "302961"
-    started.save()
-    assert answer(post(client, "paystack", signed("refund.processed"))) == accepted("refund.processed:1051632")
+    report(started, status=S.SUCCEEDED, external_txn_id="302961")
+    assert answer(post(client, "paystack", signed("refund.processed"))) == accepted(
+        "refund.processed:INV-2025-0042-a1:CHG3KT1FG3L8MHA3"
+    )
     process_pending()
     started.refresh_from_db()
     assert (started.status, started.refunded_amount_minor) == (S.PARTIALLY_REFUNDED, 1_000_000)
     second = load("paystack", "refund.processed")
-    second["data"].update(id=1051633, amount="1500000")
+    second["data"].update(refund_reference="CHG3KT1FG3L8MHA4", amount="1500000")
     post(client, "paystack", paystack_delivery(json.dumps(second, default=str).encode(), KEY))
     process_pending()
     started.refresh_from_db()

@@ -5,14 +5,16 @@ and the same worker syncs it to (fake) QuickBooks. The backlog scan catches what
 from __future__ import annotations
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
 
 from payments.models import AuditLog, Payment
 from quickbooks_sync import services
-from quickbooks_sync.models import QboPaymentSync, QboRefundSync, SyncStatus
+from quickbooks_sync.models import QboAdjustmentSync, QboPaymentSync, SyncStatus
 from tests.conftest import post_webhook, sign, surepay_body, wait_for
+from tests.factories import report
 from tests.quickbooks_sync.conftest import REALM, customer_for, ready_payment
 
 
@@ -39,7 +41,7 @@ def test_a_webhook_ends_as_an_invoice_payment_in_quickbooks(
     # The provider reverses part of it: a RefundReceipt of that part follows.
     refund = surepay_body(event_id="evt-002", status="REVERSED", amount="40,000")
     assert post_webhook(client, refund, signature=sign(refund)).status_code == 202
-    wait_for(lambda: QboRefundSync.objects.filter(status=SyncStatus.SYNCED).exists(), timeout=20)
+    wait_for(lambda: QboAdjustmentSync.objects.filter(status=SyncStatus.SYNCED).exists(), timeout=20)
     assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "RefundReceipt")] == [40_000]
     # Delivered again, nothing new is posted anywhere.
     assert post_webhook(client, body, signature=sign(body)).status_code == 200
@@ -64,7 +66,9 @@ class TestBacklogScan:
         payment = ready_payment(account, student)
         services.qbo_sync_request(payment_id=payment.pk)
         services.qbo_school_sync(school_id=payment.school_id)
-        Payment.objects.filter(pk=payment.pk).update(refunded_amount_minor=30_000, status="partially_refunded")
+        # A refund that reached the ledger on a path that did not tell the books.
+        with mock.patch("payments.services.payment_offer_to_books_on_commit"):
+            report(payment, refunds=[("re_1", 30_000)])
         services.qbo_backlog_scan()
         services.qbo_school_sync(school_id=payment.school_id)
         assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "RefundReceipt")] == [30_000]

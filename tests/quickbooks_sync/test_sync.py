@@ -13,8 +13,8 @@ from payments.models import AuditLog
 from payments.state import PaymentStatus
 from quickbooks_sync import services
 from quickbooks_sync.documents import marker_for, request_id_for
-from quickbooks_sync.models import QboCustomer, QboPaymentSync, QboRefundSync, SyncStatus
-from tests.factories import AccountFactory, SchoolFactory, StudentFactory
+from quickbooks_sync.models import QboAdjustmentSync, QboCustomer, QboPaymentSync, SyncStatus
+from tests.factories import AccountFactory, SchoolFactory, StudentFactory, report
 from tests.quickbooks_sync.conftest import REALM, customer_for, ready_payment
 
 pytestmark = pytest.mark.django_db
@@ -160,35 +160,54 @@ class TestExactlyOnce:
 
 
 class TestRefunds:
-    def test_each_refund_step_becomes_a_refund_receipt_of_its_amount(self, account, student, connection, fake_qbo):
+    def test_each_refund_becomes_a_refund_receipt_of_its_amount(self, account, student, connection, fake_qbo):
         payment = ready_payment(account, student, 100_000, external_txn_id="txn-r")
         record = sync(payment)
-        payment.refunded_amount_minor, payment.status = 40_000, PaymentStatus.PARTIALLY_REFUNDED
-        payment.save()
+        report(payment, refunds=[("re_1", 40_000)])
         sync(payment)
-        payment.refunded_amount_minor, payment.status = 100_000, PaymentStatus.REFUNDED
-        payment.save()
+        report(payment, refunds=[("re_2", 60_000)])
         sync(payment)
 
         steps = list(
-            QboRefundSync.objects.order_by("refund_total_minor").values_list(
-                "refund_total_minor", "amount_minor", "status"
-            )
+            QboAdjustmentSync.objects.order_by("movement").values_list("movement", "direction", "amount_minor", "status")
         )
-        assert steps == [(40_000, 40_000, SyncStatus.SYNCED), (100_000, 60_000, SyncStatus.SYNCED)]
+        assert steps == [
+            ("refund:re_1", "out", 40_000, SyncStatus.SYNCED),
+            ("refund:re_2", "out", 60_000, SyncStatus.SYNCED),
+        ]
         receipts = fake_qbo.objects(REALM, "RefundReceipt")
         assert [r["TotalAmt"] for r in receipts] == [40_000, 60_000]
         first = creates(fake_qbo, "RefundReceipt")[0]
         assert first.query["requestid"] == [
-            request_id_for(realm_id=REALM, kind="refund", payment_id=payment.pk, refund_total_minor=40_000)
+            request_id_for(realm_id=REALM, kind="adjustment", payment_id=payment.pk, step="refund:re_1#0")
         ]
         body = first.json()
         assert body["DepositToAccountRef"] == {"value": "35"}
         assert body["CustomerRef"] == {"value": record.customer_id}
         assert body["Line"][0]["SalesItemLineDetail"] == {"ItemRef": {"value": "1"}, "Qty": 1, "UnitPrice": "40000"}
-        assert marker_for(kind="refund", payment_id=payment.pk, refund_total_minor=40_000) in body["PrivateNote"]
+        assert marker_for(kind="adjustment", payment_id=payment.pk, step="refund:re_1#0") in body["PrivateNote"]
         assert f"SalesReceipt {record.txn_id}" in body["PrivateNote"]
         assert AuditLog.objects.filter(action="qbo.synced", details__kind="refund").count() == 2
+
+    def test_the_same_refund_reported_twice_and_as_a_total_is_booked_once(self, account, student, connection, fake_qbo):
+        payment = ready_payment(account, student, 100_000, external_txn_id="txn-r")
+        sync(payment)
+        report(payment, refunds=[("re_1", 40_000)])
+        report(payment, refunds=[("re_1", 40_000)], refunded_total_minor=40_000)
+        sync(payment)
+        assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "RefundReceipt")] == [40_000]
+
+    def test_a_refund_that_fails_after_it_was_booked_is_booked_back(self, account, student, connection, fake_qbo):
+        payment = ready_payment(account, student, 100_000, external_txn_id="txn-r")
+        sync(payment)
+        report(payment, refunds=[("re_1", 40_000)])
+        sync(payment)
+        report(payment, refunds=[("re_1", 40_000, "failed")])
+        sync(payment)
+        assert (payment.status, payment.refunded_amount_minor) == (PaymentStatus.SUCCEEDED, 0)
+        assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "RefundReceipt")] == [40_000]
+        # The money came back: a SalesReceipt of it, so the documents add up to the net again.
+        assert [r["TotalAmt"] for r in fake_qbo.objects(REALM, "SalesReceipt")] == [100_000, 40_000]
 
     def test_a_payment_refunded_before_its_first_sync_is_posted_then_refunded(
         self, account, student, connection, fake_qbo

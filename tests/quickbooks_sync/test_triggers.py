@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.test import TestCase
 
 from payments.models import Payment
-from payments.services import manual_payment_review, manual_payment_submit, payment_apply_provider_status
+from payments.services import manual_payment_review, manual_payment_submit, payment_provider_status_apply
 from payments.state import PaymentStatus
 from providers.base import NormalizedStatus
 from quickbooks_sync import services
@@ -49,7 +49,7 @@ def test_a_success_the_janitor_learns_reaches_quickbooks(connection, student, ac
         mapping_status="mapped",
     )
     with TestCase.captureOnCommitCallbacks(execute=True):
-        payment_apply_provider_status(
+        payment_provider_status_apply(
             payment_id=payment.pk,
             status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=100_000, currency="UGX"),
             source="janitor",

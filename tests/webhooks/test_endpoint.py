@@ -343,7 +343,7 @@ def test_a_late_failed_after_succeeded_is_recorded_not_applied(client, account):
     assert WebhookEvent.objects.filter(external_event_id="e2", payment=payment).exists()
     late = AuditLog.objects.filter(action="payment.webhook").order_by("id").last()
     assert late.details["applied"] is False
-    assert late.details["note"] == "ignored: failed after succeeded"
+    assert late.details["note"] == "recorded: failed after succeeded (outranked)"
 
 
 def test_a_success_after_a_failure_is_taken(client, account):
@@ -367,11 +367,16 @@ def test_partial_reversal_partially_refunds(client, account):
     assert payment.amount_minor == 100_000
 
 
-def test_a_reversal_before_success_is_ignored(client, account):
+def test_a_reversal_before_success_waits_for_it_and_is_then_counted(client, account):
     send(client, event_id="e1", status="PENDING")
-    send(client, event_id="e2", status="REVERSED")
+    send(client, event_id="e2", status="REVERSED", amount="30,000")
     payment = Payment.objects.get()
     assert (payment.status, payment.refunded_amount_minor) == (PaymentStatus.PENDING, 0)
+    send(client, event_id="e3", status="SUCCEEDED")
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_minor, payment.refunded_amount_minor) == (
+        PaymentStatus.PARTIALLY_REFUNDED, 100_000, 30_000,
+    )  # fmt: skip
 
 
 def test_success_records_the_confirmed_amount(client, account):
