@@ -14,13 +14,14 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test install worker beat bench clean
+.PHONY: run test install worker beat bench image clean
 
-$(VENV)/.installed: requirements.txt
+# requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (see .python-version)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python $(PYKUSTOMIZE)
 	touch $@
 
@@ -41,6 +42,12 @@ worker: install
 
 beat: install
 	$(VENV)/bin/celery -A config beat --loglevel=INFO
+
+# The image, built with podman on a local Debian bookworm + Python 3.11 base (debootstrap, cached
+# in ~/.cache/school-payments): for machines that reach no image registry. Needs root, podman and
+# debootstrap (Debian packages). `make test` builds and starts it too (tests/ops/test_image.py).
+image: install
+	$(PY) tools/local_image.py build
 
 # Not a test: gunicorn on PostgreSQL under load, against a bare "HMAC + one insert" view.
 bench: install

@@ -193,6 +193,9 @@ def bench_env(database: str, redis_db: int) -> dict:
         "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
         "SCHOOL_API_BASE_URL": "http://127.0.0.1:9/unused",
         "SCHOOL_API_TOKEN": "unused",
+        "METRICS_BEARER_TOKEN": "bench-metrics-token",
+        # No receipts are uploaded here; production wants a bucket or an explicit folder.
+        "MEDIA_ROOT": "/tmp/school-payments-bench-media",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "LOG_LEVEL": "WARNING",

@@ -16,9 +16,17 @@ Counting must cost microseconds on the webhook request path: a cached label chil
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Histogram
 
 from providers.registry import PROVIDERS
+
+# Every process writes its values there, from its first count on (a database query counts, so a
+# management command does too): the directory must exist, also in a fresh emptyDir (the migration
+# Job, `kubectl exec ... manage.py`). Emptying it is the process tree's first process's job.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # --- Webhooks -----------------------------------------------------------------------------------
 
@@ -77,3 +85,82 @@ def webhook_answered(provider: str, outcome: str) -> None:
 def webhook_processed(provider: str, lag_seconds: float) -> None:
     """Observe the receipt-to-processed time of one webhook event (in the worker)."""
     WEBHOOK_PROCESSING_LAG.labels(provider).observe(max(lag_seconds, 0.0))
+
+
+# --- HTTP requests (ops.middleware.HttpMetricsMiddleware) -----------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "http_requests",  # exposed as http_requests_total
+    "HTTP requests answered, by method, route (the URL pattern, e.g. api/webhooks/<str:provider>; "
+    "'unmatched' for paths no pattern matches) and status code.",
+    ["method", "route", "status"],
+)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request entering Django to its response leaving it, by method and route.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+# Methods outside this set are counted as "other": the label stays bounded whatever is sent.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED_ROUTE = "unmatched"
+_http_children: dict[tuple, tuple] = {}
+
+
+def http_request_observed(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answered request and its duration. Label children are cached: a few
+    microseconds per request."""
+    key = (method, route, status)
+    children = _http_children.get(key)
+    if children is None:
+        label_method = method if method in HTTP_METHODS else "other"
+        children = (
+            HTTP_REQUESTS.labels(label_method, route, str(status)),
+            HTTP_REQUEST_DURATION.labels(label_method, route),
+        )
+        if len(_http_children) < 10_000:  # routes and status codes are few; methods are bounded
+            _http_children[key] = children
+    counter, histogram = children
+    counter.inc()
+    histogram.observe(seconds)
+
+
+# --- Database (ops.db: a wrapper around every query of every connection) -------------------------
+
+DB_QUERY_DURATION = Histogram(
+    "db_query_duration_seconds",
+    "Time each SQL statement took (executemany counts once), by database alias.",
+    ["alias"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+DB_QUERY_ERRORS = Counter(
+    "db_query_errors",  # exposed as db_query_errors_total
+    "SQL statements that raised (constraint violations included: a duplicate webhook is one), by "
+    "database alias and error class.",
+    ["alias", "error"],
+)
+
+DB_CONNECTIONS_OPENED = Counter(
+    "db_connections_opened",  # exposed as db_connections_opened_total
+    "Database connections opened, by alias (steady growth means connections are not reused).",
+    ["alias"],
+)
+
+# --- Celery tasks (ops.celery_signals) -------------------------------------------------------------
+
+CELERY_TASKS = Counter(
+    "celery_tasks",  # exposed as celery_tasks_total
+    "Task runs that ended, by task name and outcome: success, failure, retry (it raised and was "
+    "scheduled again), ignore, reject.",
+    ["task", "outcome"],
+)
+
+CELERY_TASK_DURATION = Histogram(
+    "celery_task_duration_seconds",
+    "Run time of each task run, by task name (retries are separate runs).",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)

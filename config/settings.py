@@ -201,9 +201,42 @@ OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.o
 
 # --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API (issue 4) ------
 INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
-# Receipts uploaded with manual payments. Never served publicly: staff download them through admin.
+# Receipts uploaded with manual payments. Never served publicly: staff download them through admin
+# (payments.admin's receipt view). Production keeps them in an S3 bucket, which every replica
+# shares and which outlives the pods (their root filesystem is read-only); development and tests
+# on the local disk. See "Uploaded receipts" in the README.
 MEDIA_ROOT = env_str("MEDIA_ROOT", str(BASE_DIR / "media"))
 MEDIA_URL = "/media/"
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME") or ""
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if AWS_STORAGE_BUCKET_NAME:
+    from botocore.config import Config as _BotoConfig
+
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            # Unset: boto3's own chain (AWS_REGION; on EKS the pod's IAM role gives credentials).
+            "region_name": env_str("AWS_S3_REGION_NAME") or None,
+            # Another S3-compatible store (MinIO, Ceph, ...); unset for Amazon S3.
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+            "location": (env_str("AWS_S3_PREFIX") or "").strip("/"),
+            # Private: no ACL is sent (the bucket's owner-enforced default), and URLs, were any
+            # ever made, are signed and short-lived. Staff get files through the app.
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            "file_overwrite": False,
+            "client_config": _BotoConfig(
+                connect_timeout=env_int("AWS_S3_CONNECT_TIMEOUT_SECONDS", 5),
+                read_timeout=env_int("AWS_S3_READ_TIMEOUT_SECONDS", 30),
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        },
+    }
 MANUAL_RECEIPT_MAX_BYTES = env_int("MANUAL_RECEIPT_MAX_BYTES", 5 * 1024 * 1024)
 # At most this many manual payments of one request may wait for review at once.
 MANUAL_PAYMENTS_PENDING_MAX = env_int("MANUAL_PAYMENTS_PENDING_MAX", 3)
@@ -344,7 +377,12 @@ if IS_PRODUCTION:
 # before the host check (kubelet and Prometheus reach a pod by its IP); RequestIdMiddleware gives
 # each request an id that logs, Celery tasks and the response carry.
 INSTALLED_APPS += ["ops"]
-MIDDLEWARE = ["ops.middleware.RequestIdMiddleware", "ops.middleware.ProbeMiddleware", *MIDDLEWARE]
+MIDDLEWARE = [
+    "ops.middleware.RequestIdMiddleware",
+    "ops.middleware.HttpMetricsMiddleware",
+    "ops.middleware.ProbeMiddleware",
+    *MIDDLEWARE,
+]
 # Static files (the admin's) are collected into the image and served by gunicorn through
 # WhiteNoise; in development runserver serves them.
 SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION and Path(STATIC_ROOT).is_dir())
@@ -355,6 +393,7 @@ if SERVE_STATIC:
 # Seconds each readiness check (database, Redis) may take; also bounds the scrape-time queries.
 READINESS_TIMEOUT_SECONDS = float(env_str("READINESS_TIMEOUT_SECONDS", "2") or 2)
 # When set, /metrics (and a worker's metrics port) require "Authorization: Bearer <token>".
+# Required in production: the ingress routes every path, /metrics included, to the web pods.
 METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN") or ""
 # How long the database gauges of /metrics (backlogs) are reused between scrapes.
 METRICS_DB_CACHE_SECONDS = float(env_str("METRICS_DB_CACHE_SECONDS", "15") or 15)
@@ -414,9 +453,32 @@ def _check_production_settings() -> None:
         problems.append("SCHOOL_API_BASE_URL and SCHOOL_API_TOKEN must be set")
     if not (QBO_API_BASE_URL.startswith("https://") and QBO_OAUTH_DISCOVERY_URL.startswith("https://")):
         problems.append("QBO_API_BASE_URL and QBO_OAUTH_DISCOVERY_URL must be https")
+    if not METRICS_BEARER_TOKEN:
+        problems.append("METRICS_BEARER_TOKEN must be set")
+    if not AWS_STORAGE_BUCKET_NAME and env_str("MEDIA_ROOT") is None:
+        # The image's own disk is read-only and not shared: receipts need a bucket (or, off
+        # Kubernetes, a MEDIA_ROOT on a volume every process shares).
+        problems.append("AWS_STORAGE_BUCKET_NAME (or MEDIA_ROOT on a shared volume) must be set")
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems))
 
 
 if IS_PRODUCTION:
     _check_production_settings()
+
+# --- Error reporting (Sentry) -------------------------------------------------------------------
+# Off unless SENTRY_DSN is set. Events carry the request id and are redacted like the logs; no
+# request bodies, local variables or personal data are sent (ops/errors.py).
+SENTRY_DSN = env_str("SENTRY_DSN") or ""
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT") or APP_ENV
+SENTRY_RELEASE = env_str("SENTRY_RELEASE") or None
+SENTRY_TRACES_SAMPLE_RATE = float(env_str("SENTRY_TRACES_SAMPLE_RATE", "0") or 0)
+if SENTRY_DSN:
+    from ops.errors import error_reporting_init
+
+    error_reporting_init(
+        dsn=SENTRY_DSN,
+        environment=SENTRY_ENVIRONMENT,
+        release=SENTRY_RELEASE,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )

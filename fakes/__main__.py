@@ -11,8 +11,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument(
+        "--public-url", help="where a browser reaches this server, if not where the service does (compose: http://localhost:8001)"
+    )
     args = parser.parse_args()
-    server = serve_in_thread(build_fakes(), host=args.host, port=args.port)
+    server = serve_in_thread(build_fakes(public_url=args.public_url), host=args.host, port=args.port)
     print(f"fakes listening on {server.base_url}", flush=True)
     try:
         while True:

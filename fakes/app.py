@@ -14,8 +14,9 @@ from fakes.server import PrefixRouter
 from fakes.stripe import FakeStripe
 
 
-def build_fakes() -> PrefixRouter:
-    """One router with every fake mounted; add a new fake here with its prefix."""
+def build_fakes(*, public_url: str | None = None) -> PrefixRouter:
+    """One router with every fake mounted; add a new fake here with its prefix. ``public_url``:
+    where a browser reaches this server, when the service reaches it by another name (compose)."""
     return PrefixRouter(
         {
             "/directory": FakeDirectory(),
@@ -26,6 +27,6 @@ def build_fakes() -> PrefixRouter:
             "/chapa": FakeChapa(),
             "/flutterwave": FakeFlutterwave(),
             "/omise": FakeOmise(),
-            "/qbo": build_demo_quickbooks(),
+            "/qbo": build_demo_quickbooks(browser_base_url=f"{public_url.rstrip('/')}/qbo" if public_url else None),
         }
     )

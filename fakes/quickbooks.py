@@ -352,9 +352,13 @@ class FakeQuickBooks(FakeApp):
         refresh_token_seconds: int = 8_726_400,
         latency_seconds: float = 0.0,
         record_requests: bool = True,
+        browser_base_url: str | None = None,
     ) -> None:
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
+        # Where a browser reaches this fake, when not where the service does (compose: the
+        # service calls http://fakes:8001/qbo, staff's browser opens http://localhost:8001/qbo).
+        self.browser_base_url = browser_base_url.rstrip("/") if browser_base_url else None
         self.per_minute, self.per_second, self.concurrent = per_minute, per_second, concurrent
         self.batch_per_minute = batch_per_minute
         self.time_scale = time_scale
@@ -559,7 +563,7 @@ class FakeQuickBooks(FakeApp):
         path = request.path
         if path in ("/.well-known/openid_configuration", "/.well-known/openid_sandbox_configuration",
                     "/.well-known/openid_configuration/", "/.well-known/openid_sandbox_configuration/"):  # fmt: skip
-            return _json(200, self.discovery(base_url))
+            return _json(200, self.discovery(base_url, browser_base_url=self.browser_base_url))
         if path == "/connect/oauth2":
             return self.authorize(request)
         if path == "/oauth2/v1/tokens/bearer":
@@ -574,10 +578,11 @@ class FakeQuickBooks(FakeApp):
     # --- OAuth ---------------------------------------------------------------------------------
 
     @staticmethod
-    def discovery(base_url: str) -> dict:
+    def discovery(base_url: str, *, browser_base_url: str | None = None) -> dict:
         return {
             "issuer": "https://oauth.platform.intuit.com/op/v1",
-            "authorization_endpoint": f"{base_url}/connect/oauth2",
+            # The one endpoint the user's browser visits (the consent screen).
+            "authorization_endpoint": f"{browser_base_url or base_url}/connect/oauth2",
             "token_endpoint": f"{base_url}/oauth2/v1/tokens/bearer",
             "userinfo_endpoint": f"{base_url}/v1/openid_connect/userinfo",
             "revocation_endpoint": f"{base_url}/oauth2/v1/tokens/revoke",
@@ -1011,11 +1016,11 @@ def _sort_key(value: Any):
     return (1, Decimal(0), str(value or ""))
 
 
-def build_demo_quickbooks() -> FakeQuickBooks:
+def build_demo_quickbooks(*, browser_base_url: str | None = None) -> FakeQuickBooks:
     """The company ``make run``'s demo school is connected to (``quickbooks_sync.demo``): a
     UGX company where Amina Nakato (STU-0001) owes two invoices and Brian Okello (STU-0002)
     owes nothing, so a payment from each shows both kinds of sync."""
-    fake = FakeQuickBooks()
+    fake = FakeQuickBooks(browser_base_url=browser_base_url)
     fake.add_company(DEMO_REALM, name="Nile Gardens School (demo books)", home_currency="UGX")
     amina = fake.add_customer(DEMO_REALM, "Amina Nakato (STU-0001)")
     fake.add_customer(DEMO_REALM, "Brian Okello (STU-0002)")

@@ -7,14 +7,16 @@ caused them. A task published outside any request (beat, the sweep) runs under i
 id. The webhook batch publisher's thread is outside any request too, so it carries each event's
 request id inside the message instead (``webhooks.tasks``, ``ops.context.request_id_bound``).
 
-Metrics: a worker with WORKER_METRICS_PORT set serves its metrics (and ``/healthz``) on that
-port; in multiprocess mode the directory is emptied when the worker starts.
+Metrics: every task run is counted by outcome and timed (``task_prerun``/``task_postrun``); a
+worker with WORKER_METRICS_PORT set serves its metrics (and ``/healthz``) on that port; in
+multiprocess mode the directory is emptied when the worker starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from ops.context import TASK_HEADER, current_request_id, request_id_var, task_var
 
@@ -50,6 +52,27 @@ def request_id_clear(task=None, **kwargs) -> None:
     task_var.set(None)
 
 
+# task id -> perf_counter at its start, in the process running it (entries removed at its end).
+_task_started: dict[str, float] = {}
+
+
+def task_metrics_start(task_id=None, **kwargs) -> None:
+    """``task_prerun``."""
+    if task_id:
+        _task_started[task_id] = time.perf_counter()
+
+
+def task_metrics_end(task_id=None, task=None, state=None, **kwargs) -> None:
+    """``task_postrun``: count the run by its final state and observe its duration."""
+    from config.metrics import CELERY_TASK_DURATION, CELERY_TASKS
+
+    started = _task_started.pop(task_id, None) if task_id else None
+    name = getattr(task, "name", None) or "unknown"
+    CELERY_TASKS.labels(name, (state or "unknown").lower()).inc()
+    if started is not None:
+        CELERY_TASK_DURATION.labels(name).observe(time.perf_counter() - started)
+
+
 def worker_metrics_start(**kwargs) -> None:
     """``worker_init`` (the worker's main process, before its pool starts)."""
     from django.conf import settings
@@ -80,5 +103,7 @@ def connect(app) -> None:
     signals.before_task_publish.connect(request_id_publish, weak=False, dispatch_uid="ops-request-id-publish")
     signals.task_prerun.connect(request_id_restore, weak=False, dispatch_uid="ops-request-id-restore")
     signals.task_postrun.connect(request_id_clear, weak=False, dispatch_uid="ops-request-id-clear")
+    signals.task_prerun.connect(task_metrics_start, weak=False, dispatch_uid="ops-task-metrics-start")
+    signals.task_postrun.connect(task_metrics_end, weak=False, dispatch_uid="ops-task-metrics-end")
     signals.worker_init.connect(worker_metrics_start, weak=False, dispatch_uid="ops-worker-metrics")
     signals.worker_process_shutdown.connect(worker_process_metrics_done, weak=False, dispatch_uid="ops-worker-process-done")

@@ -97,10 +97,18 @@ _OWN_ATTRS = {"request_id", "task_id", "task_name"}
 
 
 class RequestContextFilter(logging.Filter):
-    """Adds ``request_id`` (and ``task_id``, ``task_name`` inside a Celery task) to every record."""
+    """Adds ``request_id`` (and ``task_id``, ``task_name`` inside a Celery task) to every record.
+
+    Django logs a 4xx or 5xx answer ("Not Found: /x", from ``django.request``) after the
+    middleware has returned, when the request's context is already reset; such a record carries
+    the request itself, which carries its id (set by RequestIdMiddleware)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        record.request_id = (
+            request_id_var.get()
+            or getattr(getattr(record, "request", None), "request_id", None)
+            or getattr(record, "request_id", None)  # set by this filter for an earlier handler
+        )
         task = task_var.get()
         if task is not None:
             record.task_id, record.task_name = task

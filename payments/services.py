@@ -1659,6 +1659,38 @@ def manual_payment_submit(
     if errors:
         raise ManualPaymentInvalid(errors)
 
+    receipt_name = ""
+    if receipt is not None and kind is not None:
+        # Stored before the transaction: with object storage this is a network call, never made
+        # while the request's row is locked. A refused report deletes it again.
+        school_code = PaymentRequest.objects.filter(pk=payment_request_id).values_list("school__code", flat=True).get()
+        receipt_name = receipts.receipt_store(school_code=school_code, file=receipt, kind=kind)
+    try:
+        return _manual_payment_insert(
+            payment_request_id=payment_request_id,
+            method=method,
+            reference=reference,
+            amount_minor=amount_minor,
+            receipt_name=receipt_name,
+            receipt_content_type=kind.content_type if receipt_name and kind else "",
+            payer=payer,
+        )
+    except BaseException:
+        if receipt_name:
+            receipts.receipt_discard(receipt_name)
+        raise
+
+
+def _manual_payment_insert(
+    *,
+    payment_request_id: int,
+    method: str,
+    reference: str,
+    amount_minor: int,
+    receipt_name: str,
+    receipt_content_type: str,
+    payer: Mapping[str, Any] | None,
+) -> Payment:
     with transaction.atomic():
         payment_request = (
             PaymentRequest.objects.select_for_update(no_key=True, of=("self",))
@@ -1689,11 +1721,9 @@ def manual_payment_submit(
             mapping_status=MappingStatus.MAPPED,
             payer=dict(payer or {}),
         )
-        if receipt is not None and kind is not None:
-            payment.receipt_content_type = kind.content_type
-            # Written to storage before the row; a rollback can leave an orphan file, never a
-            # row without its file.
-            payment.receipt.save(f"receipt.{kind.extension}", receipt, save=False)
+        if receipt_name:
+            payment.receipt = receipt_name
+            payment.receipt_content_type = receipt_content_type
         _payment_insert_with_reference(payment, prefix="M")
         audit_record(
             action="payment.manual_reported",
@@ -1706,7 +1736,7 @@ def manual_payment_submit(
                 "manual_reference": reference,
                 "amount_minor": amount_minor,
                 "currency": payment.currency,
-                "receipt": kind.content_type if kind else None,
+                "receipt": receipt_content_type or None,
             },
         )
     return payment

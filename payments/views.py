@@ -173,6 +173,9 @@ def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
         for name, message in exc.errors.items():
             form.add_error(name if name in form.fields else None, message)
         return _render_pay_page(request, payment_request, status=400, manual_form=form)
+    except receipts.ReceiptStorageUnavailable as exc:
+        # Nothing was recorded: the parent can send the same report again.
+        return _render_pay_page(request, payment_request, status=503, error=str(exc), manual_form=form)
     except services.CheckoutRefused as exc:
         payment_request.refresh_from_db()
         return _closed_page(request, payment_request) or _render_pay_page(

@@ -19,6 +19,8 @@ PRODUCTION = {
     "SCHOOL_API_BASE_URL": "https://directory.example.org",
     "SCHOOL_API_TOKEN": "token",
     "ALLOWED_HOSTS": "payments.example.org",
+    "METRICS_BEARER_TOKEN": "metrics-token",
+    "AWS_STORAGE_BUCKET_NAME": "school-payments-receipts",
 }
 
 
@@ -48,6 +50,8 @@ def test_complete_production_settings_start():
         ({"FIELD_ENCRYPTION_KEYS": None}, "FIELD_ENCRYPTION_KEYS must be set"),
         ({"DATABASE_URL": None}, "DATABASE_URL must be set"),
         ({"SCHOOL_API_TOKEN": None}, "SCHOOL_API_BASE_URL and SCHOOL_API_TOKEN must be set"),
+        ({"METRICS_BEARER_TOKEN": None}, "METRICS_BEARER_TOKEN must be set"),
+        ({"AWS_STORAGE_BUCKET_NAME": None}, "AWS_STORAGE_BUCKET_NAME (or MEDIA_ROOT on a shared volume) must be set"),
     ],
 )
 def test_production_refuses_unsafe_settings(override, problem):
@@ -73,3 +77,38 @@ def test_trusted_proxies_are_addresses_or_networks():
     result = load_settings(**PRODUCTION, TRUSTED_PROXIES="10.0.0.0/8,ingress.internal")
     assert result.returncode != 0
     assert "TRUSTED_PROXIES: 'ingress.internal' is not an IP address or CIDR network" in result.stderr
+
+
+def test_production_receipts_go_to_the_configured_private_bucket():
+    expression = "(settings.STORAGES['default']['BACKEND'], {k: v for k, v in settings.STORAGES['default']['OPTIONS'].items() if k != 'client_config'})"
+    result = load_settings(
+        expression, **PRODUCTION, AWS_S3_REGION_NAME="af-south-1", AWS_S3_PREFIX="/media/"
+    )
+    assert result.returncode == 0, result.stderr
+    backend, options = eval(result.stdout)  # noqa: S307 - our own repr
+    assert backend == "storages.backends.s3.S3Storage"
+    assert options == {
+        "bucket_name": "school-payments-receipts",
+        "region_name": "af-south-1",
+        "endpoint_url": None,
+        "location": "media",
+        "default_acl": None,
+        "querystring_auth": True,
+        "querystring_expire": 300,
+        "file_overwrite": False,
+    }
+    timeouts = load_settings("settings.STORAGES['default']['OPTIONS']['client_config'].connect_timeout", **PRODUCTION)
+    assert timeouts.stdout.strip() == "5"
+
+
+def test_production_may_keep_receipts_on_a_shared_volume_instead(tmp_path):
+    result = load_settings(
+        "settings.STORAGES['default']['BACKEND']", **{**PRODUCTION, "AWS_STORAGE_BUCKET_NAME": None}, MEDIA_ROOT=str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "django.core.files.storage.FileSystemStorage"
+
+
+def test_development_keeps_receipts_on_the_local_disk():
+    result = load_settings("settings.STORAGES['default']['BACKEND']", APP_ENV="development")
+    assert result.stdout.strip() == "django.core.files.storage.FileSystemStorage"

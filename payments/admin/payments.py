@@ -7,13 +7,13 @@ from django.contrib.admin.filters import DateFieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponseRedirect, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from payments import selectors, services
+from payments import receipts, selectors, services
 from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.exports import payments_csv_lines
@@ -246,7 +246,15 @@ class PaymentAdmin(SchoolScopedAdmin):
         payment = self._payment_for_staff(request, object_id)
         if not payment.receipt:
             raise Http404("No receipt")
-        response = FileResponse(payment.receipt.open("rb"), content_type=payment.receipt_content_type)
+        try:
+            # Streamed through this view from wherever it is stored (the bucket is private).
+            handle, size = receipts.receipt_open(payment.receipt)
+        except receipts.ReceiptMissing:
+            raise Http404("The receipt file is missing from storage") from None
+        except receipts.ReceiptStorageUnavailable as exc:
+            return HttpResponse(str(exc), status=503, content_type="text/plain; charset=utf-8")
+        response = FileResponse(handle, content_type=payment.receipt_content_type)
+        response["Content-Length"] = str(size)
         response["Content-Disposition"] = (
             f'inline; filename="receipt-{payment.reference}.{payment.receipt.name.rsplit(".", 1)[-1]}"'
         )

@@ -60,3 +60,6 @@ def by_kind(resources, kind: str) -> dict[str, dict]:
 
 def load_yaml(relative_path: str):
     return yaml.safe_load((REPO / relative_path).read_text())
+
+
+from tests.s3 import s3_server  # noqa: E402, F401 - fixture: a local S3 server

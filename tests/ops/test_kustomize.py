@@ -20,8 +20,9 @@ EXPECTED = {
     "prod": {"namespace": "school-payments", "replicas": 3, "tag": re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")},
 }
 SECRET_NAME = "school-payments-secrets"
-REQUIRED_SECRETS = {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL", "SCHOOL_API_TOKEN"}
-OPTIONAL_SECRETS = {"QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "METRICS_BEARER_TOKEN"}
+REQUIRED_SECRETS = {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL", "SCHOOL_API_TOKEN", "METRICS_BEARER_TOKEN"}
+OPTIONAL_SECRETS = {"QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "SENTRY_DSN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+ECR_REPOSITORY = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/school-payments")
 SECRET_LOOKING = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY|KEYS|DATABASE_URL|REDIS_URL")
 WORKLOADS = ("school-payments-web", "school-payments-worker", "school-payments-beat")
 
@@ -63,7 +64,7 @@ def test_image_is_the_overlays_own_tag_everywhere(overlay):
     assert len(images) == 1, images  # web, worker, beat and the migration run the same build
     (image,) = images
     repository, tag = image.rsplit(":", 1)
-    assert repository.endswith("/school-payments") and "/" in repository
+    assert ECR_REPOSITORY.fullmatch(repository), repository  # Amazon ECR, where the workflows push
     assert EXPECTED[name]["tag"].fullmatch(tag), f"{name}: unexpected tag {tag}"
 
 
@@ -252,3 +253,54 @@ def test_kubectl_kustomize_renders_the_same():
             ["kubectl", "kustomize", str(REPO / "k8s" / "overlays" / name)], check=True, capture_output=True, text=True
         ).stdout
         assert tuple(doc for doc in yaml.safe_load_all(output) if doc) == kustomize_build(f"overlays/{name}")
+
+
+def test_cluster_settings_are_in_the_config_map(overlay):
+    """What a pod behind the ingress needs: the proxies to trust (else IP allowlists see the
+    ingress pod's address), the zone of "today", and where receipts go (the bucket of this
+    environment, reached with this environment's IAM role)."""
+    import ipaddress
+    import zoneinfo
+
+    name, resources = overlay
+    (config_map,) = by_kind(resources, "ConfigMap").values()
+    data = config_map["data"]
+    assert data["TRUSTED_PROXIES"] and all(ipaddress.ip_network(item.strip()) for item in data["TRUSTED_PROXIES"].split(","))
+    assert zoneinfo.ZoneInfo(data["TIME_ZONE"])
+    assert data["AWS_STORAGE_BUCKET_NAME"] == f"school-payments-receipts-{name}"
+    assert data["AWS_S3_REGION_NAME"]
+    assert data["SENTRY_ENVIRONMENT"] == name
+    (account,) = by_kind(resources, "ServiceAccount").values()
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == f"arn:aws:iam::123456789012:role/school-payments-{name}"
+    for _, spec in pod_specs(resources):
+        assert spec["serviceAccountName"] == "school-payments"
+
+
+def test_production_settings_start_with_what_the_manifests_give(overlay):
+    """The settings' production start-up checks pass with exactly the ConfigMap and the
+    Secret's required keys: nothing production requires is missing from the manifests."""
+    import os
+    import subprocess
+    import sys
+
+    from cryptography.fernet import Fernet
+
+    name, resources = overlay
+    (config_map,) = by_kind(resources, "ConfigMap").values()
+    web = container(by_kind(resources, "Deployment")["school-payments-web"])
+    plain_env = {item["name"]: item["value"] for item in web["env"] if "value" in item}
+    secrets = {
+        "SECRET_KEY": "x" * 50,
+        "FIELD_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "DATABASE_URL": "postgres://app:password@db.internal:5432/school_payments",
+        "REDIS_URL": "redis://redis.internal:6379/0",
+        "SCHOOL_API_TOKEN": "token",
+        "METRICS_BEARER_TOKEN": "token",
+    }
+    assert set(secrets) == REQUIRED_SECRETS
+    env = {"PATH": os.environ["PATH"], **config_map["data"], **plain_env, **secrets, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = ""  # not this test's concern
+    script = "import django; django.setup(); from django.conf import settings; print(settings.STORAGES['default']['BACKEND'])"
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "storages.backends.s3.S3Storage"

@@ -237,3 +237,45 @@ def test_each_webhook_is_processed_under_the_id_of_the_request_that_stored_it(
     wait_for(lambda: len(seen) == 2)
     by_event = dict(WebhookEvent.objects.values_list("external_event_id", "pk"))
     assert seen == {by_event["evt-rid-1"]: "req-webhook-1", by_event["evt-rid-2"]: "req-webhook-2"}
+
+
+@pytest.fixture
+def request_log_records():
+    """Records of Django's request loggers (the 4xx/5xx answer lines), through the service's
+    filters, as the console handler receives them."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(RequestContextFilter())
+    handler.addFilter(RedactSecretsFilter())
+    loggers = [logging.getLogger(name) for name in ("django.request", "django.security.DisallowedHost")]
+    for item in loggers:
+        item.addHandler(handler)
+    yield records
+    for item in loggers:
+        item.removeHandler(handler)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "message"),
+    [
+        ("/no/such/page", {}, 404, "Not Found: /no/such/page"),
+        ("/api/webhooks/surepay", {}, 405, "Method Not Allowed: /api/webhooks/surepay"),
+        ("/admin/login/", {"HTTP_HOST": "evil.example"}, 400, "Invalid HTTP_HOST header: 'evil.example'."),
+    ],
+)
+def test_the_log_lines_of_4xx_answers_carry_the_request_id(client, request_log_records, path, headers, status, message):
+    """Django writes them after the middleware has returned (or from inside it, for the host
+    check): they still carry the id the response names."""
+    response = client.get(path, HTTP_X_REQUEST_ID="req-4xx-1", **headers)
+    assert response.status_code == status
+    assert response["X-Request-ID"] == "req-4xx-1"
+    lines = [record for record in request_log_records if record.getMessage().startswith(message)]
+    assert lines, [record.getMessage() for record in request_log_records]
+    assert {record.request_id for record in request_log_records} == {"req-4xx-1"}
+    assert all(isinstance(record.request, str) for record in request_log_records)  # method and path only

@@ -11,6 +11,7 @@ import sys
 
 import httpx
 import pytest
+from celery import shared_task
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -231,11 +232,144 @@ def test_multiprocess_mode_adds_up_every_gunicorn_worker(transactional_db, tmp_p
         assert len(pids) == 2, pids  # both workers counted some of the webhooks
 
         key = ("webhooks_received_total", (("outcome", "accepted"), ("provider", "surepay")))
+        http_key = ("http_requests_total", (("method", "POST"), ("route", "api/webhooks/<provider>"), ("status", "202")))
+        latency_key = ("http_request_duration_seconds_count", (("method", "POST"), ("route", "api/webhooks/<provider>")))
         for _ in range(6):
             values = samples(httpx.get(f"{base}/metrics", headers={"Connection": "close"}).text)
             assert values[key] == sent  # every scrape, whichever worker answered it
+            assert values[http_key] == values[latency_key] == sent
+            assert values[("db_query_duration_seconds_count", (("alias", "default"),))] >= sent
             unfinished = sum(v for (name, _), v in values.items() if name == "webhook_events_unfinished")
             assert unfinished == sent  # no worker runs here: all still waiting
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+# --- HTTP, database and Celery metrics -----------------------------------------------------------
+
+
+def sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.django_db
+def test_http_requests_are_counted_and_timed_by_route_and_status(client, account):
+    def http(method, route, status):
+        return sample("http_requests_total", method=method, route=route, status=str(status))
+
+    def timed(method, route):
+        return sample("http_request_duration_seconds_count", method=method, route=route)
+
+    keys = [
+        ("GET", "healthz", 200),
+        ("POST", "api/webhooks/<provider>/<school_code>", 202),
+        ("POST", "api/webhooks/<provider>/<school_code>", 401),
+        ("GET", "pay/<str:token>/", 404),
+        ("GET", "unmatched", 404),
+        ("GET", "unmatched", 400),  # refused by the host check, before any routing
+    ]
+    before = {key: http(*key) for key in keys}
+    timed_before = timed("POST", "api/webhooks/<provider>/<school_code>")
+    assert client.get("/healthz").status_code == 200
+    body = surepay_body()
+    assert post_webhook(client, body, signature=sign(body), path_school="ng", school_code=None).status_code == 202
+    assert post_webhook(client, body, signature="0" * 64, path_school="ng", school_code=None).status_code == 401
+    assert client.get("/pay/no-such-token/").status_code == 404
+    assert client.get("/wp-login.php").status_code == 404
+    assert client.get("/admin/login/", HTTP_HOST="evil.example").status_code == 400
+    assert {key: http(*key) - before[key] for key in keys} == dict.fromkeys(keys, 1.0)
+    assert timed("POST", "api/webhooks/<provider>/<school_code>") - timed_before == 2
+    assert sample("http_request_duration_seconds_sum", method="GET", route="healthz") > 0
+
+
+@pytest.mark.django_db
+def test_http_labels_stay_bounded_whatever_is_requested(client):
+    before = sample("http_requests_total", method="other", route="unmatched", status="404")
+    for index in range(5):
+        client.generic("BREW", f"/coffee-{index}/pot")
+    assert sample("http_requests_total", method="other", route="unmatched", status="404") - before == 5
+    routes = {labels for labels in _http_label_sets()}
+    assert not any("coffee" in route or "BREW" in method for method, route, _ in routes)
+
+
+def _http_label_sets():
+    for family in REGISTRY.collect():
+        if family.name == "http_requests":
+            for item in family.samples:
+                if item.name == "http_requests_total":
+                    yield item.labels["method"], item.labels["route"], item.labels["status"]
+
+
+@pytest.mark.django_db
+def test_database_queries_are_timed_and_failures_counted(school):
+    from django.db import IntegrityError, transaction
+
+    from payments.models import School
+
+    queries_before = sample("db_query_duration_seconds_count", alias="default")
+    errors_before = sample("db_query_errors_total", alias="default", error="IntegrityError")
+    assert School.objects.filter(code="ng").count() == 1
+    with pytest.raises(IntegrityError), transaction.atomic():
+        School.objects.create(code="ng", name="Twice", currency="UGX")
+    assert sample("db_query_errors_total", alias="default", error="IntegrityError") - errors_before == 1
+    # The count, the failed insert, and the savepoint statements around it.
+    assert sample("db_query_duration_seconds_count", alias="default") - queries_before >= 2
+
+
+def test_a_connection_opened_inside_an_execute_wrapper_block_keeps_that_blocks_wrapper(transactional_db):
+    """The metrics wrapper is installed when a connection opens, possibly inside someone's
+    ``execute_wrapper`` block: leaving the block must remove that block's wrapper, not ours."""
+    from django.db import connection
+
+    from ops.db import query_observed
+
+    connection.close()
+    seen = []
+
+    def spy(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(spy):
+        with connection.cursor() as cursor:  # opens the connection
+            cursor.execute("SELECT 1")
+    assert connection.execute_wrappers == [query_observed]
+    assert seen and seen[-1] == "SELECT 1"
+
+
+@shared_task(name="tests.ops.metrics_ok")
+def metrics_ok_task() -> str:
+    return "ok"
+
+
+@shared_task(name="tests.ops.metrics_fails")
+def metrics_fails_task() -> None:
+    raise RuntimeError("this task fails on purpose")
+
+
+@shared_task(name="tests.ops.metrics_retries", bind=True, max_retries=1)
+def metrics_retries_task(self) -> None:
+    raise self.retry(countdown=0)
+
+
+def test_celery_task_runs_are_counted_by_outcome_and_timed(celery_worker):
+    from config.celery import publish
+
+    def runs(task, outcome):
+        return sample("celery_tasks_total", task=task, outcome=outcome)
+
+    keys = [
+        ("tests.ops.metrics_ok", "success"),
+        ("tests.ops.metrics_fails", "failure"),
+        ("tests.ops.metrics_retries", "retry"),
+        ("tests.ops.metrics_retries", "failure"),
+    ]
+    before = {key: runs(*key) for key in keys}
+    timed_before = sample("celery_task_duration_seconds_count", task="tests.ops.metrics_ok")
+    for task in (metrics_ok_task, metrics_fails_task, metrics_retries_task):
+        assert publish(task, ())
+    # The retried task runs twice: once retried, then (out of retries) failed.
+    wait_for(lambda: all(runs(*key) - before[key] >= 1 for key in keys), timeout=20)
+    assert {key: runs(*key) - before[key] for key in keys} == dict.fromkeys(keys, 1.0)
+    assert sample("celery_task_duration_seconds_count", task="tests.ops.metrics_ok") - timed_before == 1

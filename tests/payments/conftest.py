@@ -94,3 +94,6 @@ def promptpay(monkeypatch, settings, school):
     yield fake, account
     server.stop()
     registry._load.cache_clear()
+
+
+from tests.s3 import s3_bucket, s3_server  # noqa: E402, F401 - fixtures (receipts in S3)

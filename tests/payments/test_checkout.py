@@ -439,6 +439,8 @@ def test_production_switches_the_dummy_checkout_off_by_default():
         "REDIS_URL": "redis://h:6379/0",
         "SCHOOL_API_BASE_URL": "https://directory.example",
         "SCHOOL_API_TOKEN": "t",
+        "METRICS_BEARER_TOKEN": "t",
+        "AWS_STORAGE_BUCKET_NAME": "receipts",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "PATH": "/usr/bin:/bin",
     }
