@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test install worker beat bench image clean
+.PHONY: run test test-ledger-long install worker beat bench soak image clean
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -52,6 +52,14 @@ image: install
 # Not a test: gunicorn on PostgreSQL under load, against a bare "HMAC + one insert" view.
 bench: install
 	$(PY) bench/webhook_bench.py
+
+# The ledger's order-independence properties with a larger budget than `make test` gives them.
+test-ledger-long: install
+	$(MAKE) test LEDGER_EXAMPLES=300 PYTEST_ARGS="tests/ledger $(PYTEST_ARGS)"
+
+# Not a test: thousands of mixed deliveries with the worker killed and Redis restarted; three totals.
+soak: install
+	$(PY) bench/ledger_soak.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3
