@@ -7,6 +7,7 @@ which refuse to start with DEBUG on or without the secrets.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -63,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: refuses a locked-out login before the view runs.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -124,6 +127,18 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The rate limiters' counts (payments.ratelimits): in Redis, shared by every replica, with short
+# timeouts and this process's memory while Redis is unreachable (config.cache).
+CACHES["ratelimit"] = (
+    {
+        "BACKEND": "config.cache.RedisWithLocalFallbackCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "sp",
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    }
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+)
 
 # In-memory broker when tasks run inline; Celery still builds a producer, which wants a host.
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
@@ -321,6 +336,31 @@ CELERY_BEAT_SCHEDULE["qbo-tokens-refresh"] = {
     "schedule": 3600,
 }
 
+# --- Abuse limits (payments/ratelimits.py; the README's "Abuse limits") ---------------------------
+# Requests per client address (or, for webhook refusals, per account) in a fixed window: "N/s",
+# "N/m", "N/h". Generous for the parents' pages: many parents share one carrier-grade NAT address.
+RATE_LIMITS = {
+    "pay_page": env_str("RATE_LIMIT_PAY_PAGE", "120/m"),  # pay link and thanks pages
+    "pay_checkout": env_str("RATE_LIMIT_PAY_CHECKOUT", "30/m"),  # "Pay now", "choose another way"
+    "pay_manual": env_str("RATE_LIMIT_PAY_MANUAL", "20/h"),  # manual-payment reports
+    "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "300/m"),  # the thanks page polls every 3 s
+    # Webhook deliveries refused (authentication failed; per account, or per address without one).
+    "webhook_refusals": env_str("RATE_LIMIT_WEBHOOK_REFUSALS", "30/m"),
+}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+# Admin login: django-axes locks a username from one client address after AXES_FAILURE_LIMIT
+# failed logins, for AXES_COOLOFF_TIME; a success resets the count. Attempts are kept in the
+# database (admin: Axes > Access attempts, where staff can also unlock).
+INSTALLED_APPS += ["axes"]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "payments.ratelimits.admin_client_address"
+AXES_LOCKOUT_CALLABLE = "payments.ratelimits.admin_login_locked_out"
+
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -397,7 +437,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # httpx logs every request at INFO; our own code logs what matters.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # axes.apps announces its version at every start; its failed-login lines (axes.*) stay.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }
 
 

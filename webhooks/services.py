@@ -42,6 +42,7 @@ from payments import selectors
 from payments.errors import PermanentError, TransientError
 from payments.ip_allowlist import ip_allowlist_allows
 from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
+from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
     audit_record,
     payment_apply_event,
@@ -108,7 +109,8 @@ def webhook_receive(
 ) -> WebhookReceipt:
     """Authenticate, validate and store one delivery. Raises the exception that says why not:
     ``UnknownProvider``, ``SchoolCodeMissing``, ``AccountUnknown``, ``IpNotAllowed``,
-    ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``.
+    ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``; or
+    ``RateLimited`` instead of a refusal once an account (or an address) has too many of them.
 
     ``remote_addr`` is the client's address (``webhooks.client_ip``).
     """
@@ -265,6 +267,9 @@ def _audit_refusal(
     body: bytes,
     remote_addr: str | None,
 ) -> None:
+    # Past the limit of refusals (per account, or per address without one) the answer is 429
+    # and nothing is written: a flood of forged deliveries costs a cache increment each.
+    webhook_refusal_limit(account_id=account.pk if account else None, remote_addr=remote_addr)
     # No payload and no signature: only enough to investigate who knocked.
     audit_record(
         action="webhook.refused",

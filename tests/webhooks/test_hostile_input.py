@@ -212,7 +212,7 @@ def mpesa_started(school):
                           amount_minor=150_000)
 
 
-@pytest.mark.parametrize("token", ["0" * 63, "g" * 64, "x" * 5000, "0" * 64 + "\x00"])
+@pytest.mark.parametrize("token", ["0" * 63, "g" * 64, "x" * 5000, "A" * 64])
 def test_mpesa_token_that_cannot_be_ours_is_401_before_the_body_is_read(client, mpesa_started, token):
     body = b'{"Body":' * 25_000 + b"1" + b"}" * 25_000
     with mock.patch("providers.base.loads_limited", side_effect=AssertionError("the body was read")):
