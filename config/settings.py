@@ -217,7 +217,8 @@ OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.o
 
 
 # --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API (issue 4) ------
-INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+# API tokens are django-rest-knox's: only a digest is stored (payments/api/authentication.py).
+INSTALLED_APPS += ["rest_framework", "knox", "drf_spectacular", "drf_spectacular_sidecar"]
 # Receipts uploaded with manual payments. Never served publicly: staff download them through admin.
 MEDIA_ROOT = env_str("MEDIA_ROOT", str(BASE_DIR / "media"))
 MEDIA_URL = "/media/"
@@ -243,7 +244,7 @@ CELERY_BEAT_SCHEDULE["payments-recheck-due"] = {
 }
 REST_FRAMEWORK = {
     # Tokens only: no session cookie authenticates an API call, so the API needs no CSRF token.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.HashedTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.api.permissions.IsSchoolStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # DRF's JSON parser with the webhook decoder's limits (depth, number sizes, NUL).
@@ -252,6 +253,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }
+# Tokens do not expire unless made with an expiry; the header stays "Authorization: Token <key>".
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "school-payments API",
     "DESCRIPTION": "Payment requests, checkouts and payments of the caller's own school. "

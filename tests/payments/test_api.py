@@ -5,7 +5,7 @@ import re
 
 import pytest
 from django.contrib.staticfiles import finders
-from rest_framework.authtoken.models import Token
+from payments.api_tokens import api_token_create
 from rest_framework.test import APIClient
 
 from payments.models import AuditLog, Payment, PaymentRequest
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 def api_for(user):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)}")
     return client
 
 
