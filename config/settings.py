@@ -441,7 +441,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # httpx logs every request at INFO; our own code logs what matters.
     # axes.apps announces its version at every start; its failed-login lines (axes.*) stay.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},
+        # Django's own lines (its request log: "Not Found: <path>"; runserver's request lines under
+        # make run) go through the same redaction as everything else, not through Django's
+        # default handlers, which write whole URLs.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 
