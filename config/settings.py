@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Before anything that reads the session or the database: see payments/guards.py.
     "payments.guards.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -379,11 +380,38 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Security in production -------------------------------------------------------------------
+# `manage.py check --deploy` is clean with these (tests/test_settings.py).
 if IS_PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # The ingress terminates TLS and says so in X-Forwarded-Proto (it sets the header itself,
+    # whatever the client sent).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# Content-Security-Policy (django-csp) on every page, the parents' and the admin: only this
+# origin's scripts, styles and images (none inline), no framing. The API docs page relaxes
+# style-src for Swagger UI's inline styles (payments/api/urls.py). Not on webhook answers: JSON
+# for a provider, and the path is kept cheap.
+INSTALLED_APPS += ["csp"]
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/webhooks/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Ops (issue 6): probes, metrics, request ids, JSON logs, retention -------------------------
 # See the README's "Deployment" section. ProbeMiddleware answers /healthz, /readyz and /metrics
