@@ -387,11 +387,20 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
                 event.payment_id = change.payment.pk if change.payment else None
                 WebhookEvent.objects.filter(pk=event.pk).update(payment_id=event.payment_id, applied_at=timezone.now())
             return change.note
-        except IntegrityError:
+        except IntegrityError as exc:
             # Another worker created this transaction's payment first; now it will be found.
             if attempt == 2:
-                raise
+                # Still refused: the event names two payments (our reference or checkout id of
+                # one, the transaction id of another). Retrying cannot settle that: staff must.
+                raise EventConflict(
+                    "Conflict: the event's reference or checkout id and its transaction id belong to "
+                    f"different payments ({getattr(exc.__cause__, 'diag', None) and exc.__cause__.diag.constraint_name or 'unique'})"
+                ) from exc
     raise AssertionError("unreachable")
+
+
+class EventConflict(PermanentError):
+    """An event that cannot be applied without breaking a payment's uniqueness."""
 
 
 def webhook_event_retry_later(*, event_id: int, error: str) -> str:
