@@ -476,8 +476,8 @@ LOGGING = {
         # Django's own lines (its request log: "Not Found: <path>"; runserver's request lines under
         # make run) go through the same redaction as everything else, not through Django's
         # default handlers, which write whole URLs.
-        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
 

@@ -28,9 +28,9 @@ MAX_DEPTH = 32
 # A JSON number longer than this is no amount, id or timestamp any provider sends (a 64-bit
 # integer has 20 characters), and converting it could be costly.
 MAX_NUMBER_CHARS = 40
-# Commas in the body: an upper bound of its values. Parsing (and walking) 10,000 values costs
-# about a millisecond; provider payloads have a few hundred.
-MAX_VALUES = 10_000
+# Commas and opening brackets in the body: an upper bound of its values. Parsing (and walking)
+# 5,000 values costs a few milliseconds at most; provider payloads have a few hundred.
+MAX_VALUES = 5_000
 # Decimal exponents beyond this would expand to more digits than MAX_NUMBER_CHARS allows.
 MAX_EXPONENT = 40
 
@@ -97,7 +97,9 @@ def loads_limited(body: bytes | str) -> Any:
         text = body
     if "\x00" in text:
         raise JsonRefused("the body contains a NUL character")
-    if text.count(",") > MAX_VALUES:
+    # Values are separated by commas or open a container: counting both (in C) bounds how many
+    # objects parsing could build, whatever their nesting.
+    if text.count(",") + text.count("[") + text.count("{") > MAX_VALUES:
         raise JsonRefused(f"more than {MAX_VALUES} values")
     if "\\u" in text:  # only bodies with \u escapes pay for the scan
         scanned = text.replace("\\\\", "  ") if "\\\\" in text else text
