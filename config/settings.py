@@ -473,6 +473,8 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         "axes.apps": {"level": "WARNING"},
+        # Never SQL with its parameters (pay-link tokens, e-mail addresses), even at DEBUG.
+        "django.db.backends": {"level": "INFO"},
         # Django's own lines (its request log: "Not Found: <path>"; runserver's request lines under
         # make run) go through the same redaction as everything else, not through Django's
         # default handlers, which write whole URLs.

@@ -154,7 +154,8 @@ def test_pay_flow_oauth_connect_and_mpesa_callback_leave_no_secret_in_the_logs(s
     assert '"POST /api/webhooks/mpesa/ng" 202' in messages
     assert "Not Found: /pay/[token]/" in messages
     for secret in secrets_seen:
-        assert secret not in output, f"{secret!r} was logged"
+        leaks = [line for line in output.splitlines() if secret in line]
+        assert not leaks, f"{secret!r} was logged: {leaks[:3]}"
     assert "code=" not in output and "state=" not in output and "?t=" not in output
 
 
