@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test test-ledger-long install worker beat bench soak image clean
+.PHONY: run test test-ledger-long fuzz install worker beat bench bench-hostile soak image clean
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -35,6 +35,14 @@ run: install
 test: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) APP_ENV=test DB_CONN_MAX_AGE=0 \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+# The property-based tests of hostile input (marker fuzz) with a large budget: FUZZ_EXAMPLES
+# examples per test (2,000 by default: about 15,000 webhook bodies, over an hour on 2 cores).
+# `make test` runs them too, with a few dozen examples each.
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) APP_ENV=test DB_CONN_MAX_AGE=0 \
+		HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -m fuzz -p no:cacheprovider $(PYTEST_ARGS)
 
 # Against Redis (set REDIS_URL and DATABASE_URL first).
 worker: install
@@ -60,6 +68,10 @@ test-ledger-long: install
 # Not a test: thousands of mixed deliveries with the worker killed and Redis restarted; three totals.
 soak: install
 	$(PY) bench/ledger_soak.py
+
+# Not a test: CPU time and peak memory of one request with the worst bodies of the maximum size.
+bench-hostile: install
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/hostile_bench.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3

@@ -199,6 +199,8 @@ def bench_env(database: str, redis_db: int) -> dict:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "LOG_LEVEL": "WARNING",
+        # Plain HTTP on loopback: no ingress in front to terminate TLS.
+        "SECURE_SSL_REDIRECT": "false",
     }
 
 

@@ -11,6 +11,8 @@ prometheus_client when a worker exits (see ``config/metrics.py``).
 
 import os
 
+from config.gunicorn_logging import ACCESS_LOG_FORMAT
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
@@ -21,8 +23,13 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))
 # The workers' heartbeat files: on tmpfs, so a slow disk never gets a worker killed.
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
 # Requests are not logged one line each (the ingress does that; the webhook path must stay
-# cheap). gunicorn's own messages are JSON lines like the application's.
+# cheap). GUNICORN_ACCESSLOG=- switches a line per request on: method, path without its query and
+# with pay-link tokens masked, status, size, duration, request id (config/gunicorn_logging.py).
+# gunicorn's own messages are JSON lines like the application's.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+logger_class = "config.gunicorn_logging.RedactingLogger"
+access_log_format = ACCESS_LOG_FORMAT
+
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")  # behind the cluster's ingress
 

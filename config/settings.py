@@ -7,6 +7,7 @@ which refuse to start with DEBUG on or without the secrets.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -55,12 +56,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Before anything that reads the session or the database: see payments/guards.py.
+    "payments.guards.RequestGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: refuses a locked-out login before the view runs.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -122,6 +128,18 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The rate limiters' counts (payments.ratelimits): in Redis, shared by every replica, with short
+# timeouts and this process's memory while Redis is unreachable (config.cache).
+CACHES["ratelimit"] = (
+    {
+        "BACKEND": "config.cache.RedisWithLocalFallbackCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "sp",
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    }
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+)
 
 # In-memory broker when tasks run inline; Celery still builds a producer, which wants a host.
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
@@ -200,7 +218,8 @@ OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.o
 
 
 # --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API (issue 4) ------
-INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+# API tokens are django-rest-knox's: only a digest is stored (payments/api/authentication.py).
+INSTALLED_APPS += ["rest_framework", "knox", "drf_spectacular", "drf_spectacular_sidecar"]
 # Receipts uploaded with manual payments. Never served publicly: staff download them through admin
 # (payments.admin's receipt view). Production keeps them in an S3 bucket, which every replica
 # shares and which outlives the pods (their root filesystem is read-only); development and tests
@@ -259,14 +278,17 @@ CELERY_BEAT_SCHEDULE["payments-recheck-due"] = {
 }
 REST_FRAMEWORK = {
     # Tokens only: no session cookie authenticates an API call, so the API needs no CSRF token.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.HashedTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["payments.api.permissions.IsSchoolStaff"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with the webhook decoder's limits (depth, number sizes, NUL).
+    "DEFAULT_PARSER_CLASSES": ["payments.api.parsers.LimitedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
 }
+# Tokens do not expire unless made with an expiry; the header stays "Authorization: Token <key>".
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "school-payments API",
     "DESCRIPTION": "Payment requests, checkouts and payments of the caller's own school. "
@@ -351,6 +373,31 @@ CELERY_BEAT_SCHEDULE["qbo-tokens-refresh"] = {
     "schedule": 3600,
 }
 
+# --- Abuse limits (payments/ratelimits.py; the README's "Abuse limits") ---------------------------
+# Requests per client address (or, for webhook refusals, per account) in a fixed window: "N/s",
+# "N/m", "N/h". Generous for the parents' pages: many parents share one carrier-grade NAT address.
+RATE_LIMITS = {
+    "pay_page": env_str("RATE_LIMIT_PAY_PAGE", "120/m"),  # pay link and thanks pages
+    "pay_checkout": env_str("RATE_LIMIT_PAY_CHECKOUT", "30/m"),  # "Pay now", "choose another way"
+    "pay_manual": env_str("RATE_LIMIT_PAY_MANUAL", "20/h"),  # manual-payment reports
+    "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "300/m"),  # the thanks page polls every 3 s
+    # Webhook deliveries refused (authentication failed; per account, or per address without one).
+    "webhook_refusals": env_str("RATE_LIMIT_WEBHOOK_REFUSALS", "30/m"),
+}
+RATELIMIT_USE_CACHE = "ratelimit"
+RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
+# Admin login: django-axes locks a username from one client address after AXES_FAILURE_LIMIT
+# failed logins, for AXES_COOLOFF_TIME; a success resets the count. Attempts are kept in the
+# database (admin: Axes > Access attempts, where staff can also unlock).
+INSTALLED_APPS += ["axes"]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "payments.ratelimits.admin_client_address"
+AXES_LOCKOUT_CALLABLE = "payments.ratelimits.admin_login_locked_out"
+
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -366,11 +413,38 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Security in production -------------------------------------------------------------------
+# `manage.py check --deploy` is clean with these (tests/test_settings.py).
 if IS_PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # The ingress terminates TLS and says so in X-Forwarded-Proto (it sets the header itself,
+    # whatever the client sent).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+
+# Content-Security-Policy (django-csp) on every page, the parents' and the admin: only this
+# origin's scripts, styles and images (none inline), no framing. The API docs page relaxes
+# style-src for Swagger UI's inline styles (payments/api/urls.py). Not on webhook answers: JSON
+# for a provider, and the path is kept cheap.
+INSTALLED_APPS += ["csp"]
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/webhooks/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Ops (issue 6): probes, metrics, request ids, JSON logs, retention -------------------------
 # See the README's "Deployment" section. ProbeMiddleware answers /healthz, /readyz and /metrics
@@ -433,7 +507,19 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # httpx logs every request at INFO; our own code logs what matters.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # axes.apps announces its version at every start; its failed-login lines (axes.*) stay.
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},
+        # Never SQL with its parameters (pay-link tokens, e-mail addresses), even at DEBUG.
+        "django.db.backends": {"level": "INFO"},
+        # Django's own lines (its request log: "Not Found: <path>"; runserver's request lines under
+        # make run) go through the same redaction as everything else, not through Django's
+        # default handlers, which write whole URLs.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.server": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
 }
 
 

@@ -11,7 +11,12 @@ traceback:
   API keys, passwords, secrets, passkeys, credentials), in dicts, and in text written as
   ``key=value``, ``key: value`` or ``"key": "value"``;
 - ``Bearer``/``Basic`` credentials anywhere;
-- the password in a URL (``postgres://user:password@host``).
+- the password in a URL (``postgres://user:password@host``);
+- URLs: every query string (M-Pesa's callback token ``?t=``, QuickBooks' OAuth ``code`` and
+  ``state``, anything a client adds) and the pay-link token in ``/pay/<token>/`` (``mask_path``).
+
+gunicorn's access log, when switched on, writes paths through ``mask_path`` too
+(``config/gunicorn_logging.py``).
 """
 
 from __future__ import annotations
@@ -66,10 +71,28 @@ _AUTH_SCHEME = re.compile(r"\b(?P<scheme>bearer|basic)\s+(?P<value>[A-Za-z0-9._~
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)(?P<value>[^/\s@]+)(?=@)", re.IGNORECASE)
 
 
+# A path segment that is a secret in itself: the pay link's token (192 random bits).
+_PATH_TOKEN = re.compile(r"(?P<head>/pay/)(?P<value>[^/\s?#\"']+)")
+# A query string after a path or URL, up to the next space or quote.
+_QUERY = re.compile(r"(?P<head>(?:[a-z][a-z0-9+.-]*://[^/\s?\"']+)?/[^\s?\"']*)\?(?P<value>[^\s\"'<>]+)", re.IGNORECASE)
+QUERY_MASK = "?[query]"
+PATH_TOKEN_MASK = "[token]"
+
+
+def mask_path(path: str) -> str:
+    """A path (or text with paths in it) without query strings, pay-link tokens masked:
+    ``/pay/<token>/checkout?x=1`` -> ``/pay/[token]/checkout?[query]``."""
+    if not path:
+        return path
+    path = _QUERY.sub(lambda m: m.group("head") + QUERY_MASK, path)
+    return _PATH_TOKEN.sub(lambda m: m.group("head") + PATH_TOKEN_MASK, path)
+
+
 def redact_text(text: str) -> str:
     """Mask secrets in free text (messages, exception messages, tracebacks)."""
     if not text:
         return text
+    text = mask_path(text)
     text = _KEY_VALUE.sub(lambda m: m.group("key") + m.group("quote") + REDACTED, text)
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
     return _AUTH_SCHEME.sub(lambda m: f"{m.group('scheme')} {REDACTED}", text)
@@ -139,7 +162,7 @@ class RedactSecretsFilter(logging.Filter):
             if key == "request" and hasattr(value, "method"):
                 # Django's request loggers pass the HttpRequest; only its method and path are
                 # logged (its headers and body may carry credentials).
-                record.request = f"{value.method} {getattr(value, 'path', '')}"
+                record.request = f"{value.method} {mask_path(getattr(value, 'path', ''))}"
             else:
                 record.__dict__[key] = REDACTED if is_secret_key(key) else redact(value)
         if record.exc_info:

@@ -70,8 +70,6 @@ def _demo_parents_pay(school: School, *, password: str) -> tuple[str, str]:
     """The students, an open payment request (a new one once the last was paid, so there is
     always one to pay), and a staff member of the school (the admin's password; the staff
     group) with an API token."""
-    from rest_framework.authtoken.models import Token
-
     from payments.services import payment_request_create, payment_request_draft
     from payments.staff import staff_group_ensure
 
@@ -97,8 +95,24 @@ def _demo_parents_pay(school: School, *, password: str) -> tuple[str, str]:
     bursar.save()
     bursar.groups.add(staff_group_ensure())
     StaffMembership.objects.get_or_create(user=bursar, school=school)
-    token, _ = Token.objects.get_or_create(user=bursar)
-    return payment_request.pay_path, token.key
+    return payment_request.pay_path, _demo_api_token(bursar)
+
+
+def _demo_api_token(bursar) -> str:
+    """The bursar's API token. Tokens are stored hashed and cannot be read back, so the demo keeps
+    its own copy in a git-ignored file (like the admin password) and makes a new token only when
+    that one no longer works."""
+    from payments.api_tokens import api_token_create, api_token_matches
+
+    path = Path(settings.BASE_DIR) / ".demo-api-token"
+    if path.exists():
+        token = path.read_text().strip()
+        if api_token_matches(user=bursar, token=token):
+            return token
+    token = api_token_create(user=bursar)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 def _demo_admin_password() -> str:

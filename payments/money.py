@@ -40,6 +40,10 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 
 # Far above any school fee, far below the 64-bit column limit: a larger number is a bug upstream.
 MAX_MINOR_AMOUNT = 10**15
+# The longest amount text worth parsing: MAX_MINOR_AMOUNT with thousands separators and decimals
+# fits easily. Longer text is refused before any conversion, so "1" followed by a million zeros
+# costs nothing.
+MAX_AMOUNT_CHARS = 32
 
 # Digits with optional thousands separators (groups of exactly three), then an optional
 # fractional part. No sign, no exponent, no spaces, no leading zeros ("007" is ambiguous).
@@ -82,6 +86,9 @@ def parse_major_amount(value: object, currency: str) -> int:
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise MoneyError(f"amount must be a finite number, got {value}")
+        # Before formatting: "f" would write out every digit of 1E+1000000.
+        if not -MAX_AMOUNT_CHARS < value.adjusted() < MAX_AMOUNT_CHARS:
+            raise MoneyError("amount is implausibly large" if value.adjusted() > 0 else "amount has too many decimals")
         text = format(value, "f")
     elif isinstance(value, str):
         text = value
@@ -91,6 +98,8 @@ def parse_major_amount(value: object, currency: str) -> int:
     else:
         raise MoneyError(f"amount must be a string or a number, got {type(value).__name__}")
 
+    if len(text) > MAX_AMOUNT_CHARS:
+        raise MoneyError(f"amount {text[:MAX_AMOUNT_CHARS]!r}... is longer than {MAX_AMOUNT_CHARS} characters")
     match = _AMOUNT_RE.match(text)
     if not match:
         raise MoneyError(f"amount {text!r} is not a plain positive number")

@@ -34,6 +34,9 @@ _account_cache: dict[tuple[str, str], tuple[float, AggregatorAccount | None]] = 
 _account_cache_lock = threading.Lock()
 
 
+ACCOUNT_CACHE_MAX_ENTRIES = 4096
+
+
 def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount | None:
     """The active account of an active school with that provider, or None.
 
@@ -52,6 +55,9 @@ def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount
         .first()
     )
     with _account_cache_lock:
+        # Bounded: school codes come from requests (header or path), and misses are cached too.
+        if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
+            _account_cache.clear()
         _account_cache[key] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
     return account
 

@@ -45,7 +45,7 @@ from payments.models import (
     TransactionFact,
     WebhookEvent,
 )
-from payments.money import MoneyError, currency_code, format_minor, parse_major_amount
+from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_minor, parse_major_amount
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
 from payments.state import IN_FLIGHT_STATES, SETTLED_STATES, PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ReturnUrls
@@ -1003,6 +1003,9 @@ def payment_request_draft(
     elif amount_minor not in (None, ""):
         if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
             errors["amount_minor"] = "Must be a whole number of minor units."
+        elif amount_minor > MAX_MINOR_AMOUNT:
+            # The same refusal as for an amount typed in major units (payments.money).
+            errors["amount_minor"] = f"amount_minor {amount_minor} is implausibly large"
         else:
             minor = amount_minor
     elif code is not None:

@@ -20,6 +20,7 @@ from payments import receipts, selectors, services
 from payments.forms import ManualPaymentForm, PhoneForm, SimulateForm
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.phone import mask_phone
+from payments.ratelimits import client_address, rate_limited
 from providers.registry import get_provider
 
 # Seconds between refreshes of the thanks page without JavaScript (meta refresh), and between
@@ -28,7 +29,7 @@ THANKS_REFRESH_SECONDS = 3
 
 
 def _client_ip(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "")
+    return client_address(request)
 
 
 def _closed_page(request: HttpRequest, payment_request: PaymentRequest | None) -> HttpResponse | None:
@@ -73,6 +74,7 @@ def _render_pay_page(request, payment_request, *, status=200, error="", phone_fo
 
 @never_cache
 @require_GET
+@rate_limited("pay_page")
 def pay_view(request: HttpRequest, token: str) -> HttpResponse:
     payment_request = selectors.payment_request_for_token(token=token)
     return _closed_page(request, payment_request) or _render_pay_page(request, payment_request)
@@ -80,6 +82,7 @@ def pay_view(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_POST
+@rate_limited("pay_checkout")
 def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
     """"Pay now": start (or reuse) a checkout and send the parent there."""
     payment_request = selectors.payment_request_for_token(token=token)
@@ -117,6 +120,7 @@ def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_POST
+@rate_limited("pay_checkout")
 def pay_abandon_view(request: HttpRequest, token: str) -> HttpResponse:
     """"Choose another way": give up the checkout under way."""
     payment_request = selectors.payment_request_for_token(token=token)
@@ -140,6 +144,7 @@ def pay_abandon_view(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_POST
+@rate_limited("pay_manual")
 def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
     """A parent reports a bank transfer, mobile-money or cash payment, with an optional receipt."""
     payment_request = selectors.payment_request_for_token(token=token)
@@ -186,6 +191,7 @@ def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_GET
+@rate_limited("pay_page")
 def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
     """"Processing..." until the provider answers, then "Paid" or "Failed" (with a way to try
     again). Polls the status endpoint with JavaScript; refreshes itself without it."""
@@ -211,6 +217,7 @@ def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResp
 
 @never_cache
 @require_GET
+@rate_limited("payment_status", json=True)
 def payment_status_view(request: HttpRequest, payment_id: uuid.UUID) -> JsonResponse:
     payment = selectors.payment_for_parent(payment_id=payment_id)
     if payment is None:
@@ -220,6 +227,7 @@ def payment_status_view(request: HttpRequest, payment_id: uuid.UUID) -> JsonResp
 
 @never_cache
 @require_http_methods(["GET", "POST"])
+@rate_limited("pay_checkout")
 def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
     """The dummy provider's hosted checkout page. Paying records the outcome as the dummy
     provider's state, posts its signed webhook to this service, then returns to the thanks page."""

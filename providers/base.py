@@ -8,9 +8,9 @@ here, once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -21,7 +21,9 @@ import httpx
 import pydantic
 from django.conf import settings
 
+from payments.money import CURRENCY_EXPONENTS, MAX_MINOR_AMOUNT
 from payments.state import PaymentStatus
+from providers.json_limits import JsonRefused, loads_limited
 from providers.errors import (
     OperationNotSupported,
     PayloadInvalid,
@@ -196,7 +198,15 @@ class ProviderAdapter:
         is wrong). Runs on the request path: no outbound HTTP call.
         """
         self.verify_signature(body=body, headers=headers, account=account, query=query or {})
-        return self.parse(payload=self.decode_json(body), headers=headers, account=account)
+        return self.parse_body(body=body, headers=headers, account=account)
+
+    def parse_body(self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount) -> NormalizedEvent:
+        """Decode (with limits), ``parse``, then check the event fits where it will be stored.
+
+        The one way a body becomes an event: on receipt, in the worker and on replay, so an
+        event accepted once is accepted again, and a 202 never turns into a failure.
+        """
+        return normalized_event_check(self.parse(payload=self.decode_json(body), headers=headers, account=account))
 
     def verify_signature(
         self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount, query: Mapping[str, str]
@@ -227,10 +237,11 @@ class ProviderAdapter:
 
     @staticmethod
     def decode_json(body: bytes) -> dict[str, Any]:
-        # Numbers become Decimal, never float, so amounts stay exact.
+        # Within the limits of json_limits (depth, number sizes, NUL, UTF-8); numbers with a
+        # fraction become Decimal, never float, so amounts stay exact.
         try:
-            payload = json.loads(body, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError) as exc:
+            payload = loads_limited(body)
+        except JsonRefused as exc:
             raise PayloadMalformed(f"Malformed JSON body: {exc}") from exc
         if not isinstance(payload, dict):
             raise PayloadMalformed("Malformed JSON body: expected a JSON object")
@@ -313,6 +324,134 @@ class ProviderAdapter:
         if not isinstance(data, dict):
             raise ProviderUnavailable(f"{self.display_name} answered with unexpected JSON")
         return data
+
+
+# --- What an accepted event must satisfy -----------------------------------------------------------
+
+# Where each text field of NormalizedEvent is stored: its length limit is that column's, read from
+# the model, so the two cannot drift apart. A test checks that every text field is listed here.
+STORED_TEXT_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "event_id": (("WebhookEvent", "external_event_id"),),
+    "event_type": (("WebhookEvent", "event_type"),),
+    "external_txn_id": (("Payment", "external_txn_id"), ("TransactionFact", "txn_id")),
+    "currency": (("Payment", "currency"),),
+    # Ours is found in Payment.reference; the provider's own is kept in these.
+    "reference": (("Payment", "provider_reference"), ("TransactionFact", "reference")),
+    "checkout_id": (("Payment", "provider_checkout_id"),),
+    "provider_student_id": (("Payment", "provider_student_id"), ("ProviderStudentLink", "provider_student_id")),
+}
+AMOUNT_FIELDS = ("amount_minor", "refunded_total_minor")
+# Refunds and disputes become ledger facts, keyed by the provider's id for them.
+REPORT_STATES = {"refunds": ("pending", "succeeded", "failed"), "disputes": ("open", "won", "lost")}
+REPORTS_MAX = 100
+# The payer's details are kept in a JSON column (Payment.payer): a few short scalars.
+PAYER_MAX_ITEMS = 10
+PAYER_KEY_MAX_CHARS = 32
+PAYER_VALUE_MAX_CHARS = 254  # the longest valid e-mail address
+
+
+@functools.cache
+def stored_text_limits() -> dict[str, int]:
+    """NormalizedEvent text field -> the most characters every column it goes to can hold."""
+    from django.apps import apps
+
+    return {
+        name: min(apps.get_model("payments", model)._meta.get_field(column).max_length for model, column in columns)
+        for name, columns in STORED_TEXT_FIELDS.items()
+    }
+
+
+def storable_text_problem(value: Any, max_chars: int) -> str | None:
+    """Why ``value`` cannot be stored in a text column of ``max_chars``, or None.
+
+    PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded as UTF-8.
+    """
+    if not isinstance(value, str):
+        return f"must be text, got {type(value).__name__}"
+    if len(value) > max_chars:
+        return f"is longer than {max_chars} characters"
+    if "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone UTF-16 surrogate"
+    return None
+
+
+def storable_text(value: Any, max_chars: int) -> str:
+    """``value`` made storable, for what is kept only to be read by staff (a dead letter's type
+    and errors): NUL and lone surrogates become U+FFFD, the end is cut."""
+    text = value if isinstance(value, str) else str(value)
+    text = text[:max_chars].replace("\x00", "\ufffd")
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def normalized_event_check(event: NormalizedEvent) -> NormalizedEvent:
+    """Return ``event`` if everything the worker will store from it fits its column; else raise
+    ``PayloadInvalid`` naming each field (the request is then answered 400 and kept as a dead
+    letter). Runs after every adapter's ``parse``: adapters need not repeat these limits."""
+    errors: list[dict[str, str]] = []
+    for name, limit in stored_text_limits().items():
+        problem = storable_text_problem(getattr(event, name), limit)
+        if problem:
+            errors.append({"field": name, "message": f"{name} {problem}"})
+    if not errors and not event.event_id.strip():
+        errors.append({"field": "event_id", "message": "event_id must not be empty"})
+    if event.currency and event.currency not in CURRENCY_EXPONENTS:
+        errors.append({"field": "currency", "message": f"unknown currency {event.currency!r}"})
+    for name in AMOUNT_FIELDS:
+        amount = getattr(event, name)
+        if amount is None and name != "amount_minor":
+            continue
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_MINOR_AMOUNT:
+            errors.append({"field": name, "message": f"{name} must be a whole number from 0 to {MAX_MINOR_AMOUNT}"})
+    if event.status is not None and not isinstance(event.status, PaymentStatus):
+        errors.append({"field": "status", "message": "status is not a payment status"})
+    errors.extend(_report_errors(event))
+    errors.extend(_payer_errors(event.payer))
+    if errors:
+        event_type = storable_text(event.event_type, stored_text_limits()["event_type"])
+        raise PayloadInvalid(errors, event_type=event_type)
+    return event
+
+
+def _report_errors(event: NormalizedEvent) -> list[dict[str, str]]:
+    """Refunds and disputes: each key fits the fact's column, each amount is plausible."""
+    from django.apps import apps
+
+    key_limit = apps.get_model("payments", "TransactionFact")._meta.get_field("key").max_length
+    errors = []
+    for name, states in REPORT_STATES.items():
+        reports = getattr(event, name)
+        if len(reports) > REPORTS_MAX:
+            errors.append({"field": name, "message": f"at most {REPORTS_MAX} {name}"})
+            continue
+        for report in reports:
+            # A report without a key of its own is keyed by the event ("event:<event id>").
+            problem = storable_text_problem(report.key or f"event:{event.event_id}", key_limit)
+            if problem:
+                errors.append({"field": name, "message": f"{name} key {problem}"})
+            amount = report.amount_minor
+            if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_MINOR_AMOUNT:
+                errors.append({"field": name, "message": f"{name} amount must be a whole number from 0 to {MAX_MINOR_AMOUNT}"})
+            if report.status not in states:
+                errors.append({"field": name, "message": f"{name} status must be one of {', '.join(states)}"})
+    return errors
+
+
+def _payer_errors(payer: Any) -> list[dict[str, str]]:
+    if not isinstance(payer, Mapping) or len(payer) > PAYER_MAX_ITEMS:
+        return [{"field": "payer", "message": f"payer must be at most {PAYER_MAX_ITEMS} details"}]
+    errors = []
+    for key, value in payer.items():
+        problem = storable_text_problem(key, PAYER_KEY_MAX_CHARS)
+        if problem is None and not (value is None or isinstance(value, (bool, int))):
+            problem = storable_text_problem(value, PAYER_VALUE_MAX_CHARS)
+        if problem:
+            errors.append({"field": "payer", "message": f"payer detail {problem}"})
+    return errors
 
 
 def field_errors(exc: pydantic.ValidationError) -> list[dict[str, str]]:

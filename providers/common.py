@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StringConstraints
 
-from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, parse_major_amount
+from payments.money import MAX_AMOUNT_CHARS, MAX_MINOR_AMOUNT, MoneyError, currency_code, parse_major_amount
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
@@ -45,11 +45,25 @@ def integer_units(value: Any) -> int:
     (Paystack sends ``"5000"`` in some samples). Never a fraction, a sign or a boolean."""
     if isinstance(value, bool):
         raise MoneyError("amount must be an integer, got a boolean")
+    # Sizes are checked before any conversion: int() of 1E+1000000, or of a long digit string,
+    # costs time proportional to its digits.
     if isinstance(value, int):
         number = value
-    elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    elif (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() < MAX_AMOUNT_CHARS
+        and value == value.to_integral_value()
+    ):
         number = int(value)
-    elif isinstance(value, str) and value.isdigit() and (value == "0" or not value.startswith("0")):
+    elif (
+        isinstance(value, str)
+        and len(value) <= MAX_AMOUNT_CHARS
+        # ASCII digits only: str.isdigit() is true for "²" and "١٢", which are no amount here.
+        and value.isascii()
+        and value.isdigit()
+        and (value == "0" or not value.startswith("0"))
+    ):
         number = int(value)
     else:
         raise MoneyError(f"amount must be a whole number of units, got {value!r}")

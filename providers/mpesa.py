@@ -41,7 +41,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, field_errors
+from providers.base import (
+    CheckoutResult,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    field_errors,
+    storable_text_problem,
+    stored_text_limits,
+)
 from providers.common import Identifier, integer_units, minor_or_error
 from providers.errors import PayloadInvalid, PayloadMalformed, ProviderRejected, SignatureInvalid, SignatureMissing
 
@@ -49,6 +57,7 @@ S = PaymentStatus
 
 CURRENCY = "KES"
 TOKEN_PARAM = "t"
+_TOKEN_SHAPE = re.compile(r"[0-9a-f]{64}")  # callback_token's hex HMAC-SHA256
 # ResultCode -> our state (same codes in the callback and in STK Push Query). 0 is paid; 1032 is
 # the payer pressing cancel; everything else (1 insufficient funds, 1037 phone unreachable, 1019
 # expired, 2001 wrong PIN, ...) is a failure the payer may retry.
@@ -163,6 +172,9 @@ class MpesaProvider(ProviderAdapter):
         token = (query or {}).get(TOKEN_PARAM, "")
         if not token:
             raise SignatureMissing("Missing callback token (the t query parameter)")
+        # A token that cannot be one of ours is refused before the body is read at all.
+        if not _TOKEN_SHAPE.fullmatch(token):
+            raise SignatureInvalid("Unknown CheckoutRequestID or wrong callback token")
         try:
             checkout_id = self.decode_json(body)["Body"]["stkCallback"]["CheckoutRequestID"]
         except (PayloadMalformed, KeyError, TypeError) as exc:
@@ -170,6 +182,9 @@ class MpesaProvider(ProviderAdapter):
             raise SignatureInvalid("Callback does not name a CheckoutRequestID") from exc
         if not isinstance(checkout_id, str) or not checkout_id:
             raise SignatureInvalid("Callback does not name a CheckoutRequestID")
+        if storable_text_problem(checkout_id, stored_text_limits()["checkout_id"]):
+            # Cannot be a push we started (it could not have been stored): no query for it.
+            raise SignatureInvalid("Unknown CheckoutRequestID or wrong callback token")
         payment_id = (
             Payment.objects.filter(account=account, provider_checkout_id=checkout_id)
             .values_list("pk", flat=True)

@@ -130,7 +130,8 @@ class OmiseProvider(ProviderAdapter):
         timestamp = headers.get(self.timestamp_header, "")
         if not header or not timestamp:
             raise SignatureMissing(f"Missing {self.signature_header} or {self.timestamp_header} header")
-        if not timestamp.isdigit():
+        # Unix seconds: ten digits until 2286. int() of thousands of digits is refused by Python.
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
             raise SignatureInvalid(f"{self.timestamp_header} is not a Unix timestamp")
         message = timestamp.encode() + b"." + body
         provided = [candidate.strip().lower().encode("ascii", "replace") for candidate in header.split(",")]

@@ -134,11 +134,14 @@ class _Envelope(_StripeObject):
     type: NonEmpty
     livemode: StrictBool
     # When the event happened (Unix seconds): orders cumulative totals such as amount_refunded.
-    created: StrictInt | None = None
+    # Informational, so never a reason to refuse the event: anything else is ignored.
+    created: Any = None
 
     @property
     def occurred_at(self) -> datetime | None:
-        return datetime.fromtimestamp(self.created, tz=dt_timezone.utc) if self.created else None
+        if isinstance(self.created, int) and not isinstance(self.created, bool) and 0 < self.created < 2**32:
+            return datetime.fromtimestamp(self.created, tz=dt_timezone.utc)
+        return None
 
 
 class _SessionData(_StripeObject):

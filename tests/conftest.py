@@ -15,6 +15,7 @@ from config.celery import reset_broker_backoff
 from fakes.directory import FakeDirectory
 from payments.selectors import account_cache_clear
 from fakes.server import serve_in_thread
+from tests import fuzzing  # registers the hypothesis profiles (ci, fuzz)
 from tests.factories import AccountFactory, SchoolFactory
 
 
@@ -170,3 +171,16 @@ def gunicorn_server(transactional_db):
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The answers of the property-based tests, by surface and status (also in test-artifacts/)."""
+    path = fuzzing.write_report()
+    if path is None:
+        return
+    terminalreporter.section("hostile input: answers by status")
+    for surface, answers in sorted(fuzzing.ANSWERS.items()):
+        total = sum(n for status, n in answers.items() if isinstance(status, int))
+        by_status = ", ".join(f"{status}: {n}" for status, n in sorted(answers.items(), key=str))
+        terminalreporter.write_line(f"{surface:28} {total:6} requests  ({by_status})")
+    terminalreporter.write_line(f"written to {path}")

@@ -23,6 +23,7 @@ import enum
 import functools
 import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from ops.context import current_request_id
 from payments import selectors
 from payments.errors import PermanentError, TransientError
 from payments.ip_allowlist import ip_allowlist_allows
-from payments.models import AggregatorAccount, AuditLog, Payment, WebhookEvent
+from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
+from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
     audit_record,
     payment_event_apply,
@@ -47,7 +49,7 @@ from payments.services import (
     payment_provider_status_apply,
     payment_student_map,
 )
-from providers.base import NormalizedEvent, ProviderAdapter
+from providers.base import NormalizedEvent, ProviderAdapter, storable_text, stored_text_limits
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
 from webhooks.selectors import header_is_secret
@@ -75,6 +77,16 @@ class IpNotAllowed(Exception):
         self.detail = f"Address {address or '(unknown)'} is not in this account's IP allowlist"
 
 
+@functools.cache
+def _school_code_shape() -> re.Pattern:
+    # School.code is a slug; its length comes from the model.
+    return re.compile(r"\s*[-a-zA-Z0-9_]{1,%d}\s*" % School._meta.get_field("code").max_length)
+
+
+def school_code_plausible(school_code: str) -> bool:
+    return bool(_school_code_shape().fullmatch(school_code))
+
+
 @dataclass(frozen=True)
 class WebhookReceipt:
     created: bool
@@ -96,7 +108,8 @@ def webhook_receive(
 ) -> WebhookReceipt:
     """Authenticate, validate and store one delivery. Raises the exception that says why not:
     ``UnknownProvider``, ``SchoolCodeMissing``, ``AccountUnknown``, ``IpNotAllowed``,
-    ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``.
+    ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``; or
+    ``RateLimited`` instead of a refusal once an account (or an address) has too many of them.
 
     ``remote_addr`` is the client's address (``webhooks.client_ip``).
     """
@@ -104,7 +117,12 @@ def webhook_receive(
     if not school_code or not school_code.strip():
         _audit_refusal(adapter, None, "school_code_missing", school_code, body, remote_addr)
         raise SchoolCodeMissing()
-    account = selectors.account_for_webhook(provider=adapter.slug, school_code=school_code)
+    # A code no school can have (the header says anything) is not looked up, nor cached.
+    account = (
+        selectors.account_for_webhook(provider=adapter.slug, school_code=school_code)
+        if school_code_plausible(school_code)
+        else None
+    )
     if account is None:
         _audit_refusal(adapter, None, "account_unknown", school_code, body, remote_addr)
         raise AccountUnknown()
@@ -220,13 +238,15 @@ def webhook_dead_letter_record(
             return WebhookEvent.objects.create(
                 account=account,
                 external_event_id=None,
-                event_type=getattr(exc, "event_type", ""),
+                event_type=storable_text(getattr(exc, "event_type", ""), stored_text_limits()["event_type"]),
                 status=WebhookEvent.Status.REJECTED,
-                raw_body=body.decode("utf-8", errors="replace"),
+                # Kept for staff to read and replay: bytes that are not UTF-8 and NULs (which
+                # PostgreSQL refuses) become U+FFFD; body_sha256 is of the bytes received.
+                raw_body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
                 headers=_storable_headers(headers, adapter),
                 body_sha256=body_sha256,
                 errors=errors,
-                last_error=exc.detail,
+                last_error=storable_text(exc.detail, 2000),
                 attempts=1,
                 remote_addr=remote_addr,
             )
@@ -246,6 +266,9 @@ def _audit_refusal(
     body: bytes,
     remote_addr: str | None,
 ) -> None:
+    # Past the limit of refusals (per account, or per address without one) the answer is 429
+    # and nothing is written: a flood of forged deliveries costs a cache increment each.
+    webhook_refusal_limit(account_id=account.pk if account else None, remote_addr=remote_addr)
     # No payload and no signature: only enough to investigate who knocked.
     audit_record(
         action="webhook.refused",
@@ -255,15 +278,25 @@ def _audit_refusal(
         target=account,
         details={
             "reason": reason,
-            "school_code": (school_code or "")[:64],
+            "school_code": storable_text(school_code or "", 64),
             "remote_addr": remote_addr,
             "body_bytes": len(body),
         },
     )
 
 
+# A dead letter keeps the first errors, each cut short: enough for staff, bounded in size.
+DEAD_LETTER_MAX_ERRORS = 50
+DEAD_LETTER_ERROR_MAX_CHARS = 500
+
+
 def _dead_letter_errors(exc: PayloadMalformed | PayloadInvalid) -> list[dict[str, str]]:
-    return exc.errors if isinstance(exc, PayloadInvalid) else [{"field": "(body)", "message": exc.detail}]
+    errors = exc.errors if isinstance(exc, PayloadInvalid) else [{"field": "(body)", "message": exc.detail}]
+    # Messages may quote the payload (NUL, lone surrogates, any length): made storable.
+    return [
+        {key: storable_text(text, DEAD_LETTER_ERROR_MAX_CHARS) for key, text in error.items()}
+        for error in errors[:DEAD_LETTER_MAX_ERRORS]
+    ]
 
 
 def _storable_headers(headers: Mapping[str, str], adapter: ProviderAdapter) -> dict[str, str]:
@@ -310,9 +343,7 @@ def webhook_event_process(*, event_id: int) -> str | None:
         return None
     adapter = get_provider(event.account.provider)
     # Verified on receipt; parsed again here so only the raw delivery needs storing.
-    normalized = adapter.parse(
-        payload=adapter.decode_json(event.raw_body.encode("utf-8")), headers=event.headers, account=event.account
-    )
+    normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
     result = webhook_event_apply(event=event, normalized=normalized)
     if normalized.requires_confirmation and event.payment_id is not None:
         # Outside any transaction: no lock is held during the provider call. Re-run on every
@@ -354,11 +385,20 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
                 event.payment_id = change.payment.pk if change.payment else None
                 WebhookEvent.objects.filter(pk=event.pk).update(payment_id=event.payment_id, applied_at=timezone.now())
             return change.note
-        except IntegrityError:
+        except IntegrityError as exc:
             # Another worker created this transaction's payment first; now it will be found.
             if attempt == 2:
-                raise
+                # Still refused: the event names two payments (our reference or checkout id of
+                # one, the transaction id of another). Retrying cannot settle that: staff must.
+                raise EventConflict(
+                    "Conflict: the event's reference or checkout id and its transaction id belong to "
+                    f"different payments ({getattr(exc.__cause__, 'diag', None) and exc.__cause__.diag.constraint_name or 'unique'})"
+                ) from exc
     raise AssertionError("unreachable")
+
+
+class EventConflict(PermanentError):
+    """An event that cannot be applied without breaking a payment's uniqueness."""
 
 
 def webhook_event_retry_later(*, event_id: int, error: str) -> str:
@@ -518,9 +558,7 @@ def _dead_letter_reparse(event: WebhookEvent) -> tuple[ReplayResult, dict]:
     adapter = get_provider(event.account.provider)
     details = {"previous_errors": event.errors[:20], "previous_attempts": event.attempts}
     try:
-        normalized = adapter.parse(
-            payload=adapter.decode_json(event.raw_body.encode("utf-8")), headers=event.headers, account=event.account
-        )
+        normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
     except (PayloadMalformed, PayloadInvalid) as exc:
         errors = _dead_letter_errors(exc)
         WebhookEvent.objects.filter(pk=event.pk).update(

@@ -9,6 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from config.metrics import webhook_answered
+from payments.ratelimits import RateLimited
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing, UnknownProvider
 from webhooks.client_ip import client_ip
 from webhooks.services import AccountUnknown, IpNotAllowed, SchoolCodeMissing, webhook_receive
@@ -23,6 +24,7 @@ ERROR_RESPONSES: dict[type[Exception], tuple[int, str]] = {
     SignatureInvalid: (401, "signature_invalid"),
     PayloadMalformed: (400, "malformed_json"),
     PayloadInvalid: (400, "invalid_payload"),
+    RateLimited: (429, "too_many_failures"),
 }
 
 
@@ -73,7 +75,10 @@ def _webhook_receive(request: HttpRequest, provider: str, school_code: str | Non
     except tuple(ERROR_RESPONSES) as exc:
         status, code = ERROR_RESPONSES[type(exc)]
         extra = {"errors": exc.errors} if isinstance(exc, PayloadInvalid) else {}
-        return error_response(status, code, exc.detail, **extra)
+        response = error_response(status, code, exc.detail, **extra)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     if receipt.created:
         return JsonResponse(
             {"detail": "Webhook accepted", "event_id": receipt.event_id, "status": receipt.status}, status=202

@@ -226,11 +226,15 @@ def test_the_web_command_serves_probes_static_files_and_metrics(web):
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     ready = httpx.get(f"{base_url}/readyz")
     assert (ready.status_code, ready.json()) == (200, {"status": "ready", "checks": {"database": "ok", "redis": "ok"}})
-    # The admin's stylesheet and Swagger UI's, collected into the image and served by WhiteNoise.
-    css = httpx.get(f"{base_url}/static/admin/css/base.css", headers={"Host": "payments.example.org"})
+    # The admin's stylesheet and Swagger UI's, collected into the image and served by WhiteNoise,
+    # through the ingress (which terminates TLS and says so: plain http is redirected to https).
+    behind_ingress = {"Host": "payments.example.org", "X-Forwarded-Proto": "https"}
+    css = httpx.get(f"{base_url}/static/admin/css/base.css", headers=behind_ingress)
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert b"body" in css.content
-    swagger = httpx.get(f"{base_url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+    swagger = httpx.get(f"{base_url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js", headers=behind_ingress)
+    plain = httpx.get(f"{base_url}/static/admin/css/base.css", headers={"Host": "payments.example.org"})
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")  # plain http: to https
     assert swagger.status_code == 200 and len(swagger.content) > 100_000
     # Production settings: the host check is on, /metrics needs the token.
     refused = httpx.get(f"{base_url}/admin/login/", headers={"Host": "evil.example", "X-Request-ID": "image-req-400"})

@@ -178,7 +178,7 @@ def test_the_configured_logging_is_json_with_redaction():
     assert len(lines) == 2, result.stderr
     first = lines[0]
     assert first["request_id"] == "rid-42"
-    assert first["message"] == f"calling https://x/?token={REDACTED}"
+    assert first["message"] == "calling https://x/?[query]"
     assert first["stripe_signature"] == REDACTED
     assert first["level"] == "WARNING" and first["logger"] == "payments"
 

@@ -39,6 +39,23 @@ def chromium():
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+@pytest.fixture(autouse=True)
+def no_csp_violations(chromium, monkeypatch):
+    """Every page of every browser test runs under the service's Content-Security-Policy: a
+    script, style or image it refuses (an inline one) is a console error, and fails the test."""
+    refused: list[str] = []
+    new_context = chromium.new_context
+
+    def watched_context(*args, **kwargs):
+        context = new_context(*args, **kwargs)
+        context.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+        return context
+
+    monkeypatch.setattr(chromium, "new_context", watched_context)
+    yield
+    assert refused == []
+
+
 @pytest.fixture
 def shots(request):
     folder = ARTIFACTS / request.node.name
@@ -229,5 +246,32 @@ def test_the_api_docs_page_renders_from_this_services_own_files(chromium, live_s
     page.locator(".swagger-ui .info .title").wait_for(timeout=15_000)
     assert page.locator(".swagger-ui .info .title").inner_text().startswith("school-payments API")
     assert page.get_by_text("/api/payment-requests/{id}/checkout").first.is_visible()
+    context.close()
+    assert outside_requests == []
+
+
+def test_the_admin_pages_work_under_the_content_security_policy(chromium, site, shots, payment_request, staff, outside_requests):
+    """The admin's own scripts and ours are files; a refused inline script or style would show as a
+    console error (see no_csp_violations)."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("root", "root@example.org", "correct horse battery")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.on("request", lambda req: None if req.url.startswith(site) else outside_requests.append(req.url))
+    page = context.new_page()
+    page.goto(f"{site}/admin/login/?next=/admin/")
+    page.get_by_label("Username:").fill("root")
+    page.get_by_label("Password:").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{site}/admin/")
+    for path in ("/admin/dashboard/", "/admin/payments/paymentrequest/", f"/admin/payments/paymentrequest/{payment_request.pk}/change/",
+                 "/admin/quickbooks_sync/qboconnection/", "/admin/payments/payment/?status__exact=succeeded"):
+        page.goto(f"{site}{path}")
+        assert page.locator("#content").is_visible()
+    # The admin's own JavaScript runs (the action bar's "select all" checkbox).
+    page.goto(f"{site}/admin/payments/paymentrequest/")
+    page.locator("#action-toggle").check()
+    assert page.locator("input.action-select").first.is_checked()
+    shots(page, "admin-under-csp")
     context.close()
     assert outside_requests == []

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from rest_framework.authtoken.models import Token
+from payments.api_tokens import api_token_create
 
 from payments.models import AuditLog, Payment
 from providers import registry
@@ -102,7 +102,7 @@ def test_two_tabs_with_different_providers_make_one_payment(live_server, payment
 
 
 def test_concurrent_api_checkouts_reuse_one_payment(live_server, payment_request, slowpay, staff):
-    key = Token.objects.create(user=staff).key
+    key = api_token_create(user=staff)
 
     def make_request(index, client):
         return lambda: client.post(

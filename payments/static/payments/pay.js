@@ -1,0 +1,34 @@
+// The parents' pages. Loaded from this service (the Content-Security-Policy allows no inline script).
+(function () {
+  // One submission per form: a double click sends one request (the server also refuses a second payment).
+  document.querySelectorAll("form[data-once]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.dataset.sent) { event.preventDefault(); return; }
+      form.dataset.sent = "1";
+      var clicked = event.submitter;
+      if (clicked && clicked.name) {  // keep the clicked button's value once it is disabled
+        var hidden = document.createElement("input");
+        hidden.type = "hidden"; hidden.name = clicked.name; hidden.value = clicked.value;
+        form.appendChild(hidden);
+      }
+      form.querySelectorAll("button").forEach(function (b) { b.disabled = true; b.setAttribute("aria-busy", "true"); });
+    });
+  });
+
+  // The thanks page: poll the JSON status endpoint; reload once the payment is settled, so the page
+  // is drawn by the server in its final state. Without JavaScript its meta refresh does the same.
+  var box = document.getElementById("payment-state");
+  if (box && box.dataset.final === "false") {
+    var every = parseInt(box.dataset.refresh, 10) * 1000;
+    var poll = function () {
+      fetch(box.dataset.statusUrl, { headers: { "Accept": "application/json" }, cache: "no-store" })
+        .then(function (response) { return response.json(); })
+        .then(function (data) {
+          if (data.state && data.state !== "processing") { window.location.reload(); }
+          else { setTimeout(poll, every); }
+        })
+        .catch(function () { setTimeout(poll, every * 2); });
+    };
+    setTimeout(poll, every);
+  }
+})();
