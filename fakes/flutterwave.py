@@ -4,8 +4,8 @@ refunds list and transaction refunds (https://developer.flutterwave.com/docs/col
 
 As strict as the real API where our code could get it wrong: Standard payments refuse a missing
 or malformed ``customer.email``, a missing ``tx_ref`` or ``currency``, and an amount that is not a
-number of major units greater than zero with at most the currency's decimals (sending minor units
-as a fraction, or a float's binary tail, is refused); verify of an unknown transaction answers "No
+number of major units greater than zero with at most the currency's decimals (a float's binary
+tail, or cents sent where whole shillings are due, is refused); verify of an unknown transaction answers "No
 transaction was found for this id"; a refund of an unknown or unpaid transaction, or of more than
 is left of it, is refused. v3 documents no idempotency key for refunds: the same refund asked for
 twice is two refunds here too.
@@ -31,9 +31,9 @@ DECIMALS = {"NGN": 2, "KES": 2, "GHS": 2, "ZAR": 2, "USD": 2, "UGX": 0, "RWF": 0
 
 
 def major_amount(value) -> Decimal | None:
-    """A positive amount in major units with at most the currency's decimals, or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
-        return None  # a float here would have come from a binary fraction: refused
+    """A positive amount in major units (a JSON number or a numeric string), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        return None
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
