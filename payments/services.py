@@ -2417,7 +2417,9 @@ def refund_requests_sync(*, payment: Payment) -> None:
     if refund_adapter(payment=payment) is not None and not get_provider(payment.provider).refund_events_name_the_refund:
         _refund_reports_match(requests=requests, live=live, reports=reports)
     closing: list[TransactionFact] = []
-    for request in live:
+    # A failed request too: the provider's answer may arrive after its webhook said it failed,
+    # and that answer's pending key must be closed like any other.
+    for request in requests:
         _refund_request_follow(request, reports=reports, payment=payment, closing=closing)
     _facts_add(payment, closing)
 

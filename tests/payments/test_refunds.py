@@ -379,3 +379,15 @@ def test_payment_api_shows_refunded_and_pending_amounts(api, paid):
     assert (detail["status"], detail["refunded_amount_minor"], detail["refund_pending_amount_minor"]) == (
         "partially_refunded", 5_000, 10_000)
     assert Payment.objects.get().refund_pending_amount_minor == 10_000
+
+
+def test_the_readme_example_refunds_a_dummy_payment_by_hand(api, payment_request, dummy_account):
+    """README: pay with the dummy provider, then give part of it back through the API."""
+    payment = services.payment_checkout_start(payment_request_id=payment_request.pk, provider="dummy").payment
+    services.dummy_payment_simulate(payment_id=payment.pk, outcome="succeeded")
+    services.payment_status_recheck(payment_id=payment.pk)  # the dummy "provider" confirms it
+    response = api.post(refund_url(payment), {"amount": "20,000", "reason": "Bus route cancelled"}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="bus-2-refund")  # fmt: skip
+    assert (response.status_code, response.json()["method"], response.json()["status"]) == (201, "manual", "succeeded")
+    payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount_minor) == (S.PARTIALLY_REFUNDED, 20_000)
