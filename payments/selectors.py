@@ -218,6 +218,7 @@ class StaffDashboard:
     status_unknown: int
     disputed: int
     waiting_facts: int
+    refunds_in_doubt: int = 0
 
 
 def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
@@ -257,6 +258,9 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         **counts,
         **event_counts,
         waiting_facts=TransactionFact.objects.filter(school__in=schools_for_user(user=user), payment__isnull=True).count(),
+        refunds_in_doubt=RefundRequest.objects.filter(
+            school__in=schools_for_user(user=user), status=RefundRequest.Status.IN_DOUBT
+        ).count(),
     )
 
 

@@ -35,6 +35,7 @@ from quickbooks_sync.models import QboConnection
 from tests.conftest import free_port, process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
 from tests.payments.conftest import csrf_token
+from tests.payments.test_refunds import body_of
 from tests.providers.helpers import fake_server, load, post
 from tests.quickbooks_sync.conftest import fake_qbo  # noqa: F401 - fixture
 
@@ -161,9 +162,8 @@ def test_a_pending_stripe_refund_counts_once_stripe_confirms_it_and_is_booked_on
         "metadata": {"reference": "PSTRIPE0001", "refund_request": request.idempotency_key, "reason": "Left after the first week"},
     }  # fmt: skip
     refund_id = next(iter(stripe.refunds))
-    body = response.json()
-    assert (response.status_code, body["status"], body["provider_refund_id"], body["amount_display"]) == (
-        201, "submitted", refund_id, "UGX 150,000")
+    assert (response.status_code, response.json()) == (201, body_of(request))
+    assert (request.status, request.provider_refund_id, request.amount_display) == ("submitted", refund_id, "UGX 150,000")
     assert amounts(stripe_paid) == (S.SUCCEEDED, 0, 150_000)
     assert refund_facts(stripe_paid) == [(refund_id, "pending", 150_000, FactSource.PROVIDER_API, f"refund answer {request.pk}")]
     assert books.refund_receipts(stripe_paid) == []  # nothing moved yet
@@ -230,14 +230,17 @@ def test_a_stripe_refund_whose_answer_was_lost_is_sent_again_with_the_same_key_a
     stripe.stall_seconds, stripe.stall_next = 1.5, 2  # the SDK's own retry times out too
     response = refund(api, stripe_paid, "200,000")
     request = RefundRequest.objects.get()
-    assert (response.status_code, response.json()["status"]) == (202, "in_doubt")
-    assert response.json()["error"].startswith("Stripe unavailable")
+    assert (response.status_code, response.json()) == (202, body_of(request))
+    assert (request.status, request.error) == ("in_doubt", "Stripe unavailable: APIConnectionError")
     assert len(stripe.refunds) == 1  # Stripe did make it
     assert amounts(stripe_paid) == (S.SUCCEEDED, 0, 0)
     # Nothing else may be refunded beside a refund whose outcome is unknown.
     second = refund(api, stripe_paid, "1")
-    assert (second.status_code, second.json()["code"], second.json()["detail"]) == (
-        409, "refund_in_progress", "Another refund of this payment is waiting for the provider's answer: its answer was lost, check it first.")
+    assert (second.status_code, second.json()) == (409, {
+        "detail": "Another refund of this payment is waiting for the provider's answer: its answer was lost, check it first.",
+        "code": "refund_in_progress",
+        "refund": body_of(request),
+    })  # fmt: skip
     # Stripe honours the key: the scheduled check sends it again, and Stripe answers the first refund.
     request.refresh_from_db()
     assert request.next_check_at is not None
@@ -572,3 +575,36 @@ def test_a_chapa_refund_is_confirmed_by_its_webhook(api, client, school, setting
         request.refresh_from_db()
         assert (request.status, request.ledger_key) == ("succeeded", webhook_refund_key(payment))
         assert amounts(payment) == (S.PARTIALLY_REFUNDED, 150_000, 0)
+
+
+# --- Each fake refuses what its API refuses --------------------------------------------------------
+
+
+def test_each_fake_refuses_more_than_is_left_and_an_unknown_transaction(
+    stripe_paid, paystack_paid, flutterwave_paid, omise_paid
+):
+    from copy import copy
+
+    from providers.errors import ProviderRejected
+
+    cases = [
+        (stripe_paid, 450_001, "Stripe refused the request (HTTP 400): Refund amount (450001) is greater than unrefunded amount on charge (450000)",
+         {"external_txn_id": "pi_unknown"}, "Stripe refused the request (HTTP 404): No such payment_intent: 'pi_unknown'"),
+        (paystack_paid, 2_500_001, "Paystack refused the request (HTTP 400): Refund amount cannot be more than the unrefunded amount of the transaction",
+         {"reference": "NOPE"}, "Paystack refused the request (HTTP 404): Transaction not found"),
+        (flutterwave_paid, 2_500_001, "Flutterwave refused the request (HTTP 400): Refund amount cannot be greater than the transaction's unrefunded amount",
+         {"external_txn_id": "1"}, "Flutterwave refused the request (HTTP 404): No transaction was found for this id"),
+        (omise_paid, 350_001, "Omise refused the request (HTTP 400): amount exceeds the refundable amount of the charge",
+         {"external_txn_id": "chrg_test_nope"}, "Omise refused the request (HTTP 404): charge was not found"),
+    ]  # fmt: skip
+    for payment, too_much, over_message, unknown, unknown_message in cases:
+        adapter = get_provider(payment.provider)
+        with pytest.raises(ProviderRejected) as over:
+            adapter.refund(payment=payment, amount_minor=too_much, idempotency_key=f"over-{payment.provider}")
+        assert over.value.detail == over_message
+        stranger = copy(payment)
+        for name, value in unknown.items():
+            setattr(stranger, name, value)
+        with pytest.raises(ProviderRejected) as missing:
+            adapter.refund(payment=stranger, amount_minor=100, idempotency_key=f"unknown-{payment.provider}")
+        assert missing.value.detail == unknown_message
