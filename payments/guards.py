@@ -10,9 +10,9 @@ Both cost a substring test or two per request; the webhook path pays only the fi
 
 from __future__ import annotations
 
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 
 
 def bad_request(request: HttpRequest, detail: str) -> HttpResponse:

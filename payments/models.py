@@ -280,6 +280,9 @@ class Payment(models.Model):
     # The merchant reference of a payment we did not start (Paystack's own reference): a refund
     # may name its transaction by nothing else.
     provider_reference = models.CharField(max_length=128, blank=True, default="")
+    # The charge within the transaction, where the provider tells them apart (a Stripe charge of
+    # a PaymentIntent): its refunds and disputes may name only the charge.
+    provider_charge_id = models.CharField(max_length=128, blank=True, default="")
     # What an adapter must remember between starting and confirming a payment (no secrets).
     provider_data = models.JSONField(blank=True, default=dict)
     # What was asked for until the payment succeeds; then what was received.
@@ -357,6 +360,11 @@ class Payment(models.Model):
                 fields=["account", "provider_reference"],
                 condition=~Q(provider_reference=""),
                 name="payment_provider_reference",
+            ),
+            models.Index(
+                fields=["account", "provider_charge_id"],
+                condition=~Q(provider_charge_id=""),
+                name="payment_provider_charge",
             ),
             models.Index(fields=["school", "status", "created_at"]),
             models.Index(fields=["school", "mapping_status"]),
@@ -540,6 +548,9 @@ class WebhookEvent(models.Model):
         # A dead letter that parsed on replay, but whose event the provider had redelivered and
         # we had stored already: kept for the record, never applied (webhooks.services).
         SUPERSEDED = "superseded", "Superseded (stored again)"
+        # A genuine event with nothing to act on (a payout, a customer update, the other mode):
+        # kept with the reason in ``result``, never processed.
+        IGNORED = "ignored", "Ignored (nothing to act on)"
 
     # The school is the account's: not copied here, as every column, index and foreign-key check
     # costs CPU on the hot insert. No single-column index: (account, event id) and

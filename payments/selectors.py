@@ -97,10 +97,11 @@ def payment_for_ids_locked(*, account: AggregatorAccount, ids: list[tuple[str, s
     When ids point at different payments (they should not), the transaction id wins, then the
     checkout, then the reference.
     """
-    given = {kind: value for kind, value in ids if value}
+    txn_ids = {value for kind, value in ids if kind == "txn" and value}
+    given = {kind: value for kind, value in ids if value and kind != "txn"}
     match = Q()
-    if "txn" in given:
-        match |= Q(external_txn_id=given["txn"])
+    if txn_ids:
+        match |= Q(external_txn_id__in=txn_ids) | Q(provider_charge_id__in=txn_ids)
     if "checkout" in given:
         match |= Q(provider_checkout_id=given["checkout"])
     if "ref" in given:
@@ -113,7 +114,7 @@ def payment_for_ids_locked(*, account: AggregatorAccount, ids: list[tuple[str, s
         return found[0] if found else None
 
     def rank(payment: Payment) -> int:
-        if "txn" in given and payment.external_txn_id == given["txn"]:
+        if payment.external_txn_id in txn_ids or payment.provider_charge_id in txn_ids:
             return 0
         if "checkout" in given and payment.provider_checkout_id == given["checkout"]:
             return 1

@@ -51,7 +51,13 @@ from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_m
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
 from payments.state import IN_FLIGHT_STATES, SETTLED_STATES, PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, RefundResult, ReturnUrls
-from providers.errors import OperationNotSupported, ProviderError, ProviderRejected, ProviderUnavailable, UnknownProvider
+from providers.errors import (
+    OperationNotSupported,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    UnknownProvider,
+)
 from providers.registry import get_provider, provider_slugs
 
 logger = logging.getLogger(__name__)
@@ -368,7 +374,11 @@ def _recheck_schedule(payment: Payment, ledger, now: datetime, put) -> None:
 
 
 def _event_ids(event: NormalizedEvent) -> list[tuple[str, str]]:
-    return [("txn", event.external_txn_id), ("ref", event.reference), ("checkout", event.checkout_id)]
+    return [
+        ("txn", event.external_txn_id), ("ref", event.reference), ("checkout", event.checkout_id),
+        # A charge id is in the transaction ids' namespace: a charge-only transaction has no other.
+        ("txn", event.charge_id),
+    ]  # fmt: skip
 
 
 def _fact_summary(fact: TransactionFact) -> str:
@@ -493,8 +503,8 @@ def _facts_adopt(payment: Payment) -> int:
     if payment.account_id is None:
         return 0
     match = Q()
-    if payment.external_txn_id:
-        match |= Q(txn_id=payment.external_txn_id)
+    for txn_id in {payment.external_txn_id, payment.provider_charge_id} - {None, ""}:
+        match |= Q(txn_id=txn_id)
     for reference in {payment.reference, payment.provider_reference} - {None, ""}:
         match |= Q(reference=reference)
     if not match:
@@ -517,7 +527,8 @@ def _payment_from_event(*, account: AggregatorAccount, event: NormalizedEvent) -
         provider=account.provider,
         external_txn_id=event.external_txn_id or None,
         provider_checkout_id=event.checkout_id or None,
-        provider_reference=event.reference[:128],
+        provider_reference=event.reference,
+        provider_charge_id=event.charge_id if event.charge_id != event.external_txn_id else "",
         amount_minor=event.amount_minor,
         currency=event.currency,
         status=S.PENDING,
@@ -538,8 +549,11 @@ def _payment_ids_learn(payment: Payment, event: NormalizedEvent) -> None:
         payment.provider_checkout_id = event.checkout_id
         changed.append("provider_checkout_id")
     if event.reference and event.reference != payment.reference and not payment.provider_reference:
-        payment.provider_reference = event.reference[:128]
+        payment.provider_reference = event.reference
         changed.append("provider_reference")
+    if event.charge_id and event.charge_id != payment.external_txn_id and not payment.provider_charge_id:
+        payment.provider_charge_id = event.charge_id
+        changed.append("provider_charge_id")
     if not payment.provider_student_id and event.provider_student_id:
         payment.provider_student_id = event.provider_student_id
         payment.mapping_status = MappingStatus.PENDING

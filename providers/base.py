@@ -23,7 +23,6 @@ from django.conf import settings
 
 from payments.money import CURRENCY_EXPONENTS, MAX_MINOR_AMOUNT
 from payments.state import PaymentStatus
-from providers.json_limits import JsonRefused, loads_limited
 from providers.errors import (
     OperationNotSupported,
     PayloadInvalid,
@@ -31,6 +30,7 @@ from providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.json_limits import JsonRefused, loads_limited
 
 if TYPE_CHECKING:
     from payments.models import AggregatorAccount, Payment
@@ -78,6 +78,9 @@ class NormalizedEvent:
     reference: str = ""
     # The provider's id of the checkout we started (``Payment.provider_checkout_id``).
     checkout_id: str = ""
+    # The charge within the transaction, where the provider has one apart from the transaction
+    # (a Stripe charge of a PaymentIntent): refunds and disputes may name only it.
+    charge_id: str = ""
     provider_student_id: str = ""
     payer: Mapping[str, Any] = field(default_factory=dict)
     refunds: tuple[RefundReport, ...] = ()
@@ -89,7 +92,15 @@ class NormalizedEvent:
     # True when the body is not bound to a secret (unsigned, or a signature that does not cover
     # the body): its claims are only believed after ``fetch_status`` confirms them.
     requires_confirmation: bool = False
+    # Why a genuine event is not acted on (a payout, a customer update, the other mode): kept
+    # with it and told the provider in a 2xx, so it stops retrying.
+    ignored_reason: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.concerns_payment and not self.ignored_reason:
+            reason = f"{self.event_type or 'this event'} is not about a payment, a refund or a dispute"
+            object.__setattr__(self, "ignored_reason", reason)
 
     @property
     def reports_money(self) -> bool:
@@ -98,7 +109,7 @@ class NormalizedEvent:
     @property
     def concerns_payment(self) -> bool:
         # An unconfirmed claim still names its transaction: the worker asks the provider about it.
-        has_ids = bool(self.external_txn_id or self.reference or self.checkout_id)
+        has_ids = bool(self.external_txn_id or self.reference or self.checkout_id or self.charge_id)
         return self.reports_money and (has_ids or not self.requires_confirmation)
 
     def as_json(self) -> dict[str, Any]:
@@ -368,6 +379,8 @@ STORED_TEXT_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     # Ours is found in Payment.reference; the provider's own is kept in these.
     "reference": (("Payment", "provider_reference"), ("TransactionFact", "reference")),
     "checkout_id": (("Payment", "provider_checkout_id"),),
+    "charge_id": (("Payment", "provider_charge_id"),),
+    "ignored_reason": (("WebhookEvent", "result"),),
     "provider_student_id": (("Payment", "provider_student_id"), ("ProviderStudentLink", "provider_student_id")),
 }
 AMOUNT_FIELDS = ("amount_minor", "refunded_total_minor")

@@ -92,11 +92,22 @@ class ChapaProvider(ProviderAdapter):
 
     def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
         event_type = payload.get("event") if isinstance(payload.get("event"), str) else ""
+        if payload.get("type") == "Payout" or event_type.startswith("payout."):
+            # A payout (https://developer.chapa.co/integrations/webhooks): money out to a bank or
+            # wallet, identified by our ``reference``; it has no tx_ref and is not a payment.
+            reference = payload.get("reference") if isinstance(payload.get("reference"), str) else ""
+            key = reference or payload.get("chapa_reference") or ""
+            return NormalizedEvent(
+                event_id=f"{event_type or 'payout'}:{key}"[:255],
+                event_type=event_type or "payout",
+                status=None,
+                ignored_reason="payouts are money paid out, not a payment",
+                raw=payload,
+            )
         hook = self.validate(ChapaWebhook, payload, event_type=event_type)
         kind = hook.event
-        if hook.type == "Payout" or kind.startswith("payout."):
-            return NormalizedEvent(event_id=f"{kind}:{hook.tx_ref}", event_type=kind, status=None, raw=payload)
         same_mode = hook.mode == ("test" if account.test_mode else "live")
+        other_mode = f"a {hook.mode}-mode event on a {'test' if account.test_mode else 'live'} account"
         payer = {
             "name": " ".join(part for part in (hook.first_name, hook.last_name) if part),
             "email": hook.email or "",
@@ -117,6 +128,7 @@ class ChapaProvider(ProviderAdapter):
                 event_id=f"{kind}:{hook.tx_ref}",
                 # A test-mode event never moves money on a live account (and vice versa).
                 status=CHARGE_EVENTS[kind] if same_mode else None,
+                ignored_reason="" if same_mode else other_mode,
                 requires_confirmation=True,
                 **common,
             )
@@ -129,6 +141,7 @@ class ChapaProvider(ProviderAdapter):
                 status=None,
                 # No refund id: the event keys it.
                 refunds=(RefundReport(key="", amount_minor=hook.amount),) if same_mode else (),
+                ignored_reason="" if same_mode else other_mode,
                 **{**common, "amount_minor": 0},
             )
         return NormalizedEvent(event_id=f"{kind}:{hook.tx_ref}"[:255], status=None, **{**common, "amount_minor": 0})
@@ -174,13 +187,15 @@ class ChapaProvider(ProviderAdapter):
         return CheckoutResult(redirect_url=checkout_url)
 
     def fetch_status(self, *, payment) -> NormalizedStatus:
-        if not payment.reference:
+        # Ours for a checkout we started; the tx_ref of a payment made elsewhere otherwise.
+        reference = payment.reference or payment.provider_reference
+        if not reference:
             raise ProviderRejected("The payment has no reference to look up at Chapa")
-        url = f"{self.api_base_url()}/v1/transaction/verify/{quote(payment.reference, safe='')}"
+        url = f"{self.api_base_url()}/v1/transaction/verify/{quote(reference, safe='')}"
         with self.http_client() as client:
             data = self.request_json(client, "GET", url, headers=self._headers(payment.account))
         txn = data.get("data") or {}
-        if txn.get("tx_ref") != payment.reference:
+        if txn.get("tx_ref") != reference:
             raise ProviderRejected("Chapa's verify answer is for another transaction")
         status = VERIFY_STATUS.get(str(txn.get("status", "")).lower())
         if status is None:

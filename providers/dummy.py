@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from django.conf import settings
 from django.urls import reverse
-
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
 from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code

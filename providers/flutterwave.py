@@ -24,6 +24,8 @@ cumulative refunds come from the API.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Any
@@ -32,13 +34,24 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, Vali
 
 from payments.money import MoneyError, from_minor
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
+from providers.base import (
+    CheckoutResult,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    RefundReport,
+    RefundResult,
+)
 from providers.common import CurrencyCode, Identifier, major_units, metadata_text, minor_or_error
 from providers.errors import PayloadInvalid, ProviderRejected, SignatureInvalid, SignatureMissing
 
 S = PaymentStatus
 
-CHARGE_STATUS = {"successful": S.SUCCEEDED, "failed": S.FAILED, "pending": S.PENDING, "cancelled": S.CANCELLED}
+# v2/v3 say "successful", v4 "succeeded".
+CHARGE_STATUS = {
+    "successful": S.SUCCEEDED, "succeeded": S.SUCCEEDED, "failed": S.FAILED, "pending": S.PENDING,
+    "cancelled": S.CANCELLED,
+}  # fmt: skip
 REFUND_STATUS = {"completed": "succeeded", "failed": "failed"}
 
 
@@ -62,12 +75,44 @@ class Charge(_Model):
     amount: Any
     status: str
     customer: Customer | None = None
-    meta: dict[str, Any] | None = None
+    meta: Any = None
 
     @field_validator("amount")
     @classmethod
     def _amount(cls, value: Any, info: ValidationInfo) -> int:
         return minor_or_error(major_units, value, info.data.get("currency"))
+
+
+class ChargeV4(_Model):
+    """A v4 charge (``chg_...``): the merchant reference is ``reference``; the customer's name
+    and phone are objects, and nothing of the customer is read here."""
+
+    id: Identifier
+    reference: Identifier
+    currency: CurrencyCode
+    amount: Any
+    status: str
+    meta: Any = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(major_units, value, info.data.get("currency"))
+
+
+class RefundV4(_Model):
+    id: Identifier
+    charge_id: Identifier
+    amount_refunded: Any
+    status: str = ""
+
+
+class EnvelopeV4(_Model):
+    """v4: ``{"webhook_id" | "id", "timestamp", "type", "data"}``."""
+
+    webhook_id: Identifier | None = Field(default=None, validation_alias=AliasChoices("webhook_id", "id"))
+    type: Identifier
+    data: dict[str, Any]
 
 
 class ChargeEnvelope(_Model):
@@ -86,24 +131,43 @@ class RefundNotice(_Model):
 class FlutterwaveProvider(ProviderAdapter):
     slug = "flutterwave"
     display_name = "Flutterwave"
-    verification_method = "verif-hash equals the secret hash (does not cover the body); confirmed by the verify API"
+    verification_method = (
+        "verif-hash (v3) or flutterwave-signature (v4) equals the secret hash or is its HMAC of the body; "
+        "confirmed by the verify API"
+    )
     api_base_url_setting = "FLUTTERWAVE_API_BASE_URL"
     test_key_marker = "_TEST-"  # FLWSECK_TEST-...
     checkout_requires_email = True  # Standard checkout: customer.email is required
     signature_header = "verif-hash"
-    secret_headers = frozenset({"verif-hash"})  # the secret hash itself, not a signature
+    v4_signature_header = "flutterwave-signature"
+    # The secret hash itself (v3, and v4 as its webhooks page shows it): never stored.
+    secret_headers = frozenset({"verif-hash", "flutterwave-signature"})
 
     def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
-        provided = headers.get(self.signature_header, "")
+        """v3 sends the secret hash in ``verif-hash``. v4 sends ``flutterwave-signature``, which its
+        webhooks page describes as the secret hash and other sources as base64(HMAC-SHA256(secret
+        hash, raw body)) (unconfirmed which): either is accepted, compared in constant time.
+        Neither is trusted for money: every event is confirmed through the verify API."""
+        name = self.signature_header if self.signature_header in headers else self.v4_signature_header
+        provided = headers.get(name, "")
         if not provided:
-            raise SignatureMissing(f"Missing {self.signature_header} header")
+            raise SignatureMissing(f"Missing {self.signature_header} (v3) or {self.v4_signature_header} (v4) header")
+        given = provided.encode("utf-8", "replace")
         matched = False
         for secret in account.webhook_secrets():
-            matched |= hmac.compare_digest(secret.encode(), provided.encode("utf-8", "replace"))
+            matched |= hmac.compare_digest(secret.encode(), given)
+            if name == self.v4_signature_header:
+                digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+                matched |= hmac.compare_digest(digest, given)
         if not matched:
-            raise SignatureInvalid(f"{self.signature_header} does not match the secret hash")
+            raise SignatureInvalid(f"{name} does not match the secret hash")
 
     def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        if "type" in payload and ("webhook_id" in payload or "id" in payload) and isinstance(payload.get("data"), dict):
+            return self._parse_v4(payload)
+        kind = str(payload.get("event") or payload.get("event.type") or "")
+        if kind.lower().startswith("transfer") or payload.get("event.type") == "Transfer":
+            return self._ignored(payload, kind or "transfer")
         if "TransactionId" in payload or "AmountRefunded" in payload:
             refund = self.validate(RefundNotice, payload, event_type="refund")
             return NormalizedEvent(
@@ -140,6 +204,53 @@ class FlutterwaveProvider(ProviderAdapter):
             provider_student_id=metadata_text(meta, "student_id"),
             payer={k: v for k, v in customer.items() if v},
             requires_confirmation=True,
+            raw=payload,
+        )
+
+    def _parse_v4(self, payload: dict[str, Any]) -> NormalizedEvent:
+        envelope = self.validate(EnvelopeV4, payload)
+        kind = envelope.type
+        if kind.startswith("charge."):
+            charge = self.validate(ChargeV4, envelope.data, event_type=kind)
+            status = CHARGE_STATUS.get(charge.status.lower())
+            if status is None:
+                self._invalid("data.status", f"unknown charge status {charge.status!r}", kind)
+            return NormalizedEvent(
+                event_id=f"charge:{charge.id}:{charge.status.lower()}",
+                event_type=kind,
+                status=status,
+                external_txn_id=charge.id,
+                amount_minor=charge.amount,
+                currency=charge.currency,
+                reference=charge.reference,
+                provider_student_id=metadata_text(charge.meta, "student_id"),
+                requires_confirmation=True,
+                raw=payload,
+            )
+        if kind.startswith("refund."):
+            refund = self.validate(RefundV4, envelope.data, event_type=kind)
+            return NormalizedEvent(
+                event_id=f"refund:{refund.charge_id}:{refund.id}:{refund.status.lower()}"[:255],
+                event_type=kind,
+                status=None,
+                external_txn_id=refund.charge_id,
+                # A claim only (and in no currency): the refunds are taken from the API.
+                refunds=(RefundReport(key=refund.id, amount_minor=0),),
+                requires_confirmation=True,
+                raw=payload,
+            )
+        return self._ignored(payload, kind)
+
+    @staticmethod
+    def _ignored(payload: dict[str, Any], kind: str) -> NormalizedEvent:
+        """A genuine notification that is not about a payment (transfers are payouts)."""
+        data = payload.get("data") if isinstance(payload.get("data"), dict) else payload
+        key = data.get("id") or data.get("reference") or hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()[:32]
+        return NormalizedEvent(
+            event_id=f"{kind}:{key}"[:255],
+            event_type=kind,
+            status=None,
+            ignored_reason=f"{kind} is a payout or transfer, not a payment",
             raw=payload,
         )
 
@@ -188,23 +299,27 @@ class FlutterwaveProvider(ProviderAdapter):
         paid, add up its completed refunds."""
         account = payment.account
         base = self.api_base_url()
+        reference = payment.reference or payment.provider_reference
+        # A v4 charge id ("chg_...") is not a v3 transaction id: such a charge is verified by its
+        # merchant reference.
+        by_id = payment.external_txn_id and str(payment.external_txn_id).isdigit()
         with self.http_client() as client:
-            if payment.external_txn_id:
+            if by_id:
                 data = self.request_json(
                     client, "GET", f"{base}/v3/transactions/{payment.external_txn_id}/verify", headers=self._headers(account)
                 )
-            elif payment.reference:
+            elif reference:
                 data = self.request_json(
                     client,
                     "GET",
                     f"{base}/v3/transactions/verify_by_reference",
-                    params={"tx_ref": payment.reference},
+                    params={"tx_ref": reference},
                     headers=self._headers(account),
                 )
             else:
                 raise ProviderRejected("The payment has neither a Flutterwave id nor a reference")
             txn = data.get("data") or {}
-            if payment.reference and txn.get("tx_ref") != payment.reference:
+            if reference and txn.get("tx_ref") != reference:
                 raise ProviderRejected("Flutterwave's verify answer is for another transaction")
             status = CHARGE_STATUS.get(str(txn.get("status", "")).lower())
             if status is None:

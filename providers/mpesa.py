@@ -34,9 +34,9 @@ from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
+import pydantic
 from django.conf import settings
 from django.core.cache import cache
-import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from payments.money import MoneyError, exponent, scale_units

@@ -28,13 +28,23 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
+from providers.base import (
+    CheckoutResult,
+    DisputeReport,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    RefundReport,
+    RefundResult,
+    field_errors,
+)
 from providers.common import CurrencyCode, Identifier, NonEmpty, metadata_text, minor_or_error
-from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
+from providers.errors import PayloadInvalid, ProviderRejected, SignatureInvalid, SignatureMissing
 
 S = PaymentStatus
 
@@ -82,9 +92,42 @@ class OmiseCharge(_Model):
     id: Identifier
     currency: CurrencyCode
     amount: StrictInt
+    # Charges of API versions before 2015-11-05 have no ``status``: it follows from ``captured``,
+    # ``authorized`` and ``failure_code`` (``charge_status``).
+    status: str | None = None
+    captured: Any = None
+    authorized: Any = None
+    paid: Any = None
+    failure_code: Any = None
+    livemode: StrictBool | None = None
+    metadata: Any = None
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(from_omise_amount, value, info.data.get("currency"))
+
+    @property
+    def charge_status(self) -> str:
+        if self.status is not None:
+            return self.status
+        if self.failure_code:
+            return "failed"
+        if self.captured is True or self.paid is True:
+            return "successful"
+        return "pending"
+
+
+class OmiseDispute(_Model):
+    """https://docs.omise.co/disputes-api: open, pending (under review), won or lost."""
+
+    object: str = "dispute"
+    id: Identifier
+    charge: Identifier
+    currency: CurrencyCode
+    amount: StrictInt
     status: str
     livemode: StrictBool | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("amount")
     @classmethod
@@ -120,6 +163,13 @@ class RefundEvent(_Envelope):
     data: OmiseRefund
 
 
+class DisputeEvent(_Envelope):
+    data: OmiseDispute
+
+
+DISPUTE_STATUS = {"open": "open", "pending": "open", "won": "won", "lost": "lost"}
+
+
 class OmiseProvider(ProviderAdapter):
     slug = "omise"
     display_name = "Omise"
@@ -153,17 +203,23 @@ class OmiseProvider(ProviderAdapter):
         envelope = self.validate(_Envelope, payload)
         kind = envelope.key
         live_expected = not account.test_mode
+        other_mode = f"a {'live' if account.test_mode else 'test'}-mode event on a {'test' if account.test_mode else 'live'} account"
         if kind.startswith("charge.") and envelope.data.get("object", "charge") == "charge":
             event = self.validate(ChargeEvent, payload, event_type=kind)
             charge = event.data
-            status = CHARGE_STATUS.get(charge.status)
+            status = CHARGE_STATUS.get(charge.charge_status)
+            if status is None:
+                raise PayloadInvalid(
+                    [{"field": "data.status", "message": f"unknown charge status {charge.charge_status!r}"}], event_type=kind
+                )
             livemode = charge.livemode if charge.livemode is not None else event.livemode
-            if livemode is not None and livemode != live_expected:
-                status = None  # a test-mode event never moves money on a live account
+            same_mode = livemode is None or livemode == live_expected
             return NormalizedEvent(
                 event_id=event.id,
                 event_type=kind,
-                status=status,
+                # A test-mode event never moves money on a live account (and vice versa).
+                status=status if same_mode else None,
+                ignored_reason="" if same_mode else other_mode,
                 external_txn_id=charge.id,
                 amount_minor=charge.amount,
                 currency=charge.currency,
@@ -187,6 +243,29 @@ class OmiseProvider(ProviderAdapter):
                 # A claim only: the charge's refunded total is taken from the API on confirmation.
                 refunds=(RefundReport(key=refund.id, amount_minor=refund.amount),) if same_mode else (),
                 requires_confirmation=True,
+                ignored_reason="" if same_mode else other_mode,
+                raw=payload,
+            )
+        if kind.startswith("dispute."):
+            event = self.validate(DisputeEvent, payload, event_type=kind)
+            dispute = event.data
+            state = DISPUTE_STATUS.get(dispute.status)
+            if state is None:
+                raise PayloadInvalid(
+                    [{"field": "data.status", "message": f"unknown dispute status {dispute.status!r}"}], event_type=kind
+                )
+            livemode = dispute.livemode if dispute.livemode is not None else event.livemode
+            same_mode = livemode is None or livemode == live_expected
+            # The signature covers the body, and the charges API does not report disputes: the
+            # dispute is taken from the signed event itself.
+            return NormalizedEvent(
+                event_id=event.id,
+                event_type=kind,
+                status=None,
+                external_txn_id=dispute.charge,
+                currency=dispute.currency,
+                disputes=(DisputeReport(key=dispute.id, amount_minor=dispute.amount, status=state),) if same_mode else (),
+                ignored_reason="" if same_mode else other_mode,
                 raw=payload,
             )
         return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)
@@ -239,25 +318,44 @@ class OmiseProvider(ProviderAdapter):
             charge = self.request_json(
                 client, "GET", f"{self.api_base_url()}/charges/{charge_id}", auth=self._auth(payment.account)
             )
-        status = CHARGE_STATUS.get(str(charge.get("status")))
-        if status is None:
-            raise ProviderRejected(f"Omise reported an unknown status {charge.get('status')!r}")
-        if charge.get("livemode") is not None and charge["livemode"] != (not payment.account.test_mode):
-            raise ProviderRejected("Omise's answer is for the other mode (test/live)")
-        currency = str(charge.get("currency", "")).upper()
         try:
-            amount = from_omise_amount(charge.get("amount"), currency)
-            refunded = from_omise_amount(charge.get("refunded_amount") or 0, currency)
+            parsed = OmiseCharge.model_validate(charge)
+        except pydantic.ValidationError as exc:
+            raise ProviderRejected(f"Omise answered a charge we cannot read: {field_errors(exc)[:3]}") from exc
+        status = CHARGE_STATUS.get(parsed.charge_status)
+        if status is None:
+            raise ProviderRejected(f"Omise reported an unknown status {parsed.charge_status!r}")
+        if parsed.livemode is not None and parsed.livemode != (not payment.account.test_mode):
+            raise ProviderRejected("Omise's answer is for the other mode (test/live)")
+        # The refunded total: ``refunded_amount`` since API 2015-11-05, before that ``refunded``
+        # (an integer then, a boolean since).
+        total = charge.get("refunded_amount", charge.get("refunded"))
+        if isinstance(total, bool) or total is None:
+            total = 0
+        try:
+            refunded = from_omise_amount(total, parsed.currency)
         except MoneyError as exc:
-            raise ProviderRejected(f"Omise reported an amount we cannot take exactly: {charge.get('amount')!r}") from exc
+            raise ProviderRejected(f"Omise reported a refunded amount we cannot take exactly: {total!r}") from exc
         return NormalizedStatus(
             status=status,
-            external_txn_id=str(charge.get("id", "")),
-            amount_minor=amount,
-            currency=currency,
+            external_txn_id=parsed.id,
+            amount_minor=parsed.amount,
+            currency=parsed.currency,
             refunded_total_minor=refunded or None,
-            detail=str(charge.get("failure_message") or charge.get("status"))[:200],
+            refunds=tuple(self._refunds(charge.get("refunds"), parsed.currency)),
+            detail=str(charge.get("failure_message") or parsed.charge_status)[:200],
         )
+
+    @staticmethod
+    def _refunds(refunds: Any, currency: str):
+        """The charge's refunds one by one, when the API lists them (``refunds.data``)."""
+        data = refunds.get("data") if isinstance(refunds, dict) else None
+        for item in data if isinstance(data, list) else []:
+            try:
+                refund = OmiseRefund.model_validate({"currency": currency.lower(), **item})
+            except (pydantic.ValidationError, TypeError):
+                continue
+            yield RefundReport(key=refund.id, amount_minor=refund.amount)
 
     def refund(self, *, payment, amount_minor: int, idempotency_key: str, reason: str = "") -> RefundResult:
         """``POST /charges/<id>/refunds`` (https://docs.omise.co/refunds-api): the amount in the

@@ -31,9 +31,17 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
+from providers.base import (
+    CheckoutResult,
+    DisputeReport,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    RefundReport,
+    RefundResult,
+)
 from providers.common import CurrencyCode, Identifier, NonEmpty, integer_units, metadata_text, minor_or_error
-from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
+from providers.errors import PayloadInvalid, ProviderRejected, SignatureInvalid, SignatureMissing
 
 S = PaymentStatus
 
@@ -102,6 +110,36 @@ class Refund(_Model):
         return minor_or_error(from_paystack_amount, value, info.data.get("currency"))
 
 
+class DisputedTransaction(_Model):
+    id: int | Identifier
+    reference: Identifier
+    currency: CurrencyCode | None = None
+
+
+class Dispute(_Model):
+    """A chargeback (https://paystack.com/docs/payments/webhooks, charge.dispute.*): the charge
+    is in ``transaction`` (the top-level ``transaction_reference`` is null in Paystack's samples),
+    the disputed amount in ``refund_amount``."""
+
+    id: int | Identifier
+    transaction: DisputedTransaction
+    currency: CurrencyCode
+    refund_amount: Any
+    status: str = ""
+    resolution: str | None = None
+    domain: str = "live"
+
+    @field_validator("refund_amount")
+    @classmethod
+    def _amount(cls, value: Any, info: ValidationInfo) -> int:
+        return minor_or_error(from_paystack_amount, value, info.data.get("currency"))
+
+
+class DisputeEvent(_Model):
+    event: NonEmpty
+    data: Dispute
+
+
 class _Envelope(_Model):
     event: NonEmpty
     data: dict[str, Any]
@@ -130,6 +168,11 @@ REFUND_EVENTS = {
 # A refund's status in Paystack's refund API -> the ledger's: pending, processing and
 # needs-attention are all still on their way.
 PAYSTACK_REFUND_STATUS = {"processed": "succeeded", "failed": "failed"}
+
+DISPUTE_EVENTS = {"charge.dispute.create", "charge.dispute.remind", "charge.dispute.resolve"}
+# A resolved dispute: accepted by the merchant, or by Paystack for a merchant who did not answer,
+# means the customer keeps the money; declined means the merchant contested it and kept it.
+DISPUTE_RESOLUTIONS = {"merchant-accepted": "lost", "auto-accepted": "lost", "declined": "won"}
 
 # transaction/verify's data.status -> ours. "abandoned" is Paystack's initial state for a checkout
 # that has not been completed yet, so it is still open.
@@ -169,14 +212,17 @@ class PaystackProvider(ProviderAdapter):
         envelope = self.validate(_Envelope, payload)
         kind = envelope.event
         expected_domain = "test" if account.test_mode else "live"
+        other_mode = f"a {'live' if account.test_mode else 'test'}-mode event on a {expected_domain} account"
         if kind in CHARGE_EVENTS:
             txn = self.validate(ChargeEvent, payload, event_type=kind).data
             customer = txn.customer.model_dump(exclude_none=True) if txn.customer else {}
+            same_mode = txn.domain == expected_domain
             return NormalizedEvent(
                 event_id=f"{kind}:{txn.id}",
                 event_type=kind,
                 # A test-mode event never moves money on a live account (and vice versa).
-                status=CHARGE_EVENTS[kind] if txn.domain == expected_domain else None,
+                status=CHARGE_EVENTS[kind] if same_mode else None,
+                ignored_reason="" if same_mode else other_mode,
                 external_txn_id=str(txn.id),
                 amount_minor=txn.amount,
                 currency=txn.currency,
@@ -188,6 +234,12 @@ class PaystackProvider(ProviderAdapter):
         if kind in REFUND_EVENTS:
             refund = self.validate(RefundEvent, payload, event_type=kind).data
             state = REFUND_EVENTS[kind] if refund.domain == expected_domain else None
+            if refund.domain != expected_domain:
+                reason = other_mode
+            elif state is None:
+                reason = f"{kind}: the refund is not done yet (Paystack names it only once processed)"
+            else:
+                reason = ""
             # A redelivery of the same notice is the same event; the refund is keyed by Paystack's
             # refund reference (each refund's own amount, not a running total).
             return NormalizedEvent(
@@ -199,13 +251,43 @@ class PaystackProvider(ProviderAdapter):
                 refunds=(RefundReport(key=refund.refund_reference or "", amount_minor=refund.amount, status=state),)
                 if state
                 else (),
+                ignored_reason=reason,
+                raw=payload,
+            )
+        if kind in DISPUTE_EVENTS:
+            dispute = self.validate(DisputeEvent, payload, event_type=kind).data
+            if dispute.resolution is not None and dispute.resolution not in DISPUTE_RESOLUTIONS:
+                self._invalid("data.resolution", f"unknown dispute resolution {dispute.resolution!r}", kind)
+            state = DISPUTE_RESOLUTIONS.get(dispute.resolution or "", "open") if kind.endswith("resolve") else "open"
+            same_mode = dispute.domain == expected_domain
+            return NormalizedEvent(
+                event_id=f"{kind}:{dispute.id}",
+                event_type=kind,
+                status=None,
+                external_txn_id=str(dispute.transaction.id),
+                reference=dispute.transaction.reference,
+                currency=dispute.currency,
+                disputes=(DisputeReport(key=str(dispute.id), amount_minor=dispute.refund_amount, status=state),)
+                if same_mode
+                else (),
+                ignored_reason="" if same_mode else other_mode,
                 raw=payload,
             )
         data = envelope.data
         key = data.get("id") or data.get("reference") or data.get("transfer_code") or hashlib.sha256(
             repr(sorted(data.items())).encode()
         ).hexdigest()[:32]
-        return NormalizedEvent(event_id=f"{kind}:{key}"[:255], event_type=kind, status=None, raw=payload)
+        return NormalizedEvent(
+            event_id=f"{kind}:{key}"[:255],
+            event_type=kind,
+            status=None,
+            ignored_reason=f"{kind} is not about a payment, a refund or a chargeback",
+            raw=payload,
+        )
+
+    @staticmethod
+    def _invalid(field: str, message: str, event_type: str):
+        raise PayloadInvalid([{"field": field, "message": message}], event_type=event_type)
 
     # --- Payment API (https://github.com/PaystackOSS/openapi) ---------------------------------
 

@@ -25,11 +25,19 @@ from datetime import timezone as dt_timezone
 from typing import Any, Literal
 
 import stripe
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from payments.money import MoneyError, exponent, scale_units
 from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundResult
+from providers.base import (
+    CheckoutResult,
+    DisputeReport,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    RefundReport,
+    RefundResult,
+)
 from providers.common import CurrencyCode, Identifier, NonEmpty, metadata_text, minor_or_error
 from providers.errors import (
     PayloadInvalid,
@@ -100,8 +108,8 @@ class CheckoutSession(_StripeObject):
     payment_status: Literal["paid", "unpaid", "no_payment_required"]
     status: Literal["open", "complete", "expired"] | None = None
     client_reference_id: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    payment_intent: str | None = None
+    metadata: Any = None
+    payment_intent: Identifier | None = None
     customer_details: CustomerDetails | None = None
 
     _amount = field_validator("amount_total")(_stripe_amount_field)
@@ -112,7 +120,36 @@ class PaymentIntent(_StripeObject):
     currency: CurrencyCode
     amount: StrictInt
     status: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Any = None
+    # The charge that took the money: a string id from API 2022-11-15, before that the first of
+    # an embedded ``charges`` list.
+    latest_charge: Any = None
+    charges: Any = None
+
+    _amount = field_validator("amount")(_stripe_amount_field)
+
+    @property
+    def charge_id(self) -> str:
+        if isinstance(self.latest_charge, str):
+            return self.latest_charge
+        if isinstance(self.latest_charge, dict) and isinstance(self.latest_charge.get("id"), str):
+            return self.latest_charge["id"]
+        data = self.charges.get("data") if isinstance(self.charges, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict) and isinstance(data[0].get("id"), str):
+            return data[0]["id"]
+        return ""
+
+
+class Refund(_StripeObject):
+    """A refund object (https://docs.stripe.com/api/refunds/object)."""
+
+    id: Identifier
+    currency: CurrencyCode
+    amount: StrictInt
+    status: str | None = None
+    charge: Identifier | None = None
+    # Absent before PaymentIntents existed, null for a charge made without one.
+    payment_intent: Identifier | None = None
 
     _amount = field_validator("amount")(_stripe_amount_field)
 
@@ -121,12 +158,30 @@ class Charge(_StripeObject):
     id: Identifier
     currency: CurrencyCode
     amount: StrictInt
-    amount_refunded: StrictInt
-    payment_intent: Identifier
+    amount_refunded: StrictInt = 0
+    # Null for a charge made with the Charges API, absent in API versions before PaymentIntents.
+    payment_intent: Identifier | None = None
+    status: str | None = None
     refunded: StrictBool = False
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Any = None
+    # The refunds, embedded before API 2022-11-15 (``{"data": [...]}``); read when present.
+    refunds: Any = None
 
     _amount = field_validator("amount", "amount_refunded")(_stripe_amount_field)
+
+
+class Dispute(_StripeObject):
+    """A dispute object (https://docs.stripe.com/api/disputes/object). Disputes of 2013 and
+    before have no ``id``: one dispute per charge, so the charge keys it."""
+
+    id: Identifier | None = None
+    currency: CurrencyCode
+    amount: StrictInt
+    status: str
+    charge: Identifier
+    payment_intent: Identifier | None = None
+
+    _amount = field_validator("amount")(_stripe_amount_field)
 
 
 class _Envelope(_StripeObject):
@@ -144,29 +199,16 @@ class _Envelope(_StripeObject):
         return None
 
 
-class _SessionData(_StripeObject):
-    object: CheckoutSession
+def _event_of(model: type[_StripeObject]) -> type[_Envelope]:
+    data = type(f"_{model.__name__}Data", (_StripeObject,), {"__annotations__": {"object": model}})
+    return type(f"{model.__name__}Event", (_Envelope,), {"__annotations__": {"data": data}})
 
 
-class _IntentData(_StripeObject):
-    object: PaymentIntent
-
-
-class _ChargeData(_StripeObject):
-    object: Charge
-
-
-class SessionEvent(_Envelope):
-    data: _SessionData
-
-
-class IntentEvent(_Envelope):
-    data: _IntentData
-
-
-class ChargeEvent(_Envelope):
-    data: _ChargeData
-
+SessionEvent = _event_of(CheckoutSession)
+IntentEvent = _event_of(PaymentIntent)
+ChargeEvent = _event_of(Charge)
+RefundEvent = _event_of(Refund)
+DisputeEvent = _event_of(Dispute)
 
 SESSION_EVENTS = {
     "checkout.session.completed": None,  # depends on payment_status
@@ -175,15 +217,26 @@ SESSION_EVENTS = {
     "checkout.session.expired": S.EXPIRED,
 }
 INTENT_EVENTS = {"payment_intent.succeeded": S.SUCCEEDED, "payment_intent.payment_failed": S.FAILED}
-# A refund's status (https://docs.stripe.com/api/refunds/object#refund_object-status) -> the
-# ledger's. "requires_action" waits for the customer; "canceled" returned nothing.
-STRIPE_REFUND_STATUS = {
-    "pending": "pending",
-    "requires_action": "pending",
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "canceled": "failed",
-}
+# charge.refunded carries the charge's cumulative refunded total (and, before API 2022-11-15,
+# the refunds themselves); charge.succeeded / charge.failed its outcome.
+CHARGE_EVENTS = {"charge.succeeded": S.SUCCEEDED, "charge.failed": S.FAILED, "charge.refunded": S.SUCCEEDED}
+# A refund object in every one of these (charge.refund.updated for some methods; refund.* for
+# all refunds from API 2024-10-28).
+REFUND_EVENTS = {"charge.refund.updated", "refund.created", "refund.updated", "refund.failed"}
+# https://docs.stripe.com/api/refunds/object#refund_object-status ; canceled is money kept.
+REFUND_STATUS = {"pending": "pending", "requires_action": "pending", "succeeded": "succeeded", "failed": "failed",
+                 "canceled": "failed"}  # fmt: skip
+DISPUTE_EVENTS = {
+    "charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn", "charge.dispute.funds_reinstated",
+}  # fmt: skip
+# https://docs.stripe.com/api/disputes/object#dispute_object-status: inquiries (warning_*) are
+# disputes too until they close; a closed inquiry or a prevented dispute took nothing.
+DISPUTE_STATUS = {
+    "warning_needs_response": "open", "warning_under_review": "open", "needs_response": "open",
+    "under_review": "open", "won": "won", "warning_closed": "won", "prevented": "won", "lost": "lost",
+}  # fmt: skip
+
 
 # One HTTP client for every StripeClient: httpx pools connections and is thread-safe.
 _http_client: stripe.HTTPClient | None = None
@@ -224,11 +277,13 @@ class StripeProvider(ProviderAdapter):
     def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
         envelope = self.validate(_Envelope, payload)
         kind = envelope.type
+        common = {"event_id": envelope.id, "event_type": kind, "occurred_at": envelope.occurred_at, "raw": payload}
         # A test-mode event never moves money on a live account, nor a live one on a test account.
-        other_mode = envelope.livemode == bool(account.test_mode)
+        if envelope.livemode == bool(account.test_mode):
+            mode = "live" if envelope.livemode else "test"
+            return NormalizedEvent(status=None, ignored_reason=f"a {mode}-mode event on a {'test' if account.test_mode else 'live'} account", **common)
         if kind in SESSION_EVENTS:
-            event = self.validate(SessionEvent, payload, event_type=kind)
-            session = event.data.object
+            session = self.validate(SessionEvent, payload, event_type=kind).data.object
             status = SESSION_EVENTS[kind]
             if status is None:
                 # Delayed methods (bank debits) complete the session unpaid; the money follows in
@@ -236,57 +291,95 @@ class StripeProvider(ProviderAdapter):
                 status = S.SUCCEEDED if session.payment_status == "paid" else S.PROCESSING
             details = session.customer_details
             return NormalizedEvent(
-                event_id=event.id,
-                event_type=kind,
-                status=None if other_mode else status,
+                status=status,
                 external_txn_id=session.payment_intent or "",
                 amount_minor=session.amount_total,
                 currency=session.currency,
                 reference=session.client_reference_id or metadata_text(session.metadata, "reference"),
                 checkout_id=session.id,
-                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(session.metadata, "student_id"),
                 payer={k: v for k, v in (details.model_dump() if details else {}).items() if v},
-                raw=payload,
+                **common,
             )
         if kind in INTENT_EVENTS:
-            event = self.validate(IntentEvent, payload, event_type=kind)
-            intent = event.data.object
+            intent = self.validate(IntentEvent, payload, event_type=kind).data.object
             return NormalizedEvent(
-                event_id=event.id,
-                event_type=kind,
-                status=None if other_mode else INTENT_EVENTS[kind],
+                status=INTENT_EVENTS[kind],
                 external_txn_id=intent.id,
+                charge_id=intent.charge_id,
                 amount_minor=intent.amount,
                 currency=intent.currency,
                 reference=metadata_text(intent.metadata, "reference"),
-                occurred_at=event.occurred_at,
                 provider_student_id=metadata_text(intent.metadata, "student_id"),
-                raw=payload,
+                **common,
             )
-        if kind == "charge.refunded":
-            event = self.validate(ChargeEvent, payload, event_type=kind)
-            charge = event.data.object
+        if kind in CHARGE_EVENTS:
+            charge = self.validate(ChargeEvent, payload, event_type=kind).data.object
             if charge.amount_refunded > charge.amount:
                 raise PayloadInvalid(
                     [{"field": "data.object.amount_refunded", "message": "refunded more than the charge"}],
                     event_type=kind,
                 )
+            refunds = tuple(self._embedded_refunds(charge.refunds, charge.currency)) if kind == "charge.refunded" else ()
             return NormalizedEvent(
-                event_id=event.id,
-                event_type=kind,
-                # A refunded charge was paid first.
-                status=None if other_mode else S.SUCCEEDED,
-                external_txn_id=charge.payment_intent,
+                status=CHARGE_EVENTS[kind],
+                # The transaction is the PaymentIntent when there is one, else the charge itself.
+                external_txn_id=charge.payment_intent or charge.id,
+                charge_id=charge.id,
                 amount_minor=charge.amount,
                 currency=charge.currency,
                 reference=metadata_text(charge.metadata, "reference"),
+                provider_student_id=metadata_text(charge.metadata, "student_id"),
+                refunds=refunds,
                 # Stripe reports the cumulative refunded amount on the charge.
-                refunded_total_minor=None if other_mode else charge.amount_refunded,
-                occurred_at=event.occurred_at,
-                raw=payload,
+                refunded_total_minor=charge.amount_refunded if kind == "charge.refunded" else None,
+                **common,
             )
-        return NormalizedEvent(event_id=envelope.id, event_type=kind, status=None, raw=payload)
+        if kind in REFUND_EVENTS:
+            refund = self.validate(RefundEvent, payload, event_type=kind).data.object
+            state = REFUND_STATUS.get(refund.status or "pending", "pending")
+            return NormalizedEvent(
+                status=None,
+                external_txn_id=refund.payment_intent or refund.charge or "",
+                charge_id=refund.charge or "",
+                currency=refund.currency,
+                refunds=(RefundReport(key=refund.id, amount_minor=refund.amount, status=state),),
+                **common,
+            )
+        if kind in DISPUTE_EVENTS:
+            dispute = self.validate(DisputeEvent, payload, event_type=kind).data.object
+            state = DISPUTE_STATUS.get(dispute.status)
+            if state is None:
+                raise PayloadInvalid(
+                    [{"field": "data.object.status", "message": f"unknown dispute status {dispute.status!r}"}],
+                    event_type=kind,
+                )
+            return NormalizedEvent(
+                status=None,
+                external_txn_id=dispute.payment_intent or dispute.charge,
+                charge_id=dispute.charge,
+                currency=dispute.currency,
+                disputes=(DisputeReport(key=dispute.id or f"charge:{dispute.charge}", amount_minor=dispute.amount, status=state),),
+                **common,
+            )
+        return NormalizedEvent(status=None, **common)
+
+    def _embedded_refunds(self, refunds: Any, currency: str):
+        """The refunds a charge embeds (API versions before 2022-11-15), each by its id. Entries
+        that are not whole refund objects are left to the cumulative total."""
+        data = refunds.get("data") if isinstance(refunds, dict) else refunds if isinstance(refunds, list) else None
+        for item in data or []:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                continue
+            amount = item.get("amount")
+            if isinstance(amount, bool) or not isinstance(amount, int):
+                continue
+            try:
+                minor = from_stripe_amount(amount, currency)
+            except MoneyError:
+                continue
+            state = REFUND_STATUS.get(str(item.get("status") or "succeeded"), "pending")
+            yield RefundReport(key=item["id"], amount_minor=minor, status=state)
 
     # --- Payment API (https://docs.stripe.com/api/checkout/sessions) --------------------------
 
@@ -398,7 +491,7 @@ class StripeProvider(ProviderAdapter):
         return self._refund_result(refund, payment.currency)
 
     def _refund_result(self, refund: Mapping[str, Any], currency: str) -> RefundResult:
-        status = STRIPE_REFUND_STATUS.get(str(refund.get("status")))
+        status = REFUND_STATUS.get(str(refund.get("status")))
         if status is None or not refund.get("id"):
             raise ProviderRejected(f"Stripe answered a refund we cannot read (status {refund.get('status')!r})")
         answered = str(refund.get("currency") or currency).upper()

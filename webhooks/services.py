@@ -92,6 +92,7 @@ class WebhookReceipt:
     created: bool
     event_id: str
     status: str
+    reason: str = ""  # why an event is ignored
 
 
 # --- The request path --------------------------------------------------------------------------
@@ -160,6 +161,12 @@ def webhook_event_store(
     A racing duplicate is settled by the unique constraint on (account, event id), not by a
     look-up first: the loser's insert fails and it answers with the stored event's status.
     """
+    # A genuine event with nothing in it to act on (a payout, a customer update, the other mode)
+    # is kept, done at once with the reason, and never queued.
+    ignored = {}
+    if not event.concerns_payment:
+        now = timezone.now()
+        ignored = {"status": WebhookEvent.Status.IGNORED, "result": event.ignored_reason[:200], "processed_at": now}
     # A lone INSERT commits by itself; inside a caller's transaction it needs a savepoint so a
     # duplicate does not abort that transaction.
     guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
@@ -173,6 +180,7 @@ def webhook_event_store(
                 headers=_storable_headers(headers, adapter),
                 remote_addr=remote_addr,
                 received_at=timezone.now(),
+                **ignored,
             )
     except IntegrityError:
         existing = (
@@ -183,6 +191,8 @@ def webhook_event_store(
         if existing is None:
             raise
         return WebhookReceipt(created=False, event_id=event.event_id, status=existing)
+    if ignored:
+        return WebhookReceipt(True, event.event_id, WebhookEvent.Status.IGNORED, event.ignored_reason)
     # With the request's id, so the event's processing logs under it (ops.context).
     EVENT_PUBLISHER.add_on_commit((event_pk, current_request_id()))
     return WebhookReceipt(created=True, event_id=event.event_id, status=WebhookEvent.Status.PENDING)

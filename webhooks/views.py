@@ -9,6 +9,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from config.metrics import webhook_answered
+from payments.models import WebhookEvent
 from payments.ratelimits import RateLimited
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing, UnknownProvider
 from webhooks.client_ip import client_ip
@@ -79,6 +80,12 @@ def _webhook_receive(request: HttpRequest, provider: str, school_code: str | Non
         if isinstance(exc, RateLimited):
             response["Retry-After"] = str(exc.retry_after)
         return response
+    if receipt.created and receipt.status == WebhookEvent.Status.IGNORED:
+        # Stored, and nothing to do: a 2xx, so the provider stops retrying, with the reason.
+        return JsonResponse(
+            {"detail": "Webhook ignored", "event_id": receipt.event_id, "status": receipt.status, "reason": receipt.reason},
+            status=200,
+        )
     if receipt.created:
         return JsonResponse(
             {"detail": "Webhook accepted", "event_id": receipt.event_id, "status": receipt.status}, status=202

@@ -1,6 +1,6 @@
-from django.urls import path
 from csp.constants import UNSAFE_INLINE
 from csp.decorators import csp_update
+from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 

@@ -6,9 +6,10 @@ payment's reference, receipt and staff review. Every new Payment column has a co
 is nullable, so adding it does not rewrite the table on PostgreSQL 11+."""
 
 import django.db.models.deletion
-import payments.models
 from django.conf import settings
 from django.db import migrations, models
+
+import payments.models
 
 
 class Migration(migrations.Migration):

@@ -5,7 +5,6 @@ import django.db.models.expressions
 from django.conf import settings
 from django.db import migrations, models
 
-
 SETTLED = ("succeeded", "partially_refunded", "refunded")
 
 

@@ -63,6 +63,7 @@ class Expected:
     # Reports that cannot all be true (refunds beyond the payment): the payment says so, and the
     # books' total still follows it, though their documents then depend on when they synced.
     conflict: bool = False
+    charged_back: int = 0
 
 
 @dataclass
@@ -357,3 +358,83 @@ def test_flutterwave_any_order(client, books, fake_qbo, flutterwave_api, story):
 
     deliver(client, "flutterwave", ledger.school, deliveries, plan, before_delivery=provider_acts)
     check(the_payment(account, str(txn)), expected, fake_qbo, ledger.realm)
+
+
+# --- Stripe: refunds one by one (one may fail later) and a dispute, in Stripe's documented shapes -----
+
+
+@st.composite
+def stripe_money_back_stories(draw):
+    amount = draw(st.sampled_from([100_000, 250_000]))
+    refunds = draw(st.lists(st.tuples(st.sampled_from([amount // 10, amount // 5]), st.sampled_from([None, 5, 45])),
+                            max_size=3))  # fmt: skip
+    dispute = draw(st.sampled_from([None, "won", "lost", "open"]))
+    # Stripe's own order of things, by its clock: the success, then each refund (pending,
+    # succeeded, the charge's new cumulative total), a failure some time later for some of them
+    # (Stripe takes a failed refund out of the amount_refunded it reports from then on), then the
+    # dispute.
+    timeline = [(0, "payment_intent.succeeded", {})]
+    lifetimes = [(10 + n * 10, 11 + n * 10, None if fails is None else 11 + n * 10 + fails, refund)
+                 for n, (refund, fails) in enumerate(refunds)]  # fmt: skip
+    for number, (created, succeeded, failed, refund) in enumerate(lifetimes):
+        key = f"re_{number}"
+        timeline.append((created, "refund.created", {"key": key, "amount": refund, "status": "pending"}))
+        timeline.append((succeeded, "refund.updated", {"key": key, "amount": refund, "status": "succeeded"}))
+        total = sum(r for _, s, f, r in lifetimes if s <= succeeded and (f is None or f > succeeded))
+        timeline.append((succeeded, "charge.refunded", {"total": total}))
+        if failed is not None:
+            timeline.append((failed, "refund.failed", {"key": key, "amount": refund, "status": "failed"}))
+    if dispute:
+        timeline.append((100, "charge.dispute.created", {"status": "needs_response"}))
+        if dispute != "open":
+            timeline.append((110, "charge.dispute.closed", {"status": dispute}))
+    refunded = sum(refund for refund, fails in refunds if fails is None)
+    charged_back = min(amount - refunded, amount) if dispute == "lost" else 0
+    if dispute == "open":
+        status = S.DISPUTED
+    elif charged_back:
+        status = S.CHARGED_BACK
+    else:
+        status = S.PARTIALLY_REFUNDED if refunded else S.SUCCEEDED
+    expected = Expected(status, amount, refunded)
+    expected.charged_back = charged_back
+    return timeline, expected, draw(plans(len(timeline)))
+
+
+def stripe_money_back_event(kind: str, data: dict, intent: str, amount: int, created: int) -> dict:
+    charge = f"ch_{intent}"
+    if kind == "payment_intent.succeeded":
+        obj = {"id": intent, "object": "payment_intent", "amount": amount, "currency": "usd", "status": "succeeded",
+               "latest_charge": charge, "metadata": {"reference": f"ref-{intent}", "student_id": STUDENT_ID}}  # fmt: skip
+    elif kind == "charge.refunded":
+        obj = {"id": charge, "object": "charge", "amount": amount, "amount_refunded": data["total"], "currency": "usd",
+               "payment_intent": intent, "refunded": data["total"] == amount, "status": "succeeded"}  # fmt: skip
+    elif kind.startswith("refund."):
+        obj = {"id": f"{data['key']}_{intent}", "object": "refund", "amount": data["amount"], "currency": "usd",
+               "status": data["status"], "charge": charge, "payment_intent": intent}  # fmt: skip
+    else:
+        obj = {"id": f"dp_{intent}", "object": "dispute", "amount": amount, "currency": "usd", "status": data["status"],
+               "charge": charge, "payment_intent": intent}  # fmt: skip
+    return {"id": f"evt_{intent}_{kind}_{created}", "object": "event", "api_version": "2024-10-28.acacia",
+            "created": created, "livemode": False, "type": kind, "data": {"object": obj}}  # fmt: skip
+
+
+@property_settings
+@given(story=stripe_money_back_stories())
+def test_stripe_refunds_and_disputes_any_order(client, books, fake_qbo, story):
+    timeline, expected, plan = story
+    ledger = books("us", "USD")
+    account = provider_account(ledger, "stripe", webhook_secret="whsec_test", api_key="sk_test_fake", test_mode=True)
+    intent = f"pi_mb_{next(_ids):06d}"
+    start = int(time.time()) - 300
+    deliveries = [
+        stripe_delivery(stripe_money_back_event(kind, data, intent, expected.received, start + at), ["whsec_test"])
+        for at, kind, data in timeline
+    ]
+    deliver(client, "stripe", ledger.school, deliveries, plan)
+    payment = the_payment(account, intent)
+    assert (payment.status, payment.amount_minor, payment.refunded_amount_minor, payment.charged_back_amount_minor) == (
+        expected.status, expected.received, expected.refunded, expected.charged_back,
+    )  # fmt: skip
+    documents = documents_of(fake_qbo, ledger.realm, payment)
+    assert sum(amount if kind != "RefundReceipt" else -amount for kind, amount in documents) == payment.net_minor

@@ -37,6 +37,11 @@ def accepted(event_id: str) -> tuple[int, dict]:
     return 202, {"detail": "Webhook accepted", "event_id": event_id, "status": "pending"}
 
 
+def ignored(event_id: str, reason: str) -> tuple[int, dict]:
+    """A genuine event with nothing to act on: stored, and a 2xx with the reason."""
+    return 200, {"detail": "Webhook ignored", "event_id": event_id, "status": "ignored", "reason": reason}
+
+
 def duplicate(event_id: str, status: str = "pending") -> tuple[int, dict]:
     return 200, {"detail": "Duplicate webhook ignored", "event_id": event_id, "status": status}
 

@@ -14,7 +14,7 @@ from providers.errors import PayloadInvalid, ProviderRejected
 from providers.registry import get_provider
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
+from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +56,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": f"charge.success:{REF}", "event_type": "charge.success", "status": "succeeded",
         "external_txn_id": "AP634JFwEbxd", "amount_minor": 450_000, "currency": "ETB", "reference": REF,
         "checkout_id": "", "provider_student_id": "", "payer": {"name": "Abebe Bikila", "phone": "251900000000"},
-        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "charge_id": "", "ignored_reason": "", "requires_confirmation": True,
     }
     fake.settle(REF, "success")
     assert process_pending() == ["pending -> processing; confirmed: processing -> succeeded; student pending"]
@@ -133,12 +133,16 @@ def test_a_refund_is_applied_from_the_signed_body(client, account, started):
 
 def test_payouts_and_other_mode_events_move_nothing(client, account, started):
     payout = load("chapa", "charge.success")
-    payout.update(event="payout.success", type="Payout", tx_ref="PO-1")
-    assert post(client, "chapa", chapa_delivery(dumps(payout), SECRET)).status_code == 202
+    payout.update(event="payout.success", type="Payout", tx_ref="PO-1", reference="MYMER3434989")
+    assert answer(post(client, "chapa", chapa_delivery(dumps(payout), SECRET))) == ignored(
+        "payout.success:MYMER3434989", "payouts are money paid out, not a payment"
+    )
     live = load("chapa", "charge.success")
     live["mode"] = "live"
-    post(client, "chapa", chapa_delivery(dumps(live), SECRET))
-    assert process_pending() == ["payout.success concerns no payment", "charge.success concerns no payment"]
+    assert answer(post(client, "chapa", chapa_delivery(dumps(live), SECRET))) == ignored(
+        f"charge.success:{REF}", "a live-mode event on a test account"
+    )
+    assert process_pending() == []
     started.refresh_from_db()
     assert started.status == S.PENDING
 

@@ -54,7 +54,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": f"charge:{TXN}:successful", "event_type": "charge.completed", "status": "succeeded",
         "external_txn_id": str(TXN), "amount_minor": 2_500_000, "currency": "NGN", "reference": REF, "checkout_id": "",
         "provider_student_id": "prov-001", "payer": {"email": "parent@example.com", "name": "Ada Obi"},
-        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "charge_id": "", "ignored_reason": "", "requires_confirmation": True,
     }
     fake.settle(REF, "successful", transaction_id=TXN)
     process_pending()
@@ -80,7 +80,7 @@ def test_the_flat_v2_shape_is_understood(account):
 
 @pytest.mark.parametrize(("header", "expected"), [
     ("wrong-hash", refused("signature_invalid", "verif-hash does not match the secret hash")),
-    ("", refused("signature_missing", "Missing verif-hash header")),
+    ("", refused("signature_missing", "Missing verif-hash (v3) or flutterwave-signature (v4) header")),
 ])
 def test_a_wrong_or_missing_hash_is_refused(client, account, header, expected):
     delivery = flutterwave_delivery(raw("flutterwave", "charge.completed"), header)

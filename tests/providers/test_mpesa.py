@@ -60,7 +60,7 @@ def test_recorded_callback_is_accepted_and_normalized_as_unconfirmed(client, acc
         "event_id": CHECKOUT_ID, "event_type": "stk.callback.0", "status": "succeeded", "external_txn_id": "NLJ7RT61SV",
         "amount_minor": 150_000, "currency": "KES", "reference": "", "checkout_id": CHECKOUT_ID,
         "provider_student_id": "", "payer": {"phone": "254708374149"}, "refunded_total_minor": None,
-        "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
+        "refunds": (), "disputes": (), "occurred_at": None, "charge_id": "", "ignored_reason": "", "requires_confirmation": True,
     }
 
 

@@ -58,7 +58,7 @@ def test_recorded_success_is_accepted_normalized_and_confirmed(client, account, 
         "event_id": "evnt_test_5xuy4w91xqz7d1w9u0t", "event_type": "charge.complete", "status": "succeeded",
         "external_txn_id": started.external_txn_id, "amount_minor": 350_000, "currency": "THB",
         "reference": "INV-2025-0042", "checkout_id": started.external_txn_id, "provider_student_id": "", "payer": {},
-        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": True,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "charge_id": "", "ignored_reason": "", "requires_confirmation": True,
     }
     fake.settle(started.external_txn_id, "successful")
     process_pending()

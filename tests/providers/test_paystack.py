@@ -15,7 +15,7 @@ from providers.paystack import from_paystack_amount
 from providers.registry import get_provider
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
+from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +54,7 @@ def test_recorded_success_is_accepted_and_normalized(client, account, started, f
         "external_txn_id": "302961", "amount_minor": 2_500_000, "currency": "NGN", "reference": "INV-2025-0042-a1",
         "checkout_id": "", "provider_student_id": "prov-001",
         "payer": {"email": "parent@example.com", "customer_code": "CUS_qo38as2hpsgk2r0", "first_name": "Ada", "last_name": "Obi"},
-        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "requires_confirmation": False,
+        "refunded_total_minor": None, "refunds": (), "disputes": (), "occurred_at": None, "charge_id": "", "ignored_reason": "", "requires_confirmation": False,
     }
     process_pending()
     payment = Payment.objects.get()
@@ -131,8 +131,10 @@ def test_refunds_are_deltas(client, account, started):
 
 
 def test_a_transfer_concerns_no_payment(client, account):
-    assert answer(post(client, "paystack", signed("transfer.success"))) == accepted("transfer.success:37272792")
-    assert process_pending() == ["transfer.success concerns no payment"]
+    assert answer(post(client, "paystack", signed("transfer.success"))) == ignored(
+        "transfer.success:37272792", "transfer.success is not about a payment, a refund or a chargeback"
+    )
+    assert process_pending() == []
     assert not Payment.objects.exists()
 
 

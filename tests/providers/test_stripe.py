@@ -16,7 +16,7 @@ from providers.registry import get_provider
 from providers.stripe import from_stripe_amount, to_stripe_amount
 from tests.conftest import free_port, process_pending
 from tests.factories import AccountFactory, PaymentFactory
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused
+from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +68,7 @@ def test_recorded_success_is_accepted_and_normalized(client, account, started, f
         "refunded_total_minor": None,
         "refunds": (),
         "disputes": (),
-        "occurred_at": "2025-01-01T00:00:00+00:00",
+        "occurred_at": "2025-01-01T00:00:00+00:00", "charge_id": "", "ignored_reason": "",
         "requires_confirmation": False,
     }
     process_pending()
@@ -197,8 +197,10 @@ def test_an_async_failure_fails_the_started_payment(client, account, started):
 
 def test_an_event_about_no_payment_is_stored_and_ignored(client, account):
     body = json.dumps(stripe_event("customer.created", Params(event_id="evt_customer_1"))).encode()
-    assert answer(post(client, "stripe", stripe_delivery(body, [SECRET]))) == accepted("evt_customer_1")
-    assert process_pending() == ["customer.created concerns no payment"]
+    assert answer(post(client, "stripe", stripe_delivery(body, [SECRET]))) == ignored(
+        "evt_customer_1", "customer.created is not about a payment, a refund or a dispute"
+    )
+    assert process_pending() == []
     assert not Payment.objects.exists()
 
 

@@ -155,6 +155,8 @@ def test_stored_text_limits_are_the_models_column_lengths():
             Payment._meta.get_field("provider_reference").max_length, TransactionFact._meta.get_field("reference").max_length
         ),
         "checkout_id": Payment._meta.get_field("provider_checkout_id").max_length,
+        "charge_id": Payment._meta.get_field("provider_charge_id").max_length,
+        "ignored_reason": WebhookEvent._meta.get_field("result").max_length,
         "provider_student_id": Payment._meta.get_field("provider_student_id").max_length,
     }
 

@@ -3,6 +3,7 @@
 import os
 
 from django.conf import settings
+
 # staticfiles' runserver serves /static/ in development (the admin's CSS, the API docs page's
 # Swagger UI); Django's core runserver does not.
 from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand

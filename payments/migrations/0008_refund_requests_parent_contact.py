@@ -12,7 +12,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('payments', '0006_api_tokens_hashed'),
+        ('payments', '0007_ignored_events_charge_ids'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
