@@ -264,10 +264,24 @@ def test_the_admin_pages_work_under_the_content_security_policy(chromium, site, 
     page.get_by_label("Password:").fill("correct horse battery")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{site}/admin/")
+    from tests.factories import AccountFactory, PaymentFactory, report
+
+    received = PaymentFactory(account=AccountFactory(school=payment_request.school, provider="surepay"), amount_minor=100_000)
+    report(received, status=PaymentStatus.SUCCEEDED)
     for path in ("/admin/dashboard/", "/admin/payments/paymentrequest/", f"/admin/payments/paymentrequest/{payment_request.pk}/change/",
-                 "/admin/quickbooks_sync/qboconnection/", "/admin/payments/payment/?status__exact=succeeded"):
+                 "/admin/quickbooks_sync/qboconnection/", "/admin/payments/payment/?status__exact=succeeded",
+                 f"/admin/payments/payment/{received.pk}/refund/", "/admin/payments/refundrequest/"):
         page.goto(f"{site}{path}")
         assert page.locator("#content").is_visible()
+    # A refund made by hand, through the payment's Refund page.
+    page.goto(f"{site}/admin/payments/payment/{received.pk}/refund/")
+    page.get_by_label("Amount to refund (UGX):").fill("30,000")
+    page.get_by_label("Reason:").fill("Sibling discount")
+    shots(page, "admin-refund-page")
+    page.get_by_role("button", name="Record the refund made by hand").click()
+    page.wait_for_url(f"{site}/admin/payments/payment/{received.pk}/change/")
+    assert page.locator("ul.messagelist").inner_text() == "Refund of UGX 30,000 recorded as made by hand."
+    assert page.locator("#refunds").is_visible()
     # The admin's own JavaScript runs (the action bar's "select all" checkbox).
     page.goto(f"{site}/admin/payments/paymentrequest/")
     page.locator("#action-toggle").check()
