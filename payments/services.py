@@ -134,12 +134,16 @@ def payment_event_apply(
     payment = selectors.payment_for_ids_locked(account=account, ids=ids)
     created = payment is None
     if payment is None:
+        if not facts:
+            # An unconfirmed claim (a refund notice) about a transaction we have no payment for:
+            # nothing to keep; its charge's confirmation, when it comes, reports the refunds.
+            return PaymentChange(None, False, False, None, None, f"{event.event_type}: no payment for it yet")
         if not any(fact.kind == FactKind.CHARGE for fact in facts):
             for fact in facts:
                 fact.school_id, fact.account = account.school_id, account
                 fact.txn_id, fact.reference = event.external_txn_id[:128], event.reference[:128]
             TransactionFact.objects.bulk_create(facts)
-            what = ", ".join(_fact_summary(fact) for fact in facts) or event.event_type
+            what = ", ".join(_fact_summary(fact) for fact in facts)
             return PaymentChange(None, False, False, None, None, f"{what}: waits for its payment")
         payment = _payment_from_event(account=account, event=event)
         payment.save(force_insert=True)

@@ -29,10 +29,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
-from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -47,9 +47,9 @@ from quickbooks.batch import batch_create
 from quickbooks.objects import Customer
 
 from config.celery import backoff_seconds, publish
+from payments import selectors as payment_selectors
 from payments.models import AuditLog, Payment
 from payments.money import format_minor, from_minor
-from payments import selectors as payment_selectors
 from payments.services import audit_record
 from payments.state import PaymentStatus
 from quickbooks_sync import documents, selectors
