@@ -1,4 +1,4 @@
-"""Flutterwave (v3): Standard hosted checkout; webhooks carry the secret hash, not a signature.
+"""Flutterwave (v3 and v4 webhooks): Standard hosted checkout; webhooks carry the secret hash.
 
 Webhook (https://developer.flutterwave.com/docs/webhooks ; Flutterwave's own WooCommerce plugin):
 the ``verif-hash`` header is the secret hash set in the dashboard, compared for equality (in
@@ -6,15 +6,18 @@ constant time) with the account's ``webhook_secret``. There is no HMAC over the 
 timestamp: the header proves the sender knows the secret but binds nothing, so anyone holding
 one delivery's header could send any body. Every event therefore carries
 ``requires_confirmation``: the worker asks ``GET /v3/transactions/<id>/verify`` (and the refunds
-of that transaction) and only the API's answer moves the payment. The ``flutterwave-signature``
-header seen in third-party code is unconfirmed and not used.
+of that transaction) and only the API's answer moves the payment. v4 accounts send
+``flutterwave-signature`` instead: the secret hash, or base64 HMAC-SHA256 of the body keyed with
+it (sources disagree, so both are accepted), and their events are confirmed the same way.
 
-Shapes accepted (both are seen in the wild):
+Shapes accepted (all are seen in the wild):
 - v3 envelope ``{"event": "charge.completed", "data": {id, tx_ref, flw_ref, amount, currency,
   status, customer}}`` - sent for success *and* failure; the outcome is ``data.status``;
 - the older flat ``{"id", "txRef", "flwRef", "amount", "currency", "status", "event.type"}``;
 - the refund notification (off unless support enables it): flat PascalCase ``TransactionId``,
-  ``AmountRefunded``, ``FlwRef``, ``status``.
+  ``AmountRefunded``, ``FlwRef``, ``status``;
+- v4 ``{"webhook_id" | "id", "timestamp", "type", "data"}`` with ``chg_`` charges (``reference``
+  is the merchant's) and ``refund.*`` events (``charge_id``); ``transfer.*`` is a payout.
 
 No event id: ours is ``charge:<transaction id>:<status>`` (a redelivery is a duplicate; the later
 "successful" of a transaction first reported "pending" is a new event) and
