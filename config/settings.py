@@ -276,6 +276,17 @@ CELERY_BEAT_SCHEDULE["payments-recheck-due"] = {
     "task": "payments.tasks.payments_recheck_due",
     "schedule": env_int("PAYMENT_RECHECK_INTERVAL_SECONDS", 60),
 }
+# A staff refund still on its way is asked about (where the provider's API can say) this long
+# after the provider took it; one whose answer was lost is sent again on the same steps, only where
+# the provider honours the idempotency key, and only while it remembers it.
+REFUND_RECHECK_SCHEDULE_SECONDS = [
+    int(value)
+    for value in env_list("REFUND_RECHECK_SCHEDULE_SECONDS", ["300", "3600", "21600", "86400", "259200", "604800"])
+]
+CELERY_BEAT_SCHEDULE["refunds-recheck-due"] = {
+    "task": "payments.tasks.refund_requests_recheck_due",
+    "schedule": env_int("REFUND_RECHECK_INTERVAL_SECONDS", 300),
+}
 REST_FRAMEWORK = {
     # Tokens only: no session cookie authenticates an API call, so the API needs no CSRF token.
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.HashedTokenAuthentication"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from urllib.parse import parse_qsl
 
 from fakes.server import FakeApp, Request, Response, json_response
@@ -33,8 +34,16 @@ class FakeStripe(FakeApp):
         self.api_key = api_key
         self.sessions: dict[str, dict] = {}
         self.intents: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}
         self._idempotent: dict[str, Response] = {}
+        self._in_progress: set[str] = set()
         self._ids = itertools.count(1)
+        # The status a new refund starts in: "succeeded" for most cards, "pending" for others.
+        self.refund_status = "succeeded"
+        # Answer the next N POSTs only after this many seconds (the work is done at once): a
+        # client that gives up first does not know whether it was.
+        self.stall_seconds = 0.0
+        self.stall_next = 0
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}FAKE"
@@ -68,17 +77,54 @@ class FakeStripe(FakeApp):
         with self.lock:
             self.sessions[session_id].update(status="expired")
 
+    def settle_refund(self, refund_id: str, status: str = "succeeded") -> dict:
+        """The refund leaves "pending" (Stripe's refund.updated follows); a failed one gives the
+        money back to the charge."""
+        with self.lock:
+            refund = self.refunds[refund_id]
+            if status == "failed" and refund["status"] != "failed":
+                self._charge(refund["payment_intent"])["amount_refunded"] -= refund["amount"]
+                refund["failure_reason"] = "expired_or_canceled_card"
+            refund["status"] = status
+            return dict(refund)
+
+    def _charge(self, intent_id: str) -> dict:
+        return self.intents[intent_id]["latest_charge"]
+
     # --- the API ---------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Invalid API Key provided", "invalid_request_error")
         key = request.headers.get("Idempotency-Key")
-        if request.method == "POST" and key and key in self._idempotent:
-            return self._idempotent[key]
-        response = self._route(request)
-        if request.method == "POST" and key and response[0] < 500:
-            self._idempotent[key] = response
+        if request.method != "POST" or not key:
+            return self._route(request)
+        # https://docs.stripe.com/api/idempotent_requests: the first answer is saved and replayed
+        # for the same key (errors included, 5xx aside); one arriving while a request with that
+        # key is still running is refused with 409.
+        with self.lock:
+            stall = self.stall_next > 0
+            self.stall_next -= 1 if stall else 0
+            replay = self._idempotent.get(key)
+            busy = replay is None and key in self._in_progress
+            if replay is None and not busy:
+                self._in_progress.add(key)
+        if replay is not None or busy:
+            if stall:
+                time.sleep(self.stall_seconds)
+            return replay or _error(
+                409, "There is currently another in-progress request using this Idempotent Key.", "idempotency_error"
+            )
+        try:
+            response = self._route(request)
+            with self.lock:
+                if response[0] < 500:
+                    self._idempotent[key] = response
+        finally:
+            with self.lock:
+                self._in_progress.discard(key)
+        if stall:
+            time.sleep(self.stall_seconds)
         return response
 
     def _route(self, request: Request) -> Response:
@@ -99,6 +145,11 @@ class FakeStripe(FakeApp):
             return json_response(200, body)
         if request.method == "POST" and path == "/v1/refunds":
             return self._refund(decode_form(request.body))
+        if request.method == "GET" and (match := re.fullmatch(r"/v1/refunds/([\w]+)", path)):
+            refund = self.refunds.get(match.group(1))
+            if refund is None:
+                return _error(404, f"No such refund: '{match.group(1)}'", "invalid_request_error", code="resource_missing")
+            return json_response(200, refund)
         return _error(404, f"Unrecognized request URL ({request.method}: {path})", "invalid_request_error")
 
     def _create_session(self, form: dict) -> Response:
@@ -134,22 +185,40 @@ class FakeStripe(FakeApp):
         return json_response(200, session)
 
     def _refund(self, form: dict) -> Response:
+        """What https://docs.stripe.com/api/refunds/create refuses: an unknown PaymentIntent, an
+        amount that is not a positive integer, more than what is left of the charge."""
         with self.lock:
-            intent = self.intents.get(form.get("payment_intent", ""))
+            intent_id = form.get("payment_intent", "")
+            intent = self.intents.get(intent_id)
             if intent is None:
-                return _error(404, "No such payment_intent", "invalid_request_error")
+                return _error(404, f"No such payment_intent: '{intent_id}'", "invalid_request_error", code="resource_missing")
             charge = intent["latest_charge"]
-            amount = int(form.get("amount") or charge["amount"] - charge["amount_refunded"])
-            if charge["amount_refunded"] + amount > charge["amount"]:
-                return _error(400, "Refund amount is greater than unrefunded amount on charge", "invalid_request_error")
+            left = charge["amount"] - charge["amount_refunded"]
+            if left == 0:
+                return _error(400, f"Charge {charge['id']} has already been refunded.", "invalid_request_error", code="charge_already_refunded")
+            raw = form.get("amount")
+            if raw is not None and not (raw.isdigit() and int(raw) > 0):
+                return _error(400, f"Invalid positive integer: {raw}", "invalid_request_error", code="parameter_invalid_integer")
+            amount = int(raw) if raw is not None else left
+            if amount > left:
+                return _error(
+                    400,
+                    f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+                    "invalid_request_error",
+                    code="amount_too_large",
+                )
             charge["amount_refunded"] += amount
-            return json_response(
-                200,
-                {"id": self._id("re_"), "object": "refund", "amount": amount, "currency": charge["currency"],
-                 "payment_intent": intent["id"], "charge": charge["id"], "status": "succeeded",
-                 "metadata": form.get("metadata", {})},
-            )
+            refund = {
+                "id": self._id("re_"), "object": "refund", "amount": amount, "currency": charge["currency"],
+                "payment_intent": intent["id"], "charge": charge["id"], "status": self.refund_status,
+                "reason": form.get("reason"), "metadata": form.get("metadata", {}), "failure_reason": None,
+            }  # fmt: skip
+            self.refunds[refund["id"]] = refund
+            return json_response(200, dict(refund))
 
 
-def _error(status: int, message: str, kind: str) -> Response:
-    return json_response(status, {"error": {"message": message, "type": kind}})
+def _error(status: int, message: str, kind: str, code: str | None = None) -> Response:
+    error = {"message": message, "type": kind}
+    if code:
+        error["code"] = code
+    return json_response(status, {"error": error})

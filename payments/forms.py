@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils.text import capfirst
 
 from payments import receipts
+from payments.contact import ContactInvalid, parent_email_clean
 from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from payments.models import MANUAL_METHODS, AggregatorAccount, PaymentMethod, PaymentRequest, School
 from payments.money import MoneyError, exponent, parse_major_amount
@@ -53,6 +54,25 @@ class PhoneForm(forms.Form):
         try:
             return normalize_mpesa_phone(self.cleaned_data["phone"])
         except PhoneInvalid as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+
+class PayerEmailForm(forms.Form):
+    """The payer's email address, for a provider whose checkout needs one (Paystack,
+    Flutterwave) when staff did not give the request one. Checked again by the checkout service."""
+
+    email = forms.CharField(
+        label="Your email address",
+        max_length=254,
+        help_text="The payment provider sends your receipt there.",
+        error_messages={"required": "Enter your email address: the payment provider needs it."},
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "inputmode": "email"}),
+    )
+
+    def clean_email(self) -> str:
+        try:
+            return parent_email_clean(self.cleaned_data["email"])
+        except ContactInvalid as exc:
             raise forms.ValidationError(str(exc)) from exc
 
 
@@ -129,13 +149,19 @@ class PaymentRequestAdminForm(forms.ModelForm):
 
     class Meta:
         model = PaymentRequest
-        fields = ["school", "description", "due_date"]
+        fields = ["school", "description", "due_date", "parent_email", "parent_phone"]
+        help_texts = {
+            "parent_email": "Optional. Paystack and Flutterwave need the payer's email: given here, the parent is not asked for it.",
+            "parent_phone": "Optional. Offered for M-Pesa prompts.",
+        }
 
     def __init__(self, *args, schools=None, **kwargs):
         super().__init__(*args, **kwargs)
         if schools is not None:
             self.fields["school"].queryset = schools
-        self.order_fields(["school", "student_id", "description", "amount", "currency", "due_date"])
+        self.order_fields(
+            ["school", "student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone"]
+        )
 
     def clean(self):
         from payments.services import PaymentRequestInvalid, payment_request_draft
@@ -152,6 +178,8 @@ class PaymentRequestAdminForm(forms.ModelForm):
                 amount=cleaned.get("amount", ""),
                 currency=cleaned.get("currency", ""),
                 due_date=cleaned.get("due_date"),
+                parent_email=cleaned.get("parent_email", ""),
+                parent_phone=cleaned.get("parent_phone", ""),
             )
         except PaymentRequestInvalid as exc:
             for name, message in exc.errors.items():
@@ -339,3 +367,39 @@ class AccountRotateForm(forms.Form):
             return datetime.fromisoformat(self.cleaned_data["version"])
         except ValueError as exc:
             raise forms.ValidationError("Reload the page and try again.") from exc
+
+
+class RefundForm(forms.Form):
+    """Staff refund a payment: how much (major units of its currency) and why."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=500,
+        help_text="Why the money goes back (kept in the audit log; sent to the provider as a note where it takes one).",
+    )
+    # A token of this form, sent back with it: a form submitted twice (a reload) makes one refund.
+    form_key = forms.CharField(widget=forms.HiddenInput)
+
+    def __init__(self, *args, currency: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.fields["amount"] = amount_field("Amount to refund", currency)
+        self.order_fields(["amount", "reason", "form_key"])
+
+    def clean_amount(self) -> int:
+        return clean_amount(self.cleaned_data["amount"], self.currency)
+
+
+class RefundResolveForm(forms.Form):
+    decision = forms.ChoiceField(
+        choices=[
+            ("not_made", "The provider has no such refund: release the amount"),
+            ("send_again", "Send it again (same idempotency key)"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=1000,
+        help_text="What you checked in the provider's dashboard.",
+    )

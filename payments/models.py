@@ -18,6 +18,7 @@ from django.db import models
 from django.db.models import JSONField, Q, Value
 from django.utils import timezone
 
+from payments.contact import validate_parent_phone
 from payments.fields import EncryptedJSONField, EncryptedTextField
 from payments.ledger import FactKind, FactSource
 from payments.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
@@ -183,6 +184,10 @@ class PaymentRequest(models.Model):
     amount_minor = models.BigIntegerField(help_text="In the currency's minor units (UGX has none, KES has cents).")
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
     due_date = models.DateField(null=True, blank=True)
+    # The parent's contact, when staff know it: providers whose checkout needs an email address
+    # (Paystack, Flutterwave) get this one, and the pay page asks the parent only when it is blank.
+    parent_email = models.EmailField(blank=True, default="")
+    parent_phone = models.CharField(max_length=20, blank=True, default="", validators=[validate_parent_phone])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     token = models.CharField(max_length=64, unique=True, default=new_pay_token, editable=False)
     # The payment whose success settled this request (set by payments.services.payment_finalize).
@@ -442,6 +447,95 @@ class TransactionFact(models.Model):
     def __str__(self) -> str:
         amount = format_minor(self.amount_minor, self.currency) if self.amount_minor is not None else ""
         return f"{self.kind} {self.key} {self.status} {amount}".replace("  ", " ").strip()
+
+
+class RefundRequest(models.Model):
+    """Staff asked for money of a payment to go back to the payer (``payments.services``).
+
+    Recorded before the provider is asked, so an answer that never arrives leaves a trace. The
+    money itself is the ledger's business: what the provider answers becomes a refund fact keyed
+    by its id for the refund, and this request's status follows that fact
+    (``refund_requests_sync``). A provider without a refund API gets a refund made by hand,
+    recorded as a staff fact keyed ``manual:<id>``.
+    """
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested (asking the provider)"
+        SUBMITTED = "submitted", "Submitted (the provider is processing it)"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        IN_DOUBT = "in_doubt", "In doubt (the provider's answer was lost)"
+
+    class Method(models.TextChoices):
+        PROVIDER = "provider", "Through the provider's refund API"
+        MANUAL = "manual", "Made by hand (recorded by staff)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="refund_requests", db_index=False)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refund_requests", db_index=False)
+    method = models.CharField(max_length=16, choices=Method.choices)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    reason = models.TextField(max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    # Sent to the provider with every attempt of this refund (derived from the id: the same
+    # refund asked for again is recognisable as the same).
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    # The API caller's Idempotency-Key: the same call again answers this request, not a new one.
+    client_key = models.CharField(max_length=255, blank=True, default="")
+    provider_refund_id = models.CharField(max_length=255, blank=True, default="")
+    # The ledger key of the refund fact that counts for this request (``TransactionFact.key``),
+    # and other keys the provider reported the same refund under (webhooks without a refund id,
+    # matched by amount): those are closed so the money counts once.
+    ledger_key = models.CharField(max_length=255, blank=True, default="")
+    matched_keys = models.JSONField(blank=True, default=list)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When to ask the provider again about a refund still on its way (or resend one whose answer
+    # was lost, where the provider's idempotency key makes that safe).
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    checks = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="refund_request_amount_positive"),
+            models.UniqueConstraint(
+                fields=["payment", "client_key"], condition=~Q(client_key=""), name="uniq_refund_client_key_per_payment"
+            ),
+            # One refund per payment whose provider answer we do not have: Paystack has no
+            # idempotency key, and a second refund beside an unanswered one could not be told
+            # apart from it.
+            models.UniqueConstraint(
+                fields=["payment"], condition=Q(status__in=["requested", "in_doubt"]), name="uniq_unanswered_refund_per_payment"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["payment", "created_at"], name="refund_request_payment"),
+            models.Index(fields=["school", "status", "created_at"], name="refund_request_school_status"),
+            models.Index(
+                fields=["next_check_at"], condition=Q(next_check_at__isnull=False), name="refund_request_recheck_due"
+            ),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Refund of {self.amount_display} ({self.get_status_display().lower()})"
+
+    @property
+    def amount_display(self) -> str:
+        return format_minor(self.amount_minor, self.currency)
+
+    @property
+    def unanswered(self) -> bool:
+        return self.status in (self.Status.REQUESTED, self.Status.IN_DOUBT)
 
 
 class WebhookEvent(models.Model):

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 
-from payments.ledger import Ledger, ledger_fold
+from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
     AggregatorAccount,
     AuditLog,
@@ -19,6 +19,7 @@ from payments.models import (
     Payment,
     PaymentMethod,
     PaymentRequest,
+    RefundRequest,
     School,
     TransactionFact,
     WebhookEvent,
@@ -218,6 +219,7 @@ class StaffDashboard:
     status_unknown: int
     disputed: int
     waiting_facts: int
+    refunds_in_doubt: int = 0
 
 
 def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
@@ -257,6 +259,9 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         **counts,
         **event_counts,
         waiting_facts=TransactionFact.objects.filter(school__in=schools_for_user(user=user), payment__isnull=True).count(),
+        refunds_in_doubt=RefundRequest.objects.filter(
+            school__in=schools_for_user(user=user), status=RefundRequest.Status.IN_DOUBT
+        ).count(),
     )
 
 
@@ -284,12 +289,29 @@ def provider_needs_phone(adapter: ProviderAdapter) -> bool:
     return bool(getattr(adapter, "checkout_requires_phone", adapter.slug == "mpesa"))
 
 
+def provider_needs_email(adapter: ProviderAdapter) -> bool:
+    """Whether the provider's checkout refuses a payer without an email address (Paystack,
+    Flutterwave): the adapter says so with ``checkout_requires_email``."""
+    return bool(adapter.checkout_requires_email)
+
+
+def provider_supports_refund(adapter: ProviderAdapter) -> bool:
+    """Whether the provider has a refund API we call; refunds of the others are made by hand."""
+    return type(adapter).refund is not ProviderAdapter.refund
+
+
+def provider_reports_refunds(adapter: ProviderAdapter) -> bool:
+    """Whether the provider's API can be asked where one refund stands (``refund_status``)."""
+    return type(adapter).refund_status is not ProviderAdapter.refund_status
+
+
 @dataclass(frozen=True)
 class CheckoutOption:
     slug: str
     display_name: str
     needs_phone: bool
     test_mode: bool
+    needs_email: bool = False
 
 
 def checkout_options(*, school: School) -> list[CheckoutOption]:
@@ -303,7 +325,13 @@ def checkout_options(*, school: School) -> list[CheckoutOption]:
             continue
         if provider_supports_checkout(adapter):
             options.append(
-                CheckoutOption(account.provider, adapter.display_name, provider_needs_phone(adapter), account.test_mode)
+                CheckoutOption(
+                    account.provider,
+                    adapter.display_name,
+                    provider_needs_phone(adapter),
+                    account.test_mode,
+                    provider_needs_email(adapter),
+                )
             )
     return options
 
@@ -377,3 +405,63 @@ def payment_public_status(*, payment: Payment) -> dict:
         "amount": payment.amount_display,
         "request_status": payment_request.status if payment_request else None,
     }
+
+
+# --- Refunds -----------------------------------------------------------------------------------
+
+
+# Requests whose money the ledger does not count yet, and which have not failed.
+REFUND_ON_ITS_WAY = (RefundRequest.Status.REQUESTED, RefundRequest.Status.SUBMITTED, RefundRequest.Status.IN_DOUBT)
+
+
+@dataclass(frozen=True)
+class RefundBalance:
+    """What of a payment can still be refunded, in its currency's minor units."""
+
+    currency: str
+    received_minor: int
+    refunded_minor: int
+    charged_back_minor: int
+    # Refunds asked for and not failed that the ledger does not count yet: our requests still on
+    # their way (or whose answer was lost), and pending refunds reported by the provider that no
+    # request of ours stands for (made in its dashboard).
+    on_the_way_minor: int
+
+    @property
+    def left_minor(self) -> int:
+        return max(0, self.received_minor - self.refunded_minor - self.charged_back_minor - self.on_the_way_minor)
+
+
+def payment_refund_balance(*, payment: Payment) -> RefundBalance:
+    """Received, less refunded, charged back and refunds already asked for and not failed.
+    Read with the payment row locked when a refund is about to be recorded."""
+    received = payment.amount_minor if payment.settled_at is not None else 0
+    requests = list(
+        RefundRequest.objects.filter(payment=payment).values_list(
+            "status", "amount_minor", "ledger_key", "provider_refund_id", "matched_keys"
+        )
+    )
+    on_their_way = sum(amount for status, amount, *_ in requests if status in REFUND_ON_ITS_WAY)
+    claimed = set()
+    for _, _, ledger_key, provider_refund_id, matched_keys in requests:
+        claimed |= {ledger_key, provider_refund_id, *matched_keys}
+    latest: dict[str, tuple[str, int]] = {}
+    for key, status, amount in TransactionFact.objects.filter(
+        payment=payment, kind=FactKind.REFUND, amount_minor__isnull=False
+    ).values_list("key", "status", "amount_minor"):
+        if key not in latest or REFUND_RANK[status] > REFUND_RANK[latest[key][0]]:
+            latest[key] = (status, amount)
+    unclaimed_pending = sum(
+        amount for key, (status, amount) in latest.items() if status == RefundStatus.PENDING and key not in claimed
+    )
+    return RefundBalance(
+        currency=payment.currency,
+        received_minor=received,
+        refunded_minor=payment.refunded_amount_minor,
+        charged_back_minor=payment.charged_back_amount_minor,
+        on_the_way_minor=on_their_way + unclaimed_pending,
+    )
+
+
+def refund_requests_for_user(*, user) -> QuerySet[RefundRequest]:
+    return RefundRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("payment", "school")

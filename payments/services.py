@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from config.celery import enqueue_on_commit
 from payments import locks, receipts, selectors
+from payments.contact import ContactInvalid, parent_email_clean, parent_phone_clean
 from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
-from payments.ledger import FactKind, FactSource
+from payments.ledger import REFUND_RANK, FactKind, FactSource, RefundStatus
 from payments.models import (
     MANUAL_METHODS,
     MANUAL_PROVIDER,
@@ -39,6 +40,7 @@ from payments.models import (
     PaymentMethod,
     PaymentRequest,
     ProviderStudentLink,
+    RefundRequest,
     ReviewFlag,
     School,
     Student,
@@ -48,7 +50,7 @@ from payments.models import (
 from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_minor, parse_major_amount
 from payments.phone import PhoneInvalid, normalize_mpesa_phone
 from payments.state import IN_FLIGHT_STATES, SETTLED_STATES, PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ReturnUrls
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import (
     OperationNotSupported,
     ProviderError,
@@ -239,6 +241,7 @@ def payment_settle(
     audit entry, the payment request settled when the payment first succeeds
     (``payment_finalize``), and the books told after commit when what the school holds changed.
     """
+    refund_requests_sync(payment=payment)
     ledger = selectors.payment_ledger(payment=payment)
     before = _Money.of(payment, status=None if created else payment.status)
     from_status = before.status
@@ -968,6 +971,8 @@ class PaymentRequestDraft:
     amount_minor: int
     currency: str
     due_date: date | None
+    parent_email: str = ""
+    parent_phone: str = ""
 
 
 def payment_request_draft(
@@ -979,6 +984,8 @@ def payment_request_draft(
     amount_minor: int | None = None,
     currency: str | None = "",
     due_date: date | str | None = None,
+    parent_email: str | None = "",
+    parent_phone: str | None = "",
     students: Mapping[str, Student] | None = None,
 ) -> PaymentRequestDraft:
     """Check what staff typed (admin, API or one CSV row) and return a draft, or raise
@@ -1046,9 +1053,24 @@ def payment_request_draft(
         except ValueError:
             errors["due_date"] = f"{due_date.strip()!r} is not a date (YYYY-MM-DD)."
 
+    email, phone = "", ""
+    try:
+        email = parent_email_clean(parent_email)
+    except ContactInvalid as exc:
+        errors["parent_email"] = str(exc)
+    try:
+        phone = parent_phone_clean(parent_phone)
+    except ContactInvalid as exc:
+        errors["parent_phone"] = str(exc)
+
     if errors:
         raise PaymentRequestInvalid(errors)
-    return PaymentRequestDraft(student=student, description=text, amount_minor=minor, currency=code, due_date=due)
+    return PaymentRequestDraft(
+        student=student, description=text, amount_minor=minor, currency=code, due_date=due,
+        parent_email=email, parent_phone=phone,
+    )  # fmt: skip
+
+
 
 
 def payment_request_create(*, school: School, draft: PaymentRequestDraft, actor=None) -> PaymentRequest:
@@ -1072,6 +1094,8 @@ def payment_requests_create_many(
                 amount_minor=draft.amount_minor,
                 currency=draft.currency,
                 due_date=draft.due_date,
+                parent_email=draft.parent_email,
+                parent_phone=draft.parent_phone,
                 created_by=actor if getattr(actor, "pk", None) else None,
             )
             for draft in drafts
@@ -1121,8 +1145,9 @@ def payment_request_cancel(*, payment_request_id: int, actor) -> PaymentRequest:
 
 
 # CSV import: one row per request. ``student_id`` is the school's student number; ``amount`` is
-# in major units; ``currency`` may be blank (the school's); ``due_date`` is YYYY-MM-DD or blank.
-CSV_COLUMNS = ("student_id", "description", "amount", "currency", "due_date")
+# in major units; ``currency`` may be blank (the school's); ``due_date`` is YYYY-MM-DD or blank;
+# ``parent_email`` and ``parent_phone`` are optional columns.
+CSV_COLUMNS = ("student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone")
 CSV_REQUIRED_COLUMNS = ("student_id", "description", "amount")
 CSV_MAX_ROWS = 5000
 CSV_MAX_BYTES = 2 * 1024 * 1024
@@ -1187,6 +1212,8 @@ def payment_requests_import_csv(*, school: School, data: bytes, actor=None) -> C
                         amount=row.get("amount") or "",
                         currency=row.get("currency") or "",
                         due_date=row.get("due_date") or "",
+                        parent_email=row.get("parent_email") or "",
+                        parent_phone=row.get("parent_phone") or "",
                         students=students,
                     )
                 )
@@ -1361,12 +1388,28 @@ def payment_checkout_start(
         adapter = get_provider(provider)
     except UnknownProvider as exc:
         raise CheckoutRefused("provider_unknown", "This way of paying is not available.") from exc
-    payer = dict(payer or {})
-    if selectors.provider_needs_phone(adapter):
+    payer = {key: value for key, value in dict(payer or {}).items() if value not in (None, "")}
+    needs_phone, needs_email = selectors.provider_needs_phone(adapter), selectors.provider_needs_email(adapter)
+    if needs_phone or needs_email:
+        # What the payer typed wins; else the contact staff gave the request.
+        contact = PaymentRequest.objects.filter(pk=payment_request_id).values("parent_email", "parent_phone").first() or {}
+        payer.setdefault("email", contact.get("parent_email") or "")
+        payer.setdefault("phone", contact.get("parent_phone") or "")
+    if needs_phone:
         try:
             payer["phone"] = normalize_mpesa_phone(str(payer.get("phone") or ""))
         except PhoneInvalid as exc:
             raise CheckoutRefused("phone_invalid", str(exc)) from exc
+    if needs_email or payer.get("email"):
+        if not payer.get("email"):
+            raise CheckoutRefused(
+                "email_required", f"Enter your email address: {adapter.display_name} needs it to take the payment."
+            )
+        try:
+            payer["email"] = parent_email_clean(str(payer["email"]))
+        except ContactInvalid as exc:
+            raise CheckoutRefused("email_invalid", str(exc)) from exc
+    payer = {key: value for key, value in payer.items() if value}
 
     deadline = time.monotonic() + settings.CHECKOUT_WAIT_SECONDS
     while True:
@@ -1961,3 +2004,659 @@ def dummy_payment_simulate(
             }
             payment.save(update_fields=["provider_data", "updated_at"])
     return payment
+
+
+# --- Staff refunds -------------------------------------------------------------------------------
+#
+# A refund is recorded (RefundRequest) before the provider is asked, the provider is asked with no
+# lock held, and its answer becomes a refund fact of the ledger keyed by the provider's id for the
+# refund. The money counts when a fact of that key says succeeded, whoever says it first (the
+# answer, the provider's API asked later, or its webhook), and once. The request only follows.
+
+# The source_ref of a fact that closes a refund key because another key of the same refund counts
+# (a provider reported one refund under two keys): failed, so its money counts once.
+SAME_REFUND_AS = "same refund as "
+REFUND_REASON_MAX_CHARS = 500
+
+
+class RefundInvalid(Exception):
+    """Input that cannot become a refund; ``errors`` maps a field to a message for staff."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+
+
+class RefundRefused(Exception):
+    """The refund cannot be made now. ``code`` says why; ``detail`` is for staff."""
+
+    def __init__(self, code: str, detail: str, refund_request: RefundRequest | None = None):
+        self.code = code
+        self.detail = detail
+        self.refund_request = refund_request
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class RefundStarted:
+    refund_request: RefundRequest
+    created: bool  # False: the caller's Idempotency-Key named a refund already made
+
+
+def refund_adapter(*, payment: Payment):
+    """The adapter whose refund API refunds ``payment``, or None: a manual payment, or a provider
+    without a refund API (SurePay, M-Pesa, the dummy), is refunded by hand."""
+    if payment.is_manual or payment.account_id is None:
+        return None
+    try:
+        adapter = get_provider(payment.provider)
+    except UnknownProvider:
+        return None
+    return adapter if selectors.provider_supports_refund(adapter) else None
+
+
+def refund_request_create(
+    *,
+    payment_id: uuid.UUID,
+    reason: str,
+    actor,
+    amount: str | None = None,
+    amount_minor: int | None = None,
+    client_key: str = "",
+) -> RefundStarted:
+    """Staff refund ``amount_minor`` of a payment, with a reason.
+
+    Under the payment's row lock: refused beyond what is left (received, less refunded, charged
+    back and refunds asked for and not failed), while a dispute is open, and while another refund
+    of the payment waits for its provider's answer; then the request is recorded (audit
+    ``refund.requested``). A provider with a refund API is then asked, with no lock held
+    (``refund_request_send``); a refund made by hand is recorded at once as a staff fact keyed
+    ``manual:<request id>``. The amount is ``amount`` in major units of the payment's currency
+    (``"120,000"``, parsed strictly) or ``amount_minor``. ``client_key`` (the API's
+    Idempotency-Key) makes a repeated call answer the first request. Raises ``RefundInvalid``
+    (bad input) or ``RefundRefused``.
+    """
+    errors: dict[str, str] = {}
+    reason = (reason or "").strip()
+    if not reason:
+        errors["reason"] = "Say why the money goes back."
+    elif len(reason) > REFUND_REASON_MAX_CHARS:
+        errors["reason"] = f"At most {REFUND_REASON_MAX_CHARS} characters."
+    client_key = (client_key or "").strip()
+    if len(client_key) > 255:
+        errors["idempotency_key"] = "At most 255 characters."
+    actor_name = actor.get_username()
+    with transaction.atomic():
+        payment = (
+            Payment.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("account", "school")
+            .get(pk=payment_id)
+        )
+        if not selectors.user_can_access_school(user=actor, school_id=payment.school_id):
+            raise RefundRefused("not_your_school", "You are not staff of this payment's school.")
+        amount_minor = _refund_amount(amount=amount, amount_minor=amount_minor, currency=payment.currency, errors=errors)
+        if errors:
+            raise RefundInvalid(errors)
+        if client_key:
+            existing = RefundRequest.objects.filter(payment=payment, client_key=client_key).first()
+            if existing is not None:
+                if (existing.amount_minor, existing.reason) != (amount_minor, reason):
+                    raise RefundRefused(
+                        "idempotency_key_reused",
+                        "This Idempotency-Key was already used for another refund of this payment.",
+                        existing,
+                    )
+                return RefundStarted(existing, created=False)
+        adapter = refund_adapter(payment=payment)
+        _refund_check_allowed(payment=payment, amount_minor=amount_minor)
+        refund_request = RefundRequest(
+            id=uuid.uuid4(),
+            school_id=payment.school_id,
+            payment=payment,
+            method=RefundRequest.Method.PROVIDER if adapter else RefundRequest.Method.MANUAL,
+            amount_minor=amount_minor,
+            currency=payment.currency,
+            reason=reason,
+            client_key=client_key,
+            requested_by=actor if getattr(actor, "pk", None) else None,
+            requested_by_name=actor_name,
+        )
+        refund_request.idempotency_key = f"refund-{refund_request.id.hex}"
+        if adapter is None:
+            refund_request.ledger_key = f"manual:{refund_request.id}"
+        try:
+            with transaction.atomic():
+                refund_request.save(force_insert=True)
+        except IntegrityError as exc:  # the payment's lock makes this a backstop only
+            raise RefundRefused("refund_in_progress", "Another refund of this payment is being made.") from exc
+        audit_record(
+            action="refund.requested",
+            actor_type=AuditLog.ActorType.STAFF,
+            actor=actor_name,
+            school_id=payment.school_id,
+            target=refund_request,
+            details={
+                "payment_id": str(payment.pk),
+                "provider": payment.provider,
+                "method": refund_request.method,
+                "amount_minor": amount_minor,
+                "currency": payment.currency,
+                "reason": reason,
+            },
+        )
+        if adapter is None:
+            # Made by hand (cash, bank transfer): staff's word is the fact.
+            _refund_fact_record(
+                payment=payment,
+                key=refund_request.ledger_key,
+                status=RefundStatus.SUCCEEDED,
+                amount_minor=amount_minor,
+                source=FactSource.STAFF,
+                source_ref=actor_name,
+                actor_type=AuditLog.ActorType.STAFF,
+                actor=actor_name,
+                details={"refund_request": str(refund_request.pk), "reason": reason, "method": "manual"},
+            )
+            refund_request.refresh_from_db()
+            return RefundStarted(refund_request, created=True)
+    return RefundStarted(refund_request_send(refund_request_id=refund_request.pk), created=True)
+
+
+def _refund_amount(*, amount: str | None, amount_minor: int | None, currency: str, errors: dict[str, str]) -> int:
+    """The refund's amount in minor units, from exactly one of ``amount`` (major units, parsed
+    strictly for the currency) and ``amount_minor``; a problem goes into ``errors``."""
+    given = [value for value in (amount, amount_minor) if value not in (None, "")]
+    if len(given) != 1:
+        errors["amount"] = "Give the amount (major units) or amount_minor, not both." if given else "This field is required."
+        return 0
+    if amount_minor not in (None, ""):
+        if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+            errors["amount_minor"] = "Must be a whole number of minor units."
+            return 0
+        field_name, minor = "amount_minor", amount_minor
+    else:
+        field_name = "amount"
+        try:
+            minor = parse_major_amount(amount.strip() if isinstance(amount, str) else amount, currency)
+        except MoneyError as exc:
+            errors["amount"] = str(exc)
+            return 0
+    if minor <= 0:
+        errors[field_name] = "Must be greater than zero."
+    elif minor > MAX_MINOR_AMOUNT:
+        errors[field_name] = f"amount_minor {minor} is implausibly large"
+    return minor
+
+
+def _refund_check_allowed(*, payment: Payment, amount_minor: int) -> None:
+    """Inside the caller's transaction, the payment row locked."""
+    if payment.status == S.DISPUTED:
+        raise RefundRefused(
+            "payment_disputed", "A dispute of this payment is open: the provider holds the money until it is decided."
+        )
+    if payment.status not in SETTLED_STATES:
+        raise RefundRefused(
+            "payment_not_refundable",
+            f"Only money the school received can be refunded; this payment is {payment.get_status_display().lower()}.",
+        )
+    unanswered = RefundRequest.objects.filter(
+        payment=payment, status__in=(RefundRequest.Status.REQUESTED, RefundRequest.Status.IN_DOUBT)
+    ).first()
+    if unanswered is not None:
+        raise RefundRefused(
+            "refund_in_progress",
+            "Another refund of this payment is waiting for the provider's answer"
+            + (": its answer was lost, check it first." if unanswered.status == RefundRequest.Status.IN_DOUBT else "."),
+            unanswered,
+        )
+    balance = selectors.payment_refund_balance(payment=payment)
+    if amount_minor > balance.left_minor:
+        money = lambda minor: format_minor(minor, balance.currency)  # noqa: E731
+        parts = [f"{money(balance.received_minor)} received"]
+        if balance.refunded_minor:
+            parts.append(f"{money(balance.refunded_minor)} refunded")
+        if balance.charged_back_minor:
+            parts.append(f"{money(balance.charged_back_minor)} charged back")
+        if balance.on_the_way_minor:
+            parts.append(f"{money(balance.on_the_way_minor)} of refunds on their way")
+        raise RefundRefused(
+            "refund_exceeds_balance",
+            f"At most {money(balance.left_minor)} can be refunded ({', '.join(parts)}).",
+        )
+
+
+def refund_request_send(*, refund_request_id: uuid.UUID) -> RefundRequest:
+    """Ask the provider for a recorded refund and record its answer. No lock is held during the
+    call. A refusal fails the request (nothing was refunded); an answer that never arrived
+    leaves it ``in_doubt``: the refund may or may not have been made."""
+    refund_request = RefundRequest.objects.select_related("payment__account", "payment__school").get(
+        pk=refund_request_id
+    )
+    if refund_request.status != RefundRequest.Status.REQUESTED:
+        return refund_request
+    payment = refund_request.payment
+    adapter = get_provider(payment.provider)
+    try:
+        result = adapter.refund(
+            payment=payment,
+            amount_minor=refund_request.amount_minor,
+            idempotency_key=refund_request.idempotency_key,
+            reason=refund_request.reason,
+        )
+    except ProviderUnavailable as exc:
+        return _refund_request_unanswered(refund_request_id=refund_request.pk, error=exc.detail)
+    except (ProviderRejected, OperationNotSupported) as exc:
+        return _refund_request_refused(refund_request_id=refund_request.pk, error=exc.detail)
+    except Exception as exc:  # a bug in an adapter: whether the provider got the request is unknown
+        logger.exception("refund of %s failed for refund request %s", payment.provider, refund_request.pk)
+        return _refund_request_unanswered(refund_request_id=refund_request.pk, error=f"{type(exc).__name__}: {exc}")
+    return _refund_answer_record(refund_request_id=refund_request.pk, result=result, source_ref="refund answer")
+
+
+def _refund_request_locked(refund_request_id: uuid.UUID) -> tuple[Payment, RefundRequest]:
+    """Lock order everywhere: the payment, then its refund request."""
+    payment_id = RefundRequest.objects.filter(pk=refund_request_id).values_list("payment_id", flat=True).get()
+    payment = payment_lock(payment_id=payment_id)
+    return payment, RefundRequest.objects.select_for_update(of=("self",)).get(pk=refund_request_id)
+
+
+def _refund_answer_record(*, refund_request_id: uuid.UUID, result: RefundResult, source_ref: str) -> RefundRequest:
+    """What the provider answered about the refund (when asked for it, or asked about it later)
+    becomes a fact keyed by its refund id; the request then follows the ledger."""
+    now = timezone.now()
+    with transaction.atomic():
+        payment, refund_request = _refund_request_locked(refund_request_id)
+        adapter = get_provider(payment.provider)
+        first_answer = not refund_request.provider_refund_id
+        if first_answer:
+            refund_request.provider_refund_id = result.refund_id[:255]
+            refund_request.ledger_key = refund_request.ledger_key or refund_request.provider_refund_id
+            refund_request.submitted_at = now
+            refund_request.attempts += 1
+        refund_request.error = ""
+        if refund_request.unanswered:
+            refund_request.status = RefundRequest.Status.SUBMITTED
+        refund_request.next_check_at = _refund_next_check(refund_request, adapter=adapter, now=now)
+        refund_request.save()
+        status = result.status
+        if status == RefundStatus.SUCCEEDED and not adapter.refund_events_name_the_refund:
+            # This provider's webhook reports the same refund under another key: it is the one
+            # that counts the money (refund_requests_sync), so ours stays on its way until then.
+            status = RefundStatus.PENDING
+        details = {
+            "refund_request": str(refund_request.pk),
+            "provider_refund_id": refund_request.provider_refund_id,
+            "provider_status": result.detail[:200],
+        }
+        if result.amount_minor != refund_request.amount_minor:
+            details["requested_minor"] = refund_request.amount_minor
+        _refund_fact_record(
+            payment=payment,
+            key=refund_request.provider_refund_id,
+            status=status,
+            amount_minor=result.amount_minor,
+            source=FactSource.PROVIDER_API,
+            source_ref=f"{source_ref} {refund_request.pk}",
+            actor_type=AuditLog.ActorType.PROVIDER,
+            actor=payment.provider,
+            details=details,
+        )
+        if first_answer:
+            audit_record(
+                action="refund.submitted",
+                actor_type=AuditLog.ActorType.PROVIDER,
+                actor=payment.provider,
+                school_id=payment.school_id,
+                target=refund_request,
+                details={"provider_refund_id": refund_request.provider_refund_id, "provider_status": result.detail[:200]},
+            )
+        refund_request.refresh_from_db()
+    return refund_request
+
+
+def _refund_request_unanswered(*, refund_request_id: uuid.UUID, error: str) -> RefundRequest:
+    """The provider's answer never arrived: the refund may have been made. Where the provider's
+    idempotency key makes it safe, it is sent again later with the same key; elsewhere staff
+    check the provider's dashboard and resolve it (``refund_request_resolve``)."""
+    now = timezone.now()
+    with transaction.atomic():
+        payment, refund_request = _refund_request_locked(refund_request_id)
+        refund_request.attempts += 1
+        refund_request.error = error[:2000]
+        if refund_request.status == RefundRequest.Status.REQUESTED:
+            refund_request.status = RefundRequest.Status.IN_DOUBT
+        refund_request.next_check_at = _refund_next_check(refund_request, adapter=get_provider(payment.provider), now=now)
+        refund_request.save()
+        audit_record(
+            action="refund.in_doubt",
+            actor_type=AuditLog.ActorType.SYSTEM,
+            actor=payment.provider,
+            school_id=payment.school_id,
+            target=refund_request,
+            details={"error": error[:500], "resent_by_itself": refund_request.next_check_at is not None},
+        )
+    return refund_request
+
+
+def _refund_request_refused(*, refund_request_id: uuid.UUID, error: str) -> RefundRequest:
+    """The provider refused: nothing was refunded, the amount is free again."""
+    with transaction.atomic():
+        payment, refund_request = _refund_request_locked(refund_request_id)
+        refund_request.attempts += 1
+        refund_request.error = error[:2000]
+        if refund_request.unanswered:
+            refund_request.status = RefundRequest.Status.FAILED
+            refund_request.finished_at = timezone.now()
+            refund_request.next_check_at = None
+        refund_request.save()
+        audit_record(
+            action="refund.refused",
+            actor_type=AuditLog.ActorType.PROVIDER,
+            actor=payment.provider,
+            school_id=payment.school_id,
+            target=refund_request,
+            details={"error": error[:500]},
+        )
+    return refund_request
+
+
+def _refund_next_check(refund_request: RefundRequest, *, adapter, now: datetime) -> datetime | None:
+    """When to ask the provider about the refund again, or send it again: a refund on its way is
+    asked about (where the provider's API can say) on ``REFUND_RECHECK_SCHEDULE_SECONDS`` from
+    when it was submitted; one whose answer was lost is sent again with the same key only where
+    that key is honoured, and only while the provider remembers it."""
+    schedule = settings.REFUND_RECHECK_SCHEDULE_SECONDS
+    if refund_request.status == RefundRequest.Status.SUBMITTED:
+        if not selectors.provider_reports_refunds(adapter) or refund_request.checks >= len(schedule):
+            return None
+        return (refund_request.submitted_at or now) + timedelta(seconds=schedule[refund_request.checks])
+    if refund_request.status == RefundRequest.Status.IN_DOUBT and adapter.refund_idempotent:
+        retry_at = now + timedelta(seconds=schedule[min(refund_request.checks, len(schedule) - 1)])
+        if retry_at < refund_request.created_at + timedelta(seconds=adapter.refund_idempotency_window_seconds):
+            return retry_at
+    return None
+
+
+def _refund_fact_record(
+    *,
+    payment: Payment,
+    key: str,
+    status: str,
+    amount_minor: int,
+    source: str,
+    source_ref: str,
+    actor_type: str,
+    actor: str,
+    details: dict[str, Any],
+) -> PaymentChange:
+    """One refund fact of a locked payment, then the payment settled from all its facts (audit
+    ``payment.refund``), inside the caller's transaction."""
+    fact = TransactionFact(
+        kind=FactKind.REFUND,
+        key=key[:255],
+        status=status,
+        amount_minor=amount_minor,
+        currency=payment.currency,
+        occurred_at=timezone.now(),
+        source=source,
+        source_ref=source_ref[:255],
+    )
+    _facts_add(payment, [fact])
+    return payment_settle(
+        payment=payment,
+        actor_type=actor_type,
+        actor=actor,
+        audit_action="payment.refund",
+        details={**details, "refund_key": key, "refund_status": status},
+    )
+
+
+def refund_requests_sync(*, payment: Payment) -> None:
+    """Keep the payment's refund requests in step with its ledger. ``payment_settle`` calls it
+    first, with the payment row locked, so what it closes is folded in the same settlement.
+
+    A request follows the refund fact of its key: succeeded or failed once a fact of that key
+    says so (whoever said it: the provider's answer, its API asked later, its webhook), and
+    submitted while the refund is on its way.
+
+    Paystack's and Chapa's refund webhooks carry no refund id, so their reports land under keys
+    of their own, beside the id their refund API answered. Such a report is matched to a request
+    by amount, among the payment's refund reports no other request has claimed, and only to a
+    request made before the report arrived: the request then follows it, and every other key of
+    the same refund is closed with a failed fact (``SAME_REFUND_AS``), so the money counts once,
+    under one key. When two refunds of the same amount are on their way, which request gets which
+    report cannot be known from the payload; the ledger's total is right either way.
+    """
+    requests = list(RefundRequest.objects.filter(payment=payment).order_by("created_at", "id"))
+    if not requests:
+        return
+    reports = _refund_reports(payment)
+    live = [request for request in requests if request.status != RefundRequest.Status.FAILED]
+    if refund_adapter(payment=payment) is not None and not get_provider(payment.provider).refund_events_name_the_refund:
+        _refund_reports_match(requests=requests, live=live, reports=reports)
+    closing: list[TransactionFact] = []
+    # A failed request too: the provider's answer may arrive after its webhook said it failed,
+    # and that answer's pending key must be closed like any other.
+    for request in requests:
+        _refund_request_follow(request, reports=reports, payment=payment, closing=closing)
+    _facts_add(payment, closing)
+
+
+@dataclass
+class _RefundReport:
+    """What the facts of one refund key say."""
+
+    status: str | None  # the highest-ranked status reported, closing facts aside
+    amount_minor: int
+    first_learnt: datetime
+    from_webhooks_only: bool
+    closed: bool  # a closing fact made another key stand for it
+
+
+def _refund_reports(payment: Payment) -> dict[str, _RefundReport]:
+    reports: dict[str, _RefundReport] = {}
+    for key, status, amount, source, source_ref, created_at in (
+        TransactionFact.objects.filter(payment=payment, kind=FactKind.REFUND, amount_minor__isnull=False)
+        .order_by("created_at", "id")
+        .values_list("key", "status", "amount_minor", "source", "source_ref", "created_at")
+    ):
+        report = reports.setdefault(key, _RefundReport(None, amount, created_at, True, False))
+        if source == FactSource.SYSTEM and source_ref.startswith(SAME_REFUND_AS):
+            report.closed = True
+            continue
+        if report.status is None or REFUND_RANK[status] > REFUND_RANK[report.status]:
+            report.status = status
+        report.amount_minor = max(report.amount_minor, amount)
+        report.from_webhooks_only &= source == FactSource.PROVIDER_EVENT
+    return reports
+
+
+def _refund_request_keys(request: RefundRequest) -> list[str]:
+    own = request.provider_refund_id or (request.ledger_key if request.method == RefundRequest.Method.MANUAL else "")
+    return ([own] if own else []) + list(request.matched_keys)
+
+
+def _refund_reports_match(
+    *, requests: list[RefundRequest], live: list[RefundRequest], reports: dict[str, _RefundReport]
+) -> None:
+    """Give each webhook report no request has claimed to the oldest request it can be: the same
+    amount, made before the report arrived, and without a final report of its own yet."""
+    final = (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
+    claimed = {key for request in requests for key in (*_refund_request_keys(request), request.ledger_key) if key}
+    unclaimed = sorted(
+        (
+            (report.first_learnt, key)
+            for key, report in reports.items()
+            if key not in claimed and report.from_webhooks_only and not report.closed and report.status
+        ),
+    )
+    for _, key in unclaimed:
+        report = reports[key]
+        for request in live:
+            if request.amount_minor != report.amount_minor or report.first_learnt < request.created_at:
+                continue
+            if any(reports[k].status in final for k in request.matched_keys if k in reports):
+                continue
+            request.matched_keys = [*request.matched_keys, key]
+            break
+
+
+def _refund_request_follow(
+    request: RefundRequest, *, reports: dict[str, _RefundReport], payment: Payment, closing: list[TransactionFact]
+) -> None:
+    """Set the request's status from its keys' reports, and close every key but the one that
+    counts (see ``refund_requests_sync``)."""
+    keys = [key for key in _refund_request_keys(request) if key in reports and reports[key].status]
+    before = (request.status, request.ledger_key, list(request.matched_keys))
+    if keys:
+        statuses = {key: reports[key].status for key in keys}
+        own = keys[0] if keys[0] not in request.matched_keys else None
+        if RefundStatus.FAILED in statuses.values():
+            outcome = RefundStatus.FAILED
+            counting = next(key for key in keys if statuses[key] == RefundStatus.FAILED)
+        elif RefundStatus.SUCCEEDED in statuses.values():
+            outcome = RefundStatus.SUCCEEDED
+            counting = own if own and statuses[own] == RefundStatus.SUCCEEDED else next(
+                key for key in keys if statuses[key] == RefundStatus.SUCCEEDED
+            )
+        else:
+            outcome, counting = RefundStatus.PENDING, keys[0]
+        now = timezone.now()
+        for key in keys:
+            report = reports[key]
+            if key == counting or report.closed or report.status == RefundStatus.FAILED:
+                continue
+            closing.append(
+                TransactionFact(
+                    kind=FactKind.REFUND,
+                    key=key,
+                    status=RefundStatus.FAILED,
+                    amount_minor=report.amount_minor,
+                    currency=payment.currency,
+                    occurred_at=now,
+                    source=FactSource.SYSTEM,
+                    source_ref=f"{SAME_REFUND_AS}{counting}"[:255],
+                )
+            )
+            report.closed = True
+        request.ledger_key = counting
+        request.status = {
+            RefundStatus.FAILED: RefundRequest.Status.FAILED,
+            RefundStatus.SUCCEEDED: RefundRequest.Status.SUCCEEDED,
+            RefundStatus.PENDING: RefundRequest.Status.SUBMITTED,
+        }[outcome]
+        if request.status in (RefundRequest.Status.SUCCEEDED, RefundRequest.Status.FAILED):
+            request.finished_at = request.finished_at or now
+            request.next_check_at = None
+    if (request.status, request.ledger_key, list(request.matched_keys)) == before:
+        return
+    request.save(update_fields=["status", "ledger_key", "matched_keys", "finished_at", "next_check_at", "updated_at"])
+    if request.status != before[0]:
+        audit_record(
+            action=f"refund.{request.status}",
+            actor_type=AuditLog.ActorType.SYSTEM,
+            actor="ledger",
+            school_id=request.school_id,
+            target=request,
+            details={
+                "from": before[0],
+                "ledger_key": request.ledger_key,
+                "provider_refund_id": request.provider_refund_id,
+                "matched_keys": request.matched_keys,
+            },
+        )
+
+
+def refund_request_resolve(
+    *, refund_request_id: uuid.UUID, decision: Literal["not_made", "send_again"], note: str, actor
+) -> RefundRequest:
+    """Staff resolve a refund whose provider answer was lost, after checking the provider's
+    dashboard: it was not made there (the request fails and its amount is free again), or send it
+    again with the same idempotency key. Audited as ``refund.resolved`` with the note."""
+    note = (note or "").strip()
+    if decision not in ("not_made", "send_again"):
+        raise RefundInvalid({"decision": "Choose what the provider's dashboard shows."})
+    if not note:
+        raise RefundInvalid({"note": "Write what you checked."})
+    with transaction.atomic():
+        payment, refund_request = _refund_request_locked(refund_request_id)
+        if not selectors.user_can_access_school(user=actor, school_id=refund_request.school_id):
+            raise RefundRefused("not_your_school", "You are not staff of this payment's school.")
+        if refund_request.status != RefundRequest.Status.IN_DOUBT:
+            raise RefundRefused(
+                "refund_not_in_doubt", f"This refund is {refund_request.get_status_display().lower()}: nothing to resolve."
+            )
+        refund_request.next_check_at = None
+        if decision == "not_made":
+            refund_request.status = RefundRequest.Status.FAILED
+            refund_request.finished_at = timezone.now()
+        else:
+            refund_request.status = RefundRequest.Status.REQUESTED
+        refund_request.save()
+        audit_record(
+            action="refund.resolved",
+            actor_type=AuditLog.ActorType.STAFF,
+            actor=actor.get_username(),
+            school_id=refund_request.school_id,
+            target=refund_request,
+            details={"decision": decision, "note": note[:1000]},
+        )
+    if decision == "send_again":
+        return refund_request_send(refund_request_id=refund_request.pk)
+    return refund_request
+
+
+def refund_requests_recheck_due(*, now: datetime | None = None, limit: int = 200) -> list[uuid.UUID]:
+    """Celery beat: enqueue one ``refund_request_recheck`` per refund whose check is due,
+    claiming each by moving its ``next_check_at`` ahead (rows another run holds are skipped)."""
+    from payments.tasks import refund_request_recheck_task
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = RefundRequest.objects.filter(next_check_at__lte=now).order_by("next_check_at")
+        refund_ids = list(due.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[:limit])
+        RefundRequest.objects.filter(pk__in=refund_ids).update(
+            next_check_at=now + timedelta(seconds=settings.PAYMENT_RECHECK_CLAIM_SECONDS)
+        )
+        for refund_id in refund_ids:
+            enqueue_on_commit(refund_request_recheck_task, str(refund_id))
+    return refund_ids
+
+
+def refund_request_recheck(*, refund_request_id: uuid.UUID) -> str:
+    """Ask the provider where a submitted refund stands (its answer becomes a fact, like any
+    other), or send again a refund whose answer was lost where the provider's idempotency key
+    makes that safe. Asked with no lock held."""
+    refund_request = RefundRequest.objects.select_related("payment__account").get(pk=refund_request_id)
+    payment = refund_request.payment
+    adapter = refund_adapter(payment=payment)
+    if adapter is None:
+        RefundRequest.objects.filter(pk=refund_request.pk).update(next_check_at=None)
+        return "not a provider refund"
+    if refund_request.status == RefundRequest.Status.IN_DOUBT:
+        with transaction.atomic():
+            _, refund_request = _refund_request_locked(refund_request_id)
+            if refund_request.status != RefundRequest.Status.IN_DOUBT or _refund_next_check(
+                refund_request, adapter=adapter, now=timezone.now()
+            ) is None:
+                RefundRequest.objects.filter(pk=refund_request.pk).update(next_check_at=None)
+                return "left to staff"
+            refund_request.status = RefundRequest.Status.REQUESTED
+            refund_request.checks += 1
+            refund_request.save(update_fields=["status", "checks", "updated_at"])
+        return f"sent again: {refund_request_send(refund_request_id=refund_request.pk).status}"
+    if refund_request.status != RefundRequest.Status.SUBMITTED or not refund_request.provider_refund_id:
+        RefundRequest.objects.filter(pk=refund_request.pk).update(next_check_at=None)
+        return "nothing to ask"
+    RefundRequest.objects.filter(pk=refund_request.pk).update(checks=refund_request.checks + 1)
+    try:
+        result = adapter.refund_status(payment=payment, refund_id=refund_request.provider_refund_id)
+    except ProviderError as exc:
+        with transaction.atomic():
+            _, refund_request = _refund_request_locked(refund_request_id)
+            refund_request.error = exc.detail[:2000]
+            refund_request.next_check_at = _refund_next_check(refund_request, adapter=adapter, now=timezone.now())
+            refund_request.save(update_fields=["error", "next_check_at", "updated_at"])
+        return f"no answer: {exc.detail}"
+    refund_request = _refund_answer_record(refund_request_id=refund_request.pk, result=result, source_ref="refund check")
+    return f"provider says {result.status}; refund {refund_request.status}"

@@ -29,7 +29,7 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "add_paymentrequest",
         "change_paymentrequest",
         "view_payment",
-        "change_payment",  # review, map a student, retry the QuickBooks sync
+        "change_payment",  # review, map a student, refund, retry the QuickBooks sync
         "view_webhookevent",
         "change_webhookevent",  # replay
         "view_aggregatoraccount",
@@ -37,6 +37,8 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "change_aggregatoraccount",  # rotate the secret, test mode, IP allowlist
         "view_auditlog",
         "view_transactionfact",
+        "view_refundrequest",
+        "change_refundrequest",  # resolve a refund whose provider answer was lost
     ),
     "quickbooks_sync": (
         "view_qboconnection",

@@ -24,3 +24,15 @@ def payments_recheck_due_task() -> int:
 @shared_task(acks_late=True, name="payments.tasks.payment_status_recheck")
 def payment_status_recheck_task(payment_id: str) -> str:
     return services.payment_status_recheck(payment_id=uuid.UUID(payment_id))
+
+
+@shared_task(name="payments.tasks.refund_requests_recheck_due")
+def refund_requests_recheck_due_task() -> int:
+    return len(services.refund_requests_recheck_due())
+
+
+# Idempotent: the provider's answer is a fact, and the same fact twice changes nothing; a refund
+# is only sent again where the provider's idempotency key returns the first one.
+@shared_task(acks_late=True, name="payments.tasks.refund_request_recheck")
+def refund_request_recheck_task(refund_request_id: str) -> str:
+    return services.refund_request_recheck(refund_request_id=uuid.UUID(refund_request_id))

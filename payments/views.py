@@ -17,11 +17,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from payments import receipts, selectors, services
-from payments.forms import ManualPaymentForm, PhoneForm, SimulateForm
+from payments.forms import ManualPaymentForm, PayerEmailForm, PhoneForm, SimulateForm
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.phone import mask_phone
 from payments.ratelimits import client_address, rate_limited
 from providers.registry import get_provider
+
+# Refusals of what the payer typed (answered 400, not 409: nothing else is in the way).
+PAYER_INPUT_REFUSALS = ("phone_invalid", "email_required", "email_invalid")
 
 # Seconds between refreshes of the thanks page without JavaScript (meta refresh), and between
 # polls of the status endpoint with it.
@@ -43,23 +46,38 @@ def _closed_page(request: HttpRequest, payment_request: PaymentRequest | None) -
     return None
 
 
-def _render_pay_page(request, payment_request, *, status=200, error="", phone_form=None, manual_form=None):
+def _asks_email(option, payment_request) -> bool:
+    """A provider whose checkout needs the payer's email, and staff gave the request none."""
+    return option.needs_email and not payment_request.parent_email
+
+
+def _render_pay_page(
+    request, payment_request, *, status=200, error="", phone_form=None, email_form=None, manual_form=None
+):
     page = selectors.pay_page(payment_request=payment_request)
     in_flight = page.in_flight
+
+    def bound(form, option):
+        return form is not None and form.data.get("provider") == option.slug
+
     context = {
         "page": page,
         "payment_request": payment_request,
         "error": error,
-        # Each way to pay, with the phone form of an on-phone prompt (bound after a bad number).
+        # Each way to pay, with the phone form of an on-phone prompt and the email form of a
+        # provider that needs one (bound after a bad entry, so the error shows where it was typed).
         "online": [
             (
                 option,
                 (
                     phone_form
-                    if phone_form is not None and phone_form.data.get("provider") == option.slug
-                    else PhoneForm(auto_id=f"id_{option.slug}_%s")
+                    if bound(phone_form, option)
+                    else PhoneForm(auto_id=f"id_{option.slug}_%s", initial={"phone": payment_request.parent_phone})
                 )
                 if option.needs_phone
+                else None,
+                (email_form if bound(email_form, option) else PayerEmailForm(auto_id=f"id_{option.slug}_%s"))
+                if _asks_email(option, payment_request)
                 else None,
             )
             for option in page.options
@@ -91,12 +109,18 @@ def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
         return closed
     provider = request.POST.get("provider", "")
     payer = {}
-    phone_form = None
-    if provider and any(option.slug == provider and option.needs_phone for option in selectors.checkout_options(school=payment_request.school)):
+    phone_form = email_form = None
+    option = next((o for o in selectors.checkout_options(school=payment_request.school) if o.slug == provider), None)
+    if option is not None and option.needs_phone:
         phone_form = PhoneForm(request.POST, auto_id=f"id_{provider}_%s")
         if not phone_form.is_valid():
             return _render_pay_page(request, payment_request, status=400, phone_form=phone_form)
         payer["phone"] = phone_form.cleaned_data["phone"]
+    if option is not None and _asks_email(option, payment_request):
+        email_form = PayerEmailForm(request.POST, auto_id=f"id_{provider}_%s")
+        if not email_form.is_valid():
+            return _render_pay_page(request, payment_request, status=400, email_form=email_form)
+        payer["email"] = email_form.cleaned_data["email"]
     try:
         started = services.payment_checkout_start(
             payment_request_id=payment_request.pk,
@@ -108,7 +132,12 @@ def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
     except services.CheckoutRefused as exc:
         payment_request.refresh_from_db()
         return _closed_page(request, payment_request) or _render_pay_page(
-            request, payment_request, status=409, error=exc.detail, phone_form=phone_form
+            request,
+            payment_request,
+            status=400 if exc.code in PAYER_INPUT_REFUSALS else 409,
+            error=exc.detail,
+            phone_form=phone_form,
+            email_form=email_form,
         )
     except services.CheckoutFailed as exc:
         return _render_pay_page(request, payment_request, status=502, error=exc.detail)

@@ -164,8 +164,15 @@ class ReturnUrls:
 
 @dataclass(frozen=True)
 class RefundResult:
-    external_refund_id: str
-    status: PaymentStatus
+    """What the provider answered about one refund: its own id for it (the key its webhooks and
+    API name it by), its state (``payments.ledger.RefundStatus``: pending, succeeded or failed)
+    and the amount it refunds, in ISO minor units. ``detail`` is the provider's wording, for
+    staff."""
+
+    refund_id: str
+    status: str
+    amount_minor: int
+    detail: str = ""
 
 
 class ProviderAdapter:
@@ -190,6 +197,19 @@ class ProviderAdapter:
     # A substring that marks the provider's test keys (``"sk_test_"``); "" when keys do not say.
     # A test-mode account must hold a test key and a live account a live one (``secret_api_key``).
     test_key_marker: ClassVar[str] = ""
+    # True when the provider's checkout refuses a payer without an email address (Paystack's and
+    # Flutterwave's initialize APIs): the pay page and the REST checkout then ask for one.
+    checkout_requires_email: ClassVar[bool] = False
+    # True when sending ``refund`` again with the same idempotency key is documented to return
+    # the first refund instead of making a second one (Stripe's Idempotency-Key): a refund whose
+    # answer was lost may then be sent again by itself. Elsewhere staff check first.
+    refund_idempotent: ClassVar[bool] = False
+    # How long the provider remembers an idempotency key (Stripe: 24 hours).
+    refund_idempotency_window_seconds: ClassVar[int] = 0
+    # True when the provider's refund webhooks name the refund by the id ``refund`` returned, so
+    # both reports land on one ledger key. Paystack's and Chapa's carry no refund id: their
+    # reports are matched to our refund requests by amount (``payments.services``).
+    refund_events_name_the_refund: ClassVar[bool] = True
 
     # --- Webhooks ----------------------------------------------------------------------------
 
@@ -241,7 +261,17 @@ class ProviderAdapter:
         re-checks payments whose webhook never came."""
         raise OperationNotSupported()
 
-    def refund(self, *, payment: Payment, amount_minor: int) -> RefundResult:
+    def refund(self, *, payment: Payment, amount_minor: int, idempotency_key: str, reason: str = "") -> RefundResult:
+        """Ask the provider to give ``amount_minor`` of ``payment`` back to the payer. The same
+        ``idempotency_key`` is sent every time this refund is asked for, in whatever form the
+        provider accepts one. Raises ``ProviderRejected`` when the provider refuses (nothing was
+        refunded) and ``ProviderUnavailable`` when its answer did not arrive (a refund may or may
+        not have been made). Providers without a refund API do not implement it: staff record
+        those refunds by hand."""
+        raise OperationNotSupported()
+
+    def refund_status(self, *, payment: Payment, refund_id: str) -> RefundResult:
+        """Ask the provider's API where the refund ``refund_id`` stands now."""
         raise OperationNotSupported()
 
     # --- Shared helpers ----------------------------------------------------------------------

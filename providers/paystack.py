@@ -165,6 +165,10 @@ REFUND_EVENTS = {
     "refund.failed": "failed",
 }
 
+# A refund's status in Paystack's refund API -> the ledger's: pending, processing and
+# needs-attention are all still on their way.
+PAYSTACK_REFUND_STATUS = {"processed": "succeeded", "failed": "failed"}
+
 DISPUTE_EVENTS = {"charge.dispute.create", "charge.dispute.remind", "charge.dispute.resolve"}
 # A resolved dispute: accepted by the merchant, or by Paystack for a merchant who did not answer,
 # means the customer keeps the money; declined means the merchant contested it and kept it.
@@ -191,6 +195,8 @@ class PaystackProvider(ProviderAdapter):
     api_base_url_setting = "PAYSTACK_API_BASE_URL"
     signs_with_api_key = True
     test_key_marker = "sk_test_"
+    checkout_requires_email = True  # transaction/initialize: email and amount are required
+    refund_events_name_the_refund = False  # refund.* webhooks carry no refund id
     signature_header = "x-paystack-signature"
 
     def verify_signature(self, *, body: bytes, headers: Mapping[str, str], account, query) -> None:
@@ -345,20 +351,37 @@ class PaystackProvider(ProviderAdapter):
             detail=str(txn.get("gateway_response") or txn.get("status")),
         )
 
-    def refund(self, *, payment, amount_minor: int) -> RefundResult:
-        """Ask Paystack to refund ``amount_minor``; the ``refund.processed`` webhook applies it."""
+    def refund(self, *, payment, amount_minor: int, idempotency_key: str, reason: str = "") -> RefundResult:
+        """``POST /refund`` (https://github.com/PaystackOSS/openapi, RefundCreate): the transaction
+        by its reference, the amount in subunits. Paystack documents no idempotency key for
+        refunds, so a refund whose answer was lost must never be sent again by itself: the
+        caller allows one unanswered refund per payment and leaves a lost answer to staff. The
+        answer's ``data.id`` names the refund; Paystack's refund webhooks do not carry it."""
+        transaction = payment.reference or payment.provider_reference or payment.external_txn_id
+        if not transaction:
+            raise ProviderRejected("The payment has no Paystack reference to refund")
         try:
             amount = to_paystack_amount(amount_minor, payment.currency)
         except MoneyError as exc:
             raise ProviderRejected(str(exc)) from exc
-        body = {"transaction": payment.reference or payment.external_txn_id, "amount": amount}
+        body = {"transaction": transaction, "amount": amount, "currency": payment.currency}
+        if reason:
+            body["merchant_note"] = reason[:500]
         with self.http_client() as client:
             data = self.request_json(
                 client, "POST", f"{self.api_base_url()}/refund", json=body, headers=self._headers(payment.account)
             )
         refund = data.get("data") or {}
-        total = payment.refunded_amount_minor + amount_minor
+        if not data.get("status") or not refund.get("id"):
+            raise ProviderRejected(f"Paystack did not create the refund: {data.get('message', 'no message')}")
+        currency = str(refund.get("currency") or payment.currency).upper()
+        try:
+            refunded = from_paystack_amount(refund.get("amount", amount), currency)
+        except MoneyError as exc:
+            raise ProviderRejected(f"Paystack answered a refund amount we cannot take exactly: {refund.get('amount')!r}") from exc
         return RefundResult(
-            external_refund_id=str(refund.get("id", "")),
-            status=S.REFUNDED if total >= payment.amount_minor else S.PARTIALLY_REFUNDED,
+            refund_id=str(refund["id"]),
+            status=PAYSTACK_REFUND_STATUS.get(str(refund.get("status")), "pending"),
+            amount_minor=refunded,
+            detail=str(refund.get("status") or data.get("message", "")),
         )

@@ -57,6 +57,8 @@ def dashboard_view(request: HttpRequest):
         ("Payments under dispute (chargeback)", board.disputed, _link(payments_list, status__exact=PaymentStatus.DISPUTED)),
         ("Refunds and disputes waiting for their payment", board.waiting_facts,
          _link("admin:payments_transactionfact_changelist", waiting="yes")),
+        ("Staff refunds whose provider answer was lost (check its dashboard)", board.refunds_in_doubt,
+         _link("admin:payments_refundrequest_changelist", status__exact="in_doubt")),
     ]  # fmt: skip
     books = reconciliation(schools=selectors.schools_for_user(user=request.user))
     context = {

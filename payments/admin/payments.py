@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import admin, messages
 from django.contrib.admin.filters import DateFieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -17,9 +19,10 @@ from payments import receipts, selectors, services
 from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.exports import payments_csv_lines
-from payments.forms import MapStudentForm, ReviewForm
-from payments.models import AuditLog, Payment, PaymentRequest
-from payments.state import PaymentStatus
+from payments.forms import MapStudentForm, RefundForm, ReviewForm
+from payments.models import AuditLog, Payment, PaymentRequest, RefundRequest
+from payments.money import format_minor
+from payments.state import SETTLED_STATES, PaymentStatus
 
 
 @admin.register(Payment)
@@ -94,6 +97,8 @@ class PaymentAdmin(SchoolScopedAdmin):
         extra = {"timeline": selectors.payment_timeline(payment=payment)} if payment is not None else {}
         if payment is not None:
             extra["can_map"] = payment.student_id is None and self.has_change_permission(request, payment)
+            extra["can_refund"] = payment.status in SETTLED_STATES and self.has_change_permission(request, payment)
+            extra["refunds"] = payment.refund_requests.order_by("created_at", "id")
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     @admin.action(description="Retry the QuickBooks sync of the selected payments", permissions=["change"])
@@ -133,6 +138,9 @@ class PaymentAdmin(SchoolScopedAdmin):
             path("<uuid:object_id>/map/", self.admin_site.admin_view(self.map_view), name="payments_payment_map"),
             path(
                 "<uuid:object_id>/review/", self.admin_site.admin_view(self.review_view), name="payments_payment_review"
+            ),
+            path(
+                "<uuid:object_id>/refund/", self.admin_site.admin_view(self.refund_view), name="payments_payment_refund"
             ),
             path(
                 "<uuid:object_id>/receipt/",
@@ -239,6 +247,59 @@ class PaymentAdmin(SchoolScopedAdmin):
         }
         return TemplateResponse(request, "admin/payments/payment/review.html", context)
 
+    def refund_view(self, request: HttpRequest, object_id):
+        """Refund a payment, in full or in part, with a reason (``services.refund_request_create``):
+        through its provider's refund API, or recorded as made by hand where there is none."""
+        payment = self._payment_for_staff(request, object_id)
+        if not self.has_change_permission(request, payment):
+            raise PermissionDenied
+        balance = selectors.payment_refund_balance(payment=payment)
+        left = format_minor(balance.left_minor, payment.currency)
+        form = RefundForm(
+            request.POST or None,
+            currency=payment.currency,
+            initial={"amount": left.split(" ", 1)[1], "form_key": uuid.uuid4().hex},
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                started = services.refund_request_create(
+                    payment_id=payment.pk,
+                    amount_minor=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                    actor=request.user,
+                    client_key=f"admin-{form.cleaned_data['form_key']}",
+                )
+            except services.RefundInvalid as exc:
+                for name, message in exc.errors.items():
+                    form.add_error(name if name in form.fields else None, message)
+            except services.RefundRefused as exc:
+                form.add_error(None, exc.detail)
+            else:
+                level, text = _refund_message(started, payment)
+                self.message_user(request, text, level)
+                return HttpResponseRedirect(reverse("admin:payments_payment_change", args=[payment.pk]))
+        adapter = services.refund_adapter(payment=payment)
+        context = {
+            **self._payment_page_context(request, payment, title=f"Refund {payment}", form=form),
+            "balance_rows": [
+                (label, format_minor(minor, payment.currency))
+                for label, minor in (
+                    ("Received", balance.received_minor),
+                    ("Refunded", balance.refunded_minor),
+                    ("Charged back", balance.charged_back_minor),
+                    ("Refunds on their way", balance.on_the_way_minor),
+                )
+                if minor or label == "Received"
+            ],
+            "left": left,
+            "refundable": payment.status in SETTLED_STATES,
+            "provider_name": adapter.display_name if adapter else "",
+            "refunds": payment.refund_requests.order_by("created_at", "id"),
+        }
+        return TemplateResponse(
+            request, "admin/payments/payment/refund.html", context, status=400 if form.errors else 200
+        )
+
     def receipt_view(self, request: HttpRequest, object_id):
         """The uploaded receipt, to staff of the payment's school only (never a public URL)."""
         if not self.has_view_permission(request):
@@ -263,3 +324,23 @@ class PaymentAdmin(SchoolScopedAdmin):
             "default-src 'none'; img-src 'self'; object-src 'self'; plugin-types application/pdf"
         )
         return response
+
+
+def _refund_message(started, payment: Payment) -> tuple[int, str]:
+    refund: RefundRequest = started.refund_request
+    provider = selectors.provider_display_name(payment.provider)
+    amount = refund.amount_display
+    if not started.created:
+        return messages.INFO, f"This refund of {amount} was already recorded ({refund.get_status_display().lower()})."
+    if refund.method == RefundRequest.Method.MANUAL:
+        return messages.SUCCESS, f"Refund of {amount} recorded as made by hand."
+    if refund.status == RefundRequest.Status.SUCCEEDED:
+        return messages.SUCCESS, f"{provider} refunded {amount}."
+    if refund.status == RefundRequest.Status.SUBMITTED:
+        return messages.SUCCESS, f"Refund of {amount} sent to {provider}: pending until {provider} confirms it."
+    if refund.status == RefundRequest.Status.IN_DOUBT:
+        return messages.WARNING, (
+            f"{provider} did not answer ({refund.error}). The refund of {amount} may or may not have been made: "
+            "see the refund's page before doing anything else."
+        )
+    return messages.ERROR, f"{provider} refused the refund of {amount}: {refund.error}"

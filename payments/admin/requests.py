@@ -50,7 +50,7 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("school", "student_id", "description", "amount", "currency", "due_date")
+            return ("school", "student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone")
         return (
             "pay_link",
             "school",
@@ -58,6 +58,8 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
             "description",
             "amount_display",
             "due_date",
+            "parent_email",
+            "parent_phone",
             "status",
             "paid_payment",
             "paid_at",
@@ -67,7 +69,7 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
             kwargs["form"] = admin.ModelAdmin.form
-            kwargs["fields"] = ("description", "due_date")
+            kwargs["fields"] = ("description", "due_date", "parent_email", "parent_phone")
             return super().get_form(request, obj, change=change, **kwargs)
         form = super().get_form(request, obj, change=change, **kwargs)
         schools = selectors.schools_for_user(user=request.user)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from payments.models import Payment, PaymentRequest
+from payments.models import Payment, PaymentRequest, RefundRequest
 
 
 class PaymentRequestSerializer(serializers.ModelSerializer):
@@ -28,6 +28,8 @@ class PaymentRequestSerializer(serializers.ModelSerializer):
             "currency",
             "amount_display",
             "due_date",
+            "parent_email",
+            "parent_phone",
             "status",
             "pay_url",
             "paid_payment_id",
@@ -49,12 +51,21 @@ class PaymentRequestCreateSerializer(serializers.Serializer):
     amount_minor = serializers.IntegerField(required=False, help_text="Or: in minor units, e.g. 150050 for KES 1,500.50.")
     currency = serializers.CharField(required=False, max_length=3, help_text="ISO 4217; default: the school's.")
     due_date = serializers.DateField(required=False, allow_null=True)
+    parent_email = serializers.CharField(
+        required=False, allow_blank=True, max_length=254, help_text="Optional: the payer's email (Paystack and Flutterwave need one)."
+    )
+    parent_phone = serializers.CharField(required=False, allow_blank=True, max_length=20, help_text="Optional: the payer's phone.")
 
 
 class CheckoutRequestSerializer(serializers.Serializer):
     provider = serializers.CharField(max_length=32, help_text="A provider slug enabled for the school, e.g. dummy.")
     phone = serializers.CharField(
         required=False, max_length=20, help_text="The payer's phone, for on-phone prompts (M-Pesa)."
+    )
+    email = serializers.CharField(
+        required=False,
+        max_length=254,
+        help_text="The payer's email address. Paystack and Flutterwave need one; the request's parent_email is used when absent.",
     )
 
 
@@ -93,6 +104,7 @@ class PaymentSerializer(serializers.ModelSerializer):
             "currency",
             "amount_display",
             "refunded_amount_minor",
+            "refund_pending_amount_minor",
             "status",
             "status_changed_at",
             "review_flag",
@@ -103,3 +115,41 @@ class PaymentSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class RefundCreateSerializer(serializers.Serializer):
+    amount = serializers.CharField(
+        required=False, max_length=32, help_text='In major units of the payment\'s currency, e.g. "120,000".'
+    )
+    amount_minor = serializers.IntegerField(required=False, help_text="Or: in minor units.")
+    reason = serializers.CharField(max_length=500, help_text="Why the money goes back (kept in the audit log).")
+
+
+class RefundRequestSerializer(serializers.ModelSerializer):
+    payment_id = serializers.UUIDField(read_only=True)
+    amount_display = serializers.CharField(read_only=True)
+    requested_by = serializers.CharField(source="requested_by_name", read_only=True)
+
+    class Meta:
+        model = RefundRequest
+        fields = [
+            "id",
+            "payment_id",
+            "method",
+            "amount_minor",
+            "currency",
+            "amount_display",
+            "reason",
+            "status",
+            "provider_refund_id",
+            "error",
+            "requested_by",
+            "created_at",
+            "submitted_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class RefundErrorSerializer(ErrorSerializer):
+    refund = RefundRequestSerializer(required=False, help_text="The refund, when one was recorded.")

@@ -13,6 +13,8 @@ urlpatterns = [
     path("payment-requests/<int:pk>/cancel", views.PaymentRequestCancelView.as_view(), name="api-payment-request-cancel"),
     path("payments/", views.PaymentListView.as_view(), name="api-payments"),
     path("payments/<uuid:pk>/", views.PaymentDetailView.as_view(), name="api-payment"),
+    path("payments/<uuid:pk>/refunds", views.PaymentRefundsView.as_view(), name="api-payment-refunds"),
+    path("refunds/<uuid:pk>/", views.RefundDetailView.as_view(), name="api-refund"),
     # The OpenAPI document and its docs page (Swagger UI from this service's static files).
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file (?script), so the page needs no

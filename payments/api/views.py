@@ -19,8 +19,11 @@ from payments.api.serializers import (
     PaymentRequestCreateSerializer,
     PaymentRequestSerializer,
     PaymentSerializer,
+    RefundCreateSerializer,
+    RefundErrorSerializer,
+    RefundRequestSerializer,
 )
-from payments.models import AuditLog, PaymentRequest
+from payments.models import AuditLog, PaymentRequest, RefundRequest
 
 # CheckoutRefused codes -> HTTP status.
 REFUSAL_STATUS = {
@@ -31,6 +34,8 @@ REFUSAL_STATUS = {
     "provider_unknown": status.HTTP_400_BAD_REQUEST,
     "provider_unavailable": status.HTTP_400_BAD_REQUEST,
     "phone_invalid": status.HTTP_400_BAD_REQUEST,
+    "email_required": status.HTTP_400_BAD_REQUEST,
+    "email_invalid": status.HTTP_400_BAD_REQUEST,
 }
 
 
@@ -81,6 +86,8 @@ class PaymentRequestListCreateView(generics.ListAPIView):
                 amount_minor=values.get("amount_minor"),
                 currency=values.get("currency", ""),
                 due_date=values.get("due_date"),
+                parent_email=values.get("parent_email", ""),
+                parent_phone=values.get("parent_phone", ""),
             )
         except services.PaymentRequestInvalid as exc:
             raise ValidationError({name: [message] for name, message in exc.errors.items()}) from exc
@@ -117,7 +124,7 @@ class PaymentRequestCheckoutView(APIView):
             return _error(404, "not_found", "No such payment request.")
         body = CheckoutRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        payer = {"phone": body.validated_data["phone"]} if body.validated_data.get("phone") else {}
+        payer = {name: body.validated_data[name] for name in ("phone", "email") if body.validated_data.get(name)}
         try:
             started = services.payment_checkout_start(
                 payment_request_id=payment_request.pk,
@@ -188,3 +195,88 @@ class PaymentDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.payments_for_user(user=self.request.user)
+
+
+class PaymentRefundsView(APIView):
+    """A payment's refunds: list them, or make one."""
+
+    @extend_schema(responses={200: RefundRequestSerializer(many=True), 404: ErrorSerializer}, summary="A payment's refunds")
+    def get(self, request, pk):
+        payment = selectors.payments_for_user(user=request.user).filter(pk=pk).first()
+        if payment is None:
+            return _error(404, "not_found", "No such payment.")
+        refunds = payment.refund_requests.order_by("created_at", "id")
+        return Response(RefundRequestSerializer(refunds, many=True).data)
+
+    @extend_schema(
+        request=RefundCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Send the same key again (a retry after a lost answer) to get the same refund back, never a second one.",
+            )
+        ],
+        responses={
+            201: OpenApiResponse(RefundRequestSerializer, description="Recorded; the provider took it (or it was recorded as made by hand)."),
+            200: OpenApiResponse(RefundRequestSerializer, description="The same Idempotency-Key again: the refund already made."),
+            202: OpenApiResponse(
+                RefundRequestSerializer,
+                description="Recorded, but the provider's answer was lost (`in_doubt`): it is sent again by itself only "
+                "where the provider honours the idempotency key; otherwise staff check the provider's dashboard.",
+            ),
+            400: OpenApiResponse(description="Field errors, e.g. `{\"amount\": [\"...\"]}`."),
+            404: ErrorSerializer,
+            409: OpenApiResponse(
+                RefundErrorSerializer,
+                description="`refund_exceeds_balance`, `refund_in_progress`, `payment_not_refundable`, `payment_disputed`, "
+                "`idempotency_key_reused`.",
+            ),
+            502: OpenApiResponse(RefundErrorSerializer, description="`provider_refused`: nothing was refunded."),
+        },
+        summary="Refund a payment (full or partial)",
+        description="Records the refund, then asks the payment's provider to make it with an idempotency key. The "
+        "refund counts in the payment's amounts once the provider confirms it (`refund_pending_amount_minor` "
+        "meanwhile). Providers without a refund API (SurePay, M-Pesa, manual payments): the refund is recorded as "
+        "made by hand, at once.",
+    )
+    def post(self, request, pk):
+        payment = selectors.payments_for_user(user=request.user).filter(pk=pk).first()
+        if payment is None:
+            return _error(404, "not_found", "No such payment.")
+        body = RefundCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            started = services.refund_request_create(
+                payment_id=payment.pk,
+                amount=body.validated_data.get("amount"),
+                amount_minor=body.validated_data.get("amount_minor"),
+                reason=body.validated_data["reason"],
+                actor=request.user,
+                client_key=request.headers.get("Idempotency-Key", ""),
+            )
+        except services.RefundInvalid as exc:
+            raise ValidationError({name: [message] for name, message in exc.errors.items()}) from exc
+        except services.RefundRefused as exc:
+            extra = {"refund": RefundRequestSerializer(exc.refund_request).data} if exc.refund_request else {}
+            return _error(409, exc.code, exc.detail, **extra)
+        refund = started.refund_request
+        data = RefundRequestSerializer(refund).data
+        if not started.created:
+            return Response(data, status=status.HTTP_200_OK)
+        if refund.status == RefundRequest.Status.FAILED:
+            provider = selectors.provider_display_name(payment.provider)
+            return _error(502, "provider_refused", f"{provider} refused the refund: {refund.error}", refund=data)
+        location = {"Location": reverse("api-refund", args=[refund.pk])}
+        if refund.status == RefundRequest.Status.IN_DOUBT:
+            return Response(data, status=status.HTTP_202_ACCEPTED, headers=location)
+        return Response(data, status=status.HTTP_201_CREATED, headers=location)
+
+
+class RefundDetailView(generics.RetrieveAPIView):
+    serializer_class = RefundRequestSerializer
+
+    def get_queryset(self):
+        return selectors.refund_requests_for_user(user=self.request.user)

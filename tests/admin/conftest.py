@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 from django.contrib.auth import get_user_model
 
-from payments.models import AuditLog, StaffMembership, WebhookEvent
+from payments.models import AuditLog, RefundRequest, StaffMembership, WebhookEvent
 from payments.staff import staff_group_ensure
 from quickbooks_sync.models import QboConnection, QboAdjustmentSync, QboCustomer
 from tests.factories import (
@@ -54,7 +54,12 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
     customer = QboCustomer.objects.create(
         school=school, realm_id=f"{code}-realm", student=student, customer_id=f"{code}-cust", display_name=f"{code} cust"
     )
+    refund = RefundRequest.objects.create(
+        school=school, payment=payment, method="manual", amount_minor=100, currency=currency, reason=f"{code} refund",
+        idempotency_key=f"refund-{code}", status="succeeded",
+    )  # fmt: skip
     rows = {
+        "refundrequest": refund,
         "school": school,
         "aggregatoraccount": account,
         "student": student,

@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from payments.models import MappingStatus, Payment, WebhookEvent
+from payments.models import MappingStatus, Payment, RefundRequest, WebhookEvent
 from tests.factories import AccountFactory, PaymentFactory, PaymentSyncFactory, report
 
 
@@ -68,6 +68,7 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         "Payments the provider could not be asked about": 0,
         "Payments under dispute": 0,
         "Refunds and disputes waiting for their payment": 0,
+        "Staff refunds whose provider answer was lost": 0,
     }
     for label, (count, url) in queues.items():
         response = client_a.get(url)
@@ -90,12 +91,17 @@ def test_what_the_ledger_needs_staff_for_is_counted_and_linked(client_a, world):
     PaymentFactory(account=surepay, status="processing", review_flag="status_unknown")
     waiting = PaymentFactory.build(account=surepay, external_txn_id="not-yet")
     report(waiting, refunds=[("re_9", 5_000)])  # a refund whose payment has not arrived
+    RefundRequest.objects.create(
+        school=disputed.school, payment=disputed, method="provider", amount_minor=1_000, currency="UGX",
+        reason="x", idempotency_key="refund-lost", status="in_doubt", error="Stripe timed out",
+    )  # fmt: skip
     queues = queue_counts(client_a.get(reverse("admin-dashboard")).content.decode())
     counts = {label.split(" (")[0]: count for label, (count, _) in queues.items()}
     assert [counts[label] for label in (
         "Payments with reports that disagree", "Payments the provider could not be asked about",
         "Payments under dispute", "Refunds and disputes waiting for their payment",
-    )] == [1, 1, 1, 1]  # fmt: skip
+        "Staff refunds whose provider answer was lost",
+    )] == [1, 1, 1, 1, 1]  # fmt: skip
     for label, (count, url) in queues.items():
         assert client_a.get(url).context["cl"].result_count == count, label
 

@@ -16,6 +16,7 @@ from tests.admin.conftest import make_school_staff
 STAFF_MODELS = {
     "payments": [
         "school", "aggregatoraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog", "transactionfact",
+        "refundrequest",
     ],  # fmt: skip
     "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qboadjustmentsync", "qbocustomer"],
 }

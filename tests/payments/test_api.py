@@ -72,6 +72,8 @@ def test_create_a_request(api, school, student):
         "currency": "UGX",
         "amount_display": "UGX 450,000",
         "due_date": "2026-05-01",
+        "parent_email": "",
+        "parent_phone": "",
         "status": "open",
         "pay_url": f"https://pay.example.org/pay/{payment_request.token}/",
         "paid_payment_id": None,

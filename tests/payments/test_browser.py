@@ -264,10 +264,24 @@ def test_the_admin_pages_work_under_the_content_security_policy(chromium, site, 
     page.get_by_label("Password:").fill("correct horse battery")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{site}/admin/")
+    from tests.factories import AccountFactory, PaymentFactory, report
+
+    received = PaymentFactory(account=AccountFactory(school=payment_request.school, provider="surepay"), amount_minor=100_000)
+    report(received, status=PaymentStatus.SUCCEEDED)
     for path in ("/admin/dashboard/", "/admin/payments/paymentrequest/", f"/admin/payments/paymentrequest/{payment_request.pk}/change/",
-                 "/admin/quickbooks_sync/qboconnection/", "/admin/payments/payment/?status__exact=succeeded"):
+                 "/admin/quickbooks_sync/qboconnection/", "/admin/payments/payment/?status__exact=succeeded",
+                 f"/admin/payments/payment/{received.pk}/refund/", "/admin/payments/refundrequest/"):
         page.goto(f"{site}{path}")
         assert page.locator("#content").is_visible()
+    # A refund made by hand, through the payment's Refund page.
+    page.goto(f"{site}/admin/payments/payment/{received.pk}/refund/")
+    page.get_by_label("Amount to refund (UGX):").fill("30,000")
+    page.get_by_label("Reason:").fill("Sibling discount")
+    shots(page, "admin-refund-page")
+    page.get_by_role("button", name="Record the refund made by hand").click()
+    page.wait_for_url(f"{site}/admin/payments/payment/{received.pk}/change/")
+    assert page.locator("ul.messagelist").inner_text() == "Refund of UGX 30,000 recorded as made by hand."
+    assert page.locator("#refunds").is_visible()
     # The admin's own JavaScript runs (the action bar's "select all" checkbox).
     page.goto(f"{site}/admin/payments/paymentrequest/")
     page.locator("#action-toggle").check()
@@ -275,3 +289,54 @@ def test_the_admin_pages_work_under_the_content_security_policy(chromium, site, 
     shots(page, "admin-under-csp")
     context.close()
     assert outside_requests == []
+
+
+def test_a_parent_gives_an_email_for_paystack_at_phone_width(chromium, site, shots, school, student, settings, outside_requests):
+    """Paystack's checkout needs the payer's email: the pay page asks for it (staff gave none),
+    refuses one Paystack could not use with a clear message, then sends the parent to Paystack."""
+    from fakes.paystack import FakePaystack
+    from tests.factories import AccountFactory, PaymentRequestFactory
+    from tests.providers.helpers import fake_server
+
+    key = "sk_test_browser0paystack"
+    school.currency = "NGN"
+    school.save()
+    AccountFactory(school=school, provider="paystack", webhook_secret=key, api_key=key, test_mode=True)
+    payment_request = PaymentRequestFactory(school=school, student=student, amount_minor=2_500_000, currency="NGN")
+    with fake_server(FakePaystack(secret_key=key), settings, "PAYSTACK_API_BASE_URL") as paystack:
+        context, page = open_phone(chromium, site, outside_requests)
+        # Paystack's hosted page is outside this service: the browser is shown a stand-in there.
+        page.route("https://checkout.paystack.test/**", lambda route: route.fulfill(
+            status=200, content_type="text/html", body="<html lang='en'><title>Paystack</title><h1>Paystack checkout</h1></html>"))
+        page.goto(f"{site}/pay/{payment_request.token}/")
+        assert page.get_by_test_id("amount").inner_text() == "NGN 25,000.00"
+        email = page.get_by_label("Your email address:")
+        assert email.get_attribute("type") == "email" and email.get_attribute("autocomplete") == "email"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_accessible(page)
+        shots(page, "1-pay-link-asks-for-email")
+
+        # The browser accepts "ada@example", Paystack would not: the server says why, beside the field.
+        email.fill("ada@example")
+        page.get_by_role("button", name="Pay with Paystack").click()
+        page.wait_for_load_state()
+        error = page.locator("#id_paystack_email_error")
+        assert error.inner_text() == "'ada@example' is not an email address (for example name@example.com)."
+        assert page.get_by_label("Your email address:").get_attribute("aria-invalid") == "true"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_accessible(page)
+        shots(page, "2-email-refused")
+        assert not paystack.requests
+
+        page.get_by_label("Your email address:").fill("ada.obi@example.com")
+        page.get_by_role("button", name="Pay with Paystack").click()
+        page.wait_for_url("https://checkout.paystack.test/**")
+        shots(page, "3-sent-to-paystack")
+        context.close()
+        sent = paystack.requests[-1].json()
+        assert (sent["email"], sent["amount"], sent["currency"]) == ("ada.obi@example.com", 2_500_000, "NGN")
+    payment = Payment.objects.get()
+    assert (payment.provider, payment.payer, payment.status) == ("paystack", {"email": "ada.obi@example.com"}, PaymentStatus.PENDING)
+    # Nothing left this service but the parent's visit to Paystack's page (and its icon).
+    assert {url.split("/")[2] for url in outside_requests} == {"checkout.paystack.test"}
+    assert outside_requests[0].startswith("https://checkout.paystack.test/ac_")

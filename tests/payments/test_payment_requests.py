@@ -131,7 +131,7 @@ def test_one_bad_row_imports_nothing_and_every_error_is_reported_with_its_line(s
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b"student,desc,amount\nSTU-0001,x,1\n", (1, "(header)", "Missing column(s): student_id, description. Expected: student_id, description, amount, currency, due_date.")),
+        (b"student,desc,amount\nSTU-0001,x,1\n", (1, "(header)", "Missing column(s): student_id, description. Expected: student_id, description, amount, currency, due_date, parent_email, parent_phone.")),
         (b"student_id,description,amount\n", (0, "(file)", "The file has no rows.")),
         (b"\xff\xfes\x00t\x00", (0, "(file)", "The file is not UTF-8 text. Save it as CSV UTF-8.")),
     ],

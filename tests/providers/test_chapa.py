@@ -1,14 +1,16 @@
 """Chapa: x-chapa-signature over the raw body (the constant chapa-signature is never enough),
 flat payloads keyed by tx_ref, decimal-string amounts, confirmation through the verify API."""
 
+from urllib.parse import parse_qsl
+
 import pytest
 
 from fakes.chapa import FakeChapa
 from fakes.webhooks import chapa_delivery, dumps, hmac_hex
 from payments.models import Payment, WebhookEvent
 from payments.state import PaymentStatus as S
-from providers.base import NormalizedStatus, ReturnUrls
-from providers.errors import OperationNotSupported, PayloadInvalid
+from providers.base import NormalizedStatus, RefundResult, ReturnUrls
+from providers.errors import PayloadInvalid, ProviderRejected
 from providers.registry import get_provider
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
@@ -160,8 +162,18 @@ def test_checkout_and_verify_requests(account, fake, started):
     fake.settle(REF, "success")
     reference = fake.transactions[REF]["reference"]
     assert adapter.fetch_status(payment=started) == NormalizedStatus(S.SUCCEEDED, reference, 450_000, "ETB", detail="Payment details")
-    with pytest.raises(OperationNotSupported):
-        adapter.refund(payment=started, amount_minor=100)
+    started.external_txn_id = reference
+    refund = adapter.refund(payment=started, amount_minor=150_000, idempotency_key="refund-abc", reason="Overpaid")
+    request = fake.requests[-1]
+    assert (request.method, request.path, request.headers["Content-Type"]) == (
+        "POST", f"/v1/refund/{reference}", "application/x-www-form-urlencoded")
+    assert dict(parse_qsl(request.body.decode())) == {"amount": "1500.00", "reference": "refund-abc", "reason": "Overpaid"}
+    # Chapa names no refund of its own: our unique reference keys it, and only its webhook says it is done.
+    assert refund == RefundResult("refund-abc", "pending", 150_000, "Refund initiated successfully")
+    with pytest.raises(ProviderRejected, match="Refund reference has been used before"):
+        adapter.refund(payment=started, amount_minor=100, idempotency_key="refund-abc")
+    with pytest.raises(ProviderRejected, match="greater than the refundable amount"):
+        adapter.refund(payment=started, amount_minor=300_001, idempotency_key="refund-def")
 
 
 def test_the_signature_is_over_the_raw_bytes():

@@ -7,7 +7,7 @@ from fakes.flutterwave import FakeFlutterwave
 from fakes.webhooks import dumps, flutterwave_delivery
 from payments.models import Payment, WebhookEvent
 from payments.state import PaymentStatus as S
-from providers.base import NormalizedStatus, ReturnUrls
+from providers.base import NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import PayloadInvalid
 from providers.registry import get_provider
 from tests.conftest import process_pending
@@ -134,9 +134,11 @@ def test_a_fractional_ugx_amount_is_a_field_error(account):
 def test_a_refund_is_taken_from_the_refunds_api(client, account, started, fake, fake_directory):
     fake.settle(REF, "successful", transaction_id=TXN)
     report(started, status=S.SUCCEEDED, external_txn_id=str(TXN))
-    refund = get_provider("flutterwave").refund(payment=started, amount_minor=1_000_000)
-    assert (fake.requests[-1].path, fake.requests[-1].json()) == (f"/v3/transactions/{TXN}/refund", {"amount": "10000.00"})
-    assert refund.status == S.PARTIALLY_REFUNDED
+    refund = get_provider("flutterwave").refund(payment=started, amount_minor=1_000_000, idempotency_key="refund-1", reason="Overpaid")
+    request = fake.requests[-1]
+    assert (request.path, request.json()) == (f"/v3/transactions/{TXN}/refund", {"amount": "10000.00", "comments": "Overpaid"})
+    assert request.headers["X-Idempotency-Key"] == "refund-1"
+    assert refund == RefundResult(str(fake.refunds[0]["id"]), "succeeded", 1_000_000, "completed")
     assert answer(post(client, "flutterwave", signed("refund"))) == accepted(f"refund:{TXN}:URF_1577867664541_3572735")
     assert process_pending() == [
         "no change; confirmed: succeeded -> partially_refunded; refunded 1000000 of 2500000; student pending"]

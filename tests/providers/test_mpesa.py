@@ -222,7 +222,7 @@ def test_live_accounts_use_the_live_host_and_refunds_are_not_supported(account, 
     assert get_provider("mpesa").api_base_url(account) == settings.MPESA_API_BASE_URL
     payment = PaymentFactory(account=account, amount_minor=100, currency="KES")
     with pytest.raises(OperationNotSupported):
-        get_provider("mpesa").refund(payment=payment, amount_minor=100)
+        get_provider("mpesa").refund(payment=payment, amount_minor=100, idempotency_key="refund-1")
 
 
 def test_incomplete_credentials_and_cents_are_refused_before_any_call(account, fake):

@@ -132,9 +132,12 @@ def test_a_currency_omise_does_not_charge_in_is_a_field_error(account):
 def test_a_refund_is_confirmed_by_the_charge(client, account, started, fake):
     fake.settle(started.external_txn_id, "successful")
     report(started, status=S.SUCCEEDED)
-    refund = get_provider("omise").refund(payment=started, amount_minor=100_000)
-    assert (fake.requests[-1].path, fake.requests[-1].body) == (f"/charges/{started.external_txn_id}/refunds", b"amount=100000")
-    assert refund.status == S.PARTIALLY_REFUNDED
+    refund = get_provider("omise").refund(payment=started, amount_minor=100_000, idempotency_key="refund-1")
+    request = fake.requests[-1]
+    assert (request.path, request.body) == (
+        f"/charges/{started.external_txn_id}/refunds", b"amount=100000&metadata%5Brefund_request%5D=refund-1")
+    assert request.headers["Idempotency-Key"] == "refund-1"
+    assert (refund.status, refund.amount_minor, refund.refund_id.startswith("rfnd_test_")) == ("succeeded", 100_000, True)
     payload = load("omise", "refund.create")
     payload["data"]["charge"] = started.external_txn_id
     assert post(client, "omise", omise_delivery(dumps(payload), [SECRET])).status_code == 202

@@ -9,7 +9,7 @@ from fakes.paystack import FakePaystack
 from fakes.webhooks import paystack_delivery
 from payments.models import Payment, WebhookEvent
 from payments.state import PaymentStatus as S
-from providers.base import NormalizedStatus, ReturnUrls
+from providers.base import NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import PayloadInvalid, ProviderRejected
 from providers.paystack import from_paystack_amount
 from providers.registry import get_provider
@@ -166,9 +166,11 @@ def test_checkout_verify_and_refund_requests(account, fake, started):
     assert fake.requests[-1].path == "/transaction/verify/INV-2025-0042-a1"
 
     started.status = S.SUCCEEDED
-    refund = adapter.refund(payment=started, amount_minor=500_000)
-    assert (fake.requests[-1].path, fake.requests[-1].json()) == ("/refund", {"transaction": "INV-2025-0042-a1", "amount": 500_000})
-    assert refund.status == S.PARTIALLY_REFUNDED
+    refund = adapter.refund(payment=started, amount_minor=500_000, idempotency_key="refund-1", reason="Overpaid")
+    assert (fake.requests[-1].path, fake.requests[-1].json()) == (
+        "/refund", {"transaction": "INV-2025-0042-a1", "amount": 500_000, "currency": "NGN", "merchant_note": "Overpaid"})
+    refund_id = max(fake.refunds)
+    assert refund == RefundResult(str(refund_id), "pending", 500_000, "pending")
 
 
 def test_checkout_needs_an_email(account, fake, started):

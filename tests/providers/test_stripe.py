@@ -261,13 +261,15 @@ def test_fetch_status_follows_the_session_and_its_refunds(account, fake, started
     assert fake.requests[-1].path == f"/v1/payment_intents/{intent}"
 
     started.external_txn_id, started.status = intent, S.SUCCEEDED
-    refund = adapter.refund(payment=started, amount_minor=40_000)
+    refund = adapter.refund(payment=started, amount_minor=40_000, idempotency_key="refund-1", reason="Overpaid")
     request = fake.requests[-1]
     assert (request.path, decode_form(request.body)) == (
-        "/v1/refunds", {"payment_intent": intent, "amount": "40000", "metadata": {"reference": "INV-2025-0042"}}
+        "/v1/refunds",
+        {"payment_intent": intent, "amount": "40000",
+         "metadata": {"reference": "INV-2025-0042", "refund_request": "refund-1", "reason": "Overpaid"}},
     )
-    assert request.headers["Idempotency-Key"] == f"refund-{started.pk}-0-40000"
-    assert refund.status == S.PARTIALLY_REFUNDED and refund.external_refund_id.startswith("re_")
+    assert request.headers["Idempotency-Key"] == "refund-1"
+    assert (refund.status, refund.amount_minor, refund.refund_id.startswith("re_")) == ("succeeded", 40_000, True)
     assert adapter.fetch_status(payment=started) == NormalizedStatus(
         S.SUCCEEDED, intent, 150_000, "USD", refunded_total_minor=40_000, detail="refunded"
     )
