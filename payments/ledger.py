@@ -16,7 +16,7 @@ same fact twice changes nothing.
   succeeded, and the money comes back).
 - **Refunded-total facts** are a provider's cumulative total at a moment (Stripe's
   ``amount_refunded``, an API snapshot). The latest one is a floor under the keyed refunds; what it
-  holds beyond them is an unattributed refund.
+  holds beyond them (succeeded or still pending) is an unattributed refund.
 - **Dispute facts** are keyed by the dispute's id: open, then won or lost. An open dispute marks
   the payment ``disputed``; a lost one is money out (a chargeback).
 
@@ -174,8 +174,11 @@ def ledger_fold(facts: Iterable[FactLike], *, initial_status: str, currency: str
         if state == RefundStatus.SUCCEEDED:
             movements.append(Movement(f"refund:{key}", -amount))
             keyed_refunded += amount
-    if snapshot_total > keyed_refunded:
-        movements.append(Movement(f"refund:{UNATTRIBUTED}", keyed_refunded - snapshot_total))
+    # A provider's total may already hold refunds it still calls pending (Stripe counts a refund
+    # in amount_refunded from its creation): those explain that part of it, and count once done.
+    keyed_pending = sum(amount for state, amount in refunds.values() if state == RefundStatus.PENDING)
+    if snapshot_total > keyed_refunded + keyed_pending:
+        movements.append(Movement(f"refund:{UNATTRIBUTED}", keyed_refunded + keyed_pending - snapshot_total))
     for key in sorted(disputes):
         state, amount = disputes[key]
         if state == DisputeStatus.LOST:

@@ -141,6 +141,12 @@ class OmiseRefund(_Model):
     currency: CurrencyCode
     amount: StrictInt
     livemode: StrictBool | None = None
+    # ``closed`` once done (refunds of older API versions have no status: they were done).
+    status: str | None = None
+
+    @property
+    def refund_status(self) -> str:
+        return REFUND_STATUS.get(self.status or "closed", "pending")
 
     @field_validator("amount")
     @classmethod
@@ -168,6 +174,8 @@ class DisputeEvent(_Envelope):
 
 
 DISPUTE_STATUS = {"open": "open", "pending": "open", "won": "won", "lost": "lost"}
+# https://docs.omise.co/refunds-api: pending until closed; a reversed refund returned nothing.
+REFUND_STATUS = {"closed": "succeeded", "pending": "pending", "reversed": "failed", "failed": "failed"}
 
 
 class OmiseProvider(ProviderAdapter):
@@ -355,7 +363,7 @@ class OmiseProvider(ProviderAdapter):
                 refund = OmiseRefund.model_validate({"currency": currency.lower(), **item})
             except (pydantic.ValidationError, TypeError):
                 continue
-            yield RefundReport(key=refund.id, amount_minor=refund.amount)
+            yield RefundReport(key=refund.id, amount_minor=refund.amount, status=refund.refund_status)
 
     def refund(self, *, payment, amount_minor: int, idempotency_key: str, reason: str = "") -> RefundResult:
         """``POST /charges/<id>/refunds`` (https://docs.omise.co/refunds-api): the amount in the

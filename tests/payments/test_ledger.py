@@ -82,6 +82,17 @@ class TestRefunds:
             ("charge", 100_000), ("refund:re_1", -30_000), ("refund:unattributed", -20_000),
         ]  # fmt: skip
 
+    def test_a_pending_refund_explains_its_part_of_a_total_until_it_is_done(self):
+        # Stripe counts a refund in amount_refunded from its creation, while it is still pending.
+        pending = fold(charge(S.SUCCEEDED, 100_000), refund("re_1", 40_000, R.PENDING),
+                       Fact(K.REFUNDED_TOTAL, amount_minor=40_000))  # fmt: skip
+        assert (pending.refunded_minor, pending.refund_pending_minor, [m.key for m in pending.movements]) == (
+            0, 40_000, ["charge"],
+        )  # fmt: skip
+        done = fold(charge(S.SUCCEEDED, 100_000), refund("re_1", 40_000, R.PENDING), refund("re_1", 40_000),
+                    Fact(K.REFUNDED_TOTAL, amount_minor=40_000))  # fmt: skip
+        assert [(m.key, m.amount_minor) for m in done.movements] == [("charge", 100_000), ("refund:re_1", -40_000)]
+
     def test_a_refund_that_failed_after_it_succeeded_gives_the_money_back(self):
         later = T0 + timedelta(minutes=5)
         ledger = fold(
