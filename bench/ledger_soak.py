@@ -95,7 +95,7 @@ class Story:
 
 
 def major(amount_minor: int, currency: str) -> Decimal:
-    from payments.money import from_minor
+    from core.money import from_minor
 
     return from_minor(amount_minor, currency)
 
@@ -457,8 +457,8 @@ def main() -> int:
 def report(stories: list[Story], fake_qbo, env: dict) -> int:
     from django.db.models import F, Sum
 
+    from core.money import format_minor, to_minor
     from payments.models import Payment
-    from payments.money import format_minor, to_minor
 
     sent: dict[tuple, int] = defaultdict(int)
     for story in stories:

@@ -24,7 +24,7 @@ import httpx
 import pydantic
 from django.conf import settings
 
-from payments.errors import PermanentError, TransientError
+from core.errors import PermanentError, TransientError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable
 
-from payments.money import from_minor
+from core.money import from_minor
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def encrypted_fields() -> list[tuple[type, list]]:
     """(model, its encrypted fields) for every installed model that has some."""
     from django.apps import apps
 
-    from payments.fields import EncryptedJSONField, EncryptedTextField
+    from core.fields import EncryptedJSONField, EncryptedTextField
 
     found = []
     for model in apps.get_models():
@@ -111,7 +111,7 @@ def secrets_reencrypt(
     """
     from cryptography.fernet import Fernet, InvalidToken
 
-    from payments.fields import fernet
+    from core.fields import fernet
 
     keys = settings.FIELD_ENCRYPTION_KEYS
     newest = Fernet(keys[0].encode())

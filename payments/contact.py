@@ -30,7 +30,7 @@ def parent_email_clean(value: str | None) -> str:
 def parent_phone_clean(value: str | None) -> str:
     """A phone number as staff type it (``0712 345 678``, ``+254 712 345678``): digits, spaces,
     ``+``, ``-`` and brackets, 7 to 15 digits. Kept as typed: each provider that needs a phone
-    normalizes it its own way (M-Pesa: ``payments.phone``)."""
+    normalizes it its own way (M-Pesa: ``core.phone``)."""
     phone = " ".join((value or "").split())
     if not phone:
         return ""

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 
 from django.db.models import QuerySet
 
+from core.money import from_minor
 from payments.models import Payment
-from payments.money import from_minor
 
 CSV_HEADER = (
     "created_at",

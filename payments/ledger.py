@@ -38,8 +38,9 @@ from typing import Protocol
 
 from django.db import models
 
-from payments.money import format_minor
-from payments.state import CHARGE_RANK, PaymentStatus
+from core.money import format_minor
+from core.status import PaymentStatus
+from payments.state import CHARGE_RANK
 
 S = PaymentStatus
 

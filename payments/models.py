@@ -18,11 +18,11 @@ from django.db import models
 from django.db.models import JSONField, Q, Value
 from django.utils import timezone
 
+from core.fields import EncryptedJSONField, EncryptedTextField
+from core.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
+from core.status import PaymentStatus
 from payments.contact import validate_parent_phone
-from payments.fields import EncryptedJSONField, EncryptedTextField
 from payments.ledger import FactKind, FactSource
-from payments.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
-from payments.state import PaymentStatus
 
 CURRENCY_CHOICES = [(code, code) for code in sorted(CURRENCY_EXPONENTS)]
 

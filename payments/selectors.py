@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 
+from core.status import PaymentStatus
 from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
     AggregatorAccount,
@@ -24,7 +25,6 @@ from payments.models import (
     TransactionFact,
     WebhookEvent,
 )
-from payments.state import PaymentStatus
 from providers.base import ProviderAdapter
 from providers.errors import ProviderRejected, UnknownProvider
 from providers.registry import get_provider

@@ -26,6 +26,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from config.celery import enqueue_on_commit
+from core.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_minor, parse_major_amount
+from core.phone import PhoneInvalid, normalize_mpesa_phone
+from core.status import PaymentStatus
 from payments import locks, receipts, selectors
 from payments.contact import ContactInvalid, parent_email_clean, parent_phone_clean
 from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
@@ -47,9 +50,7 @@ from payments.models import (
     TransactionFact,
     WebhookEvent,
 )
-from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_minor, parse_major_amount
-from payments.phone import PhoneInvalid, normalize_mpesa_phone
-from payments.state import IN_FLIGHT_STATES, SETTLED_STATES, PaymentStatus
+from payments.state import IN_FLIGHT_STATES, SETTLED_STATES
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import (
     OperationNotSupported,
@@ -1029,7 +1030,7 @@ def payment_request_draft(
         if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
             errors["amount_minor"] = "Must be a whole number of minor units."
         elif amount_minor > MAX_MINOR_AMOUNT:
-            # The same refusal as for an amount typed in major units (payments.money).
+            # The same refusal as for an amount typed in major units (core.money).
             errors["amount_minor"] = f"amount_minor {amount_minor} is implausibly large"
         else:
             minor = amount_minor

@@ -15,22 +15,7 @@ change it. The states:
 
 from __future__ import annotations
 
-from django.db import models
-
-
-class PaymentStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    PROCESSING = "processing", "Processing"
-    AWAITING_REVIEW = "awaiting_review", "Awaiting review"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
-    EXPIRED = "expired", "Expired"
-    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
-    REFUNDED = "refunded", "Refunded"
-    DISPUTED = "disputed", "Disputed"
-    CHARGED_BACK = "charged_back", "Charged back"
-
+from core.status import PaymentStatus
 
 S = PaymentStatus
 

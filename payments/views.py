@@ -16,10 +16,10 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.phone import mask_phone
 from payments import receipts, selectors, services
 from payments.forms import ManualPaymentForm, PayerEmailForm, PhoneForm, SimulateForm
 from payments.models import AuditLog, Payment, PaymentRequest
-from payments.phone import mask_phone
 from payments.ratelimits import client_address, rate_limited
 from providers.registry import get_provider
 

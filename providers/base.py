@@ -21,8 +21,8 @@ import httpx
 import pydantic
 from django.conf import settings
 
-from payments.money import CURRENCY_EXPONENTS, MAX_MINOR_AMOUNT
-from payments.state import PaymentStatus
+from core.money import CURRENCY_EXPONENTS, MAX_MINOR_AMOUNT
+from core.status import PaymentStatus
 from providers.errors import (
     OperationNotSupported,
     PayloadInvalid,

@@ -30,9 +30,16 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from payments.money import MoneyError, from_minor
-from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, RefundReport, RefundResult
+from core.money import MoneyError, from_minor
+from core.status import PaymentStatus
+from providers.base import (
+    CheckoutResult,
+    NormalizedEvent,
+    NormalizedStatus,
+    ProviderAdapter,
+    RefundReport,
+    RefundResult,
+)
 from providers.common import CurrencyCode, Identifier, NonEmpty, major_units, metadata_text, minor_or_error
 from providers.errors import ProviderRejected, SignatureInvalid, SignatureMissing
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, StringConstraints
 
-from payments.money import MAX_AMOUNT_CHARS, MAX_MINOR_AMOUNT, MoneyError, currency_code, parse_major_amount
+from core.money import MAX_AMOUNT_CHARS, MAX_MINOR_AMOUNT, MoneyError, currency_code, parse_major_amount
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]

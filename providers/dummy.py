@@ -29,8 +29,8 @@ from django.conf import settings
 from django.urls import reverse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
 
-from payments.money import MAX_MINOR_AMOUNT, MoneyError, currency_code
-from payments.state import PaymentStatus
+from core.money import MAX_MINOR_AMOUNT, MoneyError, currency_code
+from core.status import PaymentStatus
 from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter, ReturnUrls
 from providers.errors import OperationNotSupported, ProviderRejected, SignatureInvalid, SignatureMissing
 

@@ -7,7 +7,7 @@ Every ``detail`` is safe to send back to the caller: it never holds a secret or 
 
 from __future__ import annotations
 
-from payments.errors import PermanentError, TransientError
+from core.errors import PermanentError, TransientError
 
 
 class ProviderError(Exception):

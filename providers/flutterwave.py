@@ -35,8 +35,8 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
-from payments.money import MoneyError, from_minor
-from payments.state import PaymentStatus
+from core.money import MoneyError, from_minor
+from core.status import PaymentStatus
 from providers.base import (
     CheckoutResult,
     NormalizedEvent,

@@ -39,8 +39,8 @@ from django.conf import settings
 from django.core.cache import cache
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-from payments.money import MoneyError, exponent, scale_units
-from payments.state import PaymentStatus
+from core.money import MoneyError, exponent, scale_units
+from core.status import PaymentStatus
 from providers.base import (
     CheckoutResult,
     NormalizedEvent,

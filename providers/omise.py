@@ -31,8 +31,8 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationInfo, field_validator
 
-from payments.money import MoneyError, exponent
-from payments.state import PaymentStatus
+from core.money import MoneyError, exponent
+from core.status import PaymentStatus
 from providers.base import (
     CheckoutResult,
     DisputeReport,

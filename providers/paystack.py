@@ -29,8 +29,8 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from payments.money import MoneyError, exponent, scale_units
-from payments.state import PaymentStatus
+from core.money import MoneyError, exponent, scale_units
+from core.status import PaymentStatus
 from providers.base import (
     CheckoutResult,
     DisputeReport,

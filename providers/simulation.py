@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from core.money import MoneyError, currency_code, parse_major_amount
 from fakes import webhooks as wire
 from payments.models import AggregatorAccount, Payment
-from payments.money import MoneyError, currency_code, parse_major_amount
 from payments.state import OPEN_STATES
 from providers.mpesa import callback_token
 

@@ -27,8 +27,8 @@ from typing import Any, Literal
 import stripe
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationInfo, field_validator
 
-from payments.money import MoneyError, exponent, scale_units
-from payments.state import PaymentStatus
+from core.money import MoneyError, exponent, scale_units
+from core.status import PaymentStatus
 from providers.base import (
     CheckoutResult,
     DisputeReport,

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationInfo, field_validator
 
-from payments.money import MoneyError, currency_code, parse_major_amount
-from payments.state import PaymentStatus
+from core.money import MoneyError, currency_code, parse_major_amount
+from core.status import PaymentStatus
 from providers.base import NormalizedEvent, ProviderAdapter, RefundReport
 from providers.errors import SignatureInvalid, SignatureMissing
 

@@ -8,8 +8,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 
+from core.money import format_minor
 from payments.admin.scoping import SchoolScopedAdmin
-from payments.money import format_minor
 from quickbooks_sync import selectors, services
 from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer, QboPaymentSync, SyncStatus
 

@@ -1,7 +1,7 @@
 """The QuickBooks documents a payment becomes, built from our own data: pure functions, no I/O.
 
 Wire format: reference §2.6 (Payment applied to invoices), §2.7 (SalesReceipt), §2.8
-(RefundReceipt). Amounts are exact ``Decimal``s from ``payments.money.from_minor``, written as
+(RefundReceipt). Amounts are exact ``Decimal``s from ``core.money.from_minor``, written as
 JSON strings the way python-quickbooks' ``DecimalEncoder`` writes them (``use_decimal``).
 """
 

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from payments.errors import PermanentError, TransientError
+from core.errors import PermanentError, TransientError
 
 
 class QboError(Exception):

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from payments.fields import EncryptedTextField
+from core.fields import EncryptedTextField
 from payments.models import Payment, School, Student
 
 

@@ -47,11 +47,11 @@ from quickbooks.batch import batch_create
 from quickbooks.objects import Customer
 
 from config.celery import backoff_seconds, publish
+from core.money import format_minor, from_minor
+from core.status import PaymentStatus
 from payments import selectors as payment_selectors
 from payments.models import AuditLog, Payment
-from payments.money import format_minor, from_minor
 from payments.services import audit_record
-from payments.state import PaymentStatus
 from quickbooks_sync import documents, selectors
 from quickbooks_sync.client import QboClient, auth_client_build, body_json, fault_from, oauth_error, qbo_client_build
 from quickbooks_sync.coordination import Lock, coordinator

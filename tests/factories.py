@@ -5,9 +5,10 @@ import factory
 from django.db import transaction
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from payments.ledger import FactKind, FactSource
 from payments.models import AggregatorAccount, Payment, PaymentRequest, School, Student, TransactionFact
-from payments.state import SETTLED_STATES, PaymentStatus
+from payments.state import SETTLED_STATES
 from providers.base import DisputeReport, NormalizedEvent, RefundReport
 
 

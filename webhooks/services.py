@@ -36,9 +36,9 @@ from django.utils import timezone
 
 from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
 from config.metrics import webhook_processed
+from core.errors import PermanentError, TransientError
 from ops.context import current_request_id
 from payments import selectors
-from payments.errors import PermanentError, TransientError
 from payments.ip_allowlist import ip_allowlist_allows
 from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit

@@ -11,9 +11,9 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from core.money import format_minor
+from core.status import PaymentStatus
 from payments import selectors
-from payments.money import format_minor
-from payments.state import PaymentStatus
 from quickbooks_sync.selectors import reconciliation
 
 

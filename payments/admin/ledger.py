@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from core.money import format_minor
 from payments.admin.filters import WaitingFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import TransactionFact
-from payments.money import format_minor
 
 
 @admin.register(TransactionFact)

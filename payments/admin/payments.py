@@ -15,14 +15,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.money import format_minor
+from core.status import PaymentStatus
 from payments import receipts, selectors, services
 from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.exports import payments_csv_lines
 from payments.forms import MapStudentForm, RefundForm, ReviewForm
 from payments.models import AuditLog, Payment, PaymentRequest, RefundRequest
-from payments.money import format_minor
-from payments.state import SETTLED_STATES, PaymentStatus
+from payments.state import SETTLED_STATES
 
 
 @admin.register(Payment)

@@ -6,7 +6,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-import payments.fields
+import core.fields
 import payments.models
 
 
@@ -37,11 +37,11 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('provider', models.SlugField(help_text='Registry slug, e.g. surepay, stripe.', max_length=32)),
-                ('webhook_secret', payments.fields.EncryptedTextField()),
-                ('previous_webhook_secret', payments.fields.EncryptedTextField(blank=True, default='')),
+                ('webhook_secret', core.fields.EncryptedTextField()),
+                ('previous_webhook_secret', core.fields.EncryptedTextField(blank=True, default='')),
                 ('previous_secret_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('api_key', payments.fields.EncryptedTextField(blank=True, default='', help_text="The provider's secret API key.")),
-                ('credentials', payments.fields.EncryptedJSONField(blank=True, default=dict, help_text='Other provider credentials (e.g. M-Pesa passkey).')),
+                ('api_key', core.fields.EncryptedTextField(blank=True, default='', help_text="The provider's secret API key.")),
+                ('credentials', core.fields.EncryptedJSONField(blank=True, default=dict, help_text='Other provider credentials (e.g. M-Pesa passkey).')),
                 ('test_mode', models.BooleanField(default=False)),
                 ('active', models.BooleanField(default=True)),
                 ('ip_allowlist', models.TextField(blank=True, default='', help_text='Optional: addresses or CIDR ranges, one per line.')),

@@ -2,8 +2,9 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import payments.fields
 from django.db import migrations, models
+
+import core.fields
 
 
 class Migration(migrations.Migration):
@@ -36,9 +37,9 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("status_reason", models.TextField(blank=True, default="")),
-                ("access_token", payments.fields.EncryptedTextField(blank=True, default="")),
+                ("access_token", core.fields.EncryptedTextField(blank=True, default="")),
                 ("access_token_expires_at", models.DateTimeField(blank=True, null=True)),
-                ("refresh_token", payments.fields.EncryptedTextField(blank=True, default="")),
+                ("refresh_token", core.fields.EncryptedTextField(blank=True, default="")),
                 ("refresh_token_expires_at", models.DateTimeField(blank=True, null=True)),
                 ("token_version", models.PositiveIntegerField(default=0)),
                 ("tokens_refreshed_at", models.DateTimeField(blank=True, null=True)),

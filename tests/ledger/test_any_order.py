@@ -17,8 +17,11 @@ from decimal import Decimal
 
 import pytest
 from django.test import TestCase
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from core.money import from_minor, to_minor
+from core.status import PaymentStatus as S
 from fakes.flutterwave import FakeFlutterwave
 from fakes.webhooks import (
     Delivery,
@@ -32,8 +35,6 @@ from fakes.webhooks import (
 )
 from payments import selectors
 from payments.models import Payment, WebhookEvent
-from payments.money import from_minor, to_minor
-from payments.state import PaymentStatus as S
 from quickbooks_sync import services as books
 from tests.conftest import process_pending, sign
 from tests.ledger.conftest import STUDENT_ID, provider_account

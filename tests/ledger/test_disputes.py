@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from django.test import TestCase
 
+from core.status import PaymentStatus as S
 from fakes.webhooks import paystack_delivery, stripe_delivery
 from payments.models import Payment
-from payments.state import PaymentStatus as S
 from quickbooks_sync import services as qbo
 from tests.conftest import process_pending
 from tests.factories import report

@@ -10,8 +10,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from core.status import PaymentStatus as S
 from payments.models import Payment
-from payments.state import PaymentStatus as S
 from quickbooks_sync import services as qbo
 from tests.factories import PaymentFactory, report
 from tests.ledger.conftest import provider_account

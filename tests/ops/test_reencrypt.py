@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
+from core.fields import _fernet
 from ops import services
-from payments.fields import _fernet
 from payments.models import AggregatorAccount, AuditLog
 from quickbooks_sync.models import QboConnection
 from tests.factories import AccountFactory, SchoolFactory
@@ -132,7 +132,7 @@ def test_an_interrupted_run_is_finished_by_the_next(stored, keys, monkeypatch):
 def test_a_secret_saved_by_the_service_during_the_run_is_kept(stored, keys, monkeypatch):
     accounts, _ = stored
     keys(NEW_KEY, OLD_KEY)
-    from payments import fields
+    from core import fields
 
     original = fields.fernet
 

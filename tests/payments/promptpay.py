@@ -19,9 +19,9 @@ from __future__ import annotations
 import itertools
 import threading
 
-from payments.state import PaymentStatus
-from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter
+from core.status import PaymentStatus
 from fakes.server import FakeApp, Request, Response, json_response
+from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, ProviderAdapter
 
 API_KEY = "pp-test-key"
 

@@ -5,12 +5,12 @@ import re
 
 import pytest
 from django.contrib.staticfiles import finders
-from payments.api_tokens import api_token_create
 from rest_framework.test import APIClient
 
+from core.status import PaymentStatus
+from payments.api_tokens import api_token_create
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.services import NormalizedStatus, payment_provider_status_apply
-from payments.state import PaymentStatus
 from tests.factories import PaymentRequestFactory, StudentFactory
 from tests.payments.conftest import make_staff
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.status import PaymentStatus
 from payments.models import Payment, PaymentRequest
-from payments.state import PaymentStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -7,9 +7,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from payments import services
 from payments.models import AuditLog, Payment, PaymentRequest
-from payments.state import PaymentStatus
 from providers import registry
 from providers.base import CheckoutResult, ProviderAdapter
 from providers.errors import ProviderRejected, ProviderUnavailable

@@ -4,10 +4,10 @@ import pytest
 from knox.crypto import hash_token
 from knox.models import AuthToken
 
+from core.status import PaymentStatus
 from payments import services
 from payments.demo import demo_seed
 from payments.models import PaymentRequest, StaffMembership, Student
-from payments.state import PaymentStatus
 
 pytestmark = pytest.mark.django_db
 

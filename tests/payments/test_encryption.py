@@ -2,7 +2,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
-from payments.fields import decrypt_text
+from core.fields import decrypt_text
 from payments.models import AggregatorAccount
 
 pytestmark = pytest.mark.django_db

@@ -10,9 +10,9 @@ import threading
 import pytest
 from django.db import connection
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, Payment, PaymentRequest, ReviewFlag
-from payments.services import payment_provider_status_apply, payment_finalize
-from payments.state import PaymentStatus
+from payments.services import payment_finalize, payment_provider_status_apply
 from providers.base import NormalizedStatus
 from tests.conftest import process_pending
 from tests.factories import PaymentFactory

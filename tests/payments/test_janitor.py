@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 
+from core.status import PaymentStatus
 from payments import services
 from payments.models import AuditLog, Payment, PaymentRequest
-from payments.state import PaymentStatus
 from tests.conftest import process_pending, wait_for
 from tests.factories import PaymentRequestFactory, report
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from payments.ledger import DisputeStatus as D, FactKind as K, FactSource as Src, RefundStatus as R, ledger_fold
-from payments.state import PaymentStatus as S
+from core.status import PaymentStatus as S
+from payments.ledger import DisputeStatus as D
+from payments.ledger import FactKind as K
+from payments.ledger import FactSource as Src
+from payments.ledger import RefundStatus as R
+from payments.ledger import ledger_fold
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=timezone.utc)
 

@@ -6,9 +6,9 @@ note, and a confirmation settles the request through the same ``payment_finalize
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from core.status import PaymentStatus
 from payments import services
 from payments.models import AuditLog, Payment, PaymentRequest, ReviewFlag
-from payments.state import PaymentStatus
 from tests.payments.conftest import make_staff
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from payments.money import (
+from core.money import (
     CURRENCY_EXPONENTS,
     MoneyError,
     format_minor,

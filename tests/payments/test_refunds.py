@@ -13,11 +13,11 @@ import pytest
 from django.db import connection as db_connection
 from rest_framework.test import APIClient
 
+from core.status import PaymentStatus as S
 from payments import services
 from payments.api_tokens import api_token_create
 from payments.ledger import FactKind, FactSource
 from payments.models import AuditLog, Payment, RefundRequest, TransactionFact
-from payments.state import PaymentStatus as S
 from tests.factories import AccountFactory, PaymentFactory, report
 from tests.payments.conftest import csrf_token, make_staff
 

@@ -16,12 +16,13 @@ from collections import Counter
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from core.status import PaymentStatus as S
 from payments import selectors, services
 from payments.ledger import FactKind
 from payments.models import RefundRequest, TransactionFact
-from payments.state import PaymentStatus as S
 from providers.base import RefundResult
 from tests.factories import AccountFactory, PaymentFactory, report
 from tests.payments.conftest import make_staff

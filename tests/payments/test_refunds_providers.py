@@ -16,18 +16,25 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core.status import PaymentStatus as S
 from fakes.chapa import FakeChapa
 from fakes.flutterwave import FakeFlutterwave
 from fakes.omise import FakeOmise
 from fakes.paystack import FakePaystack
 from fakes.stripe import FakeStripe, decode_form
-from fakes.webhooks import chapa_delivery, dumps, flutterwave_delivery, omise_delivery, paystack_delivery, stripe_delivery
+from fakes.webhooks import (
+    chapa_delivery,
+    dumps,
+    flutterwave_delivery,
+    omise_delivery,
+    paystack_delivery,
+    stripe_delivery,
+)
 from payments import services
 from payments.api_tokens import api_token_create
 from payments.ledger import FactKind, FactSource
 from payments.models import AuditLog, MappingStatus, RefundRequest, TransactionFact, WebhookEvent
 from payments.selectors import payment_refund_balance
-from payments.state import PaymentStatus as S
 from providers.base import ReturnUrls
 from providers.registry import get_provider
 from quickbooks_sync import services as books_services

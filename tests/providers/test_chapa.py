@@ -5,16 +5,27 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from core.status import PaymentStatus as S
 from fakes.chapa import FakeChapa
 from fakes.webhooks import chapa_delivery, dumps, hmac_hex
-from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus as S
+from payments.models import WebhookEvent
 from providers.base import NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import PayloadInvalid, ProviderRejected
 from providers.registry import get_provider
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
+from tests.providers.helpers import (
+    accepted,
+    answer,
+    dead_letter,
+    duplicate,
+    fake_server,
+    ignored,
+    load,
+    post,
+    raw,
+    refused,
+)
 
 pytestmark = pytest.mark.django_db
 

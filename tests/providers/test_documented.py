@@ -18,6 +18,8 @@ import pytest
 from django.db import transaction
 from django.test import TestCase
 
+from core.money import from_minor
+from core.status import PaymentStatus as S
 from fakes.chapa import FakeChapa
 from fakes.flutterwave import FakeFlutterwave
 from fakes.mpesa import FakeDaraja
@@ -33,9 +35,7 @@ from fakes.webhooks import (
     stripe_delivery,
 )
 from payments.models import Payment, WebhookEvent
-from payments.money import from_minor
 from payments.services import payment_event_apply
-from payments.state import PaymentStatus as S
 from providers.base import NormalizedEvent
 from providers.mpesa import callback_token
 from providers.registry import get_provider

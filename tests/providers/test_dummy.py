@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus
+from core.status import PaymentStatus
+from payments.models import Payment
 from providers.errors import UnknownProvider
 from providers.registry import get_provider, provider_slugs
 from tests.conftest import process_pending

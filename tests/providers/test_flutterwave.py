@@ -3,10 +3,10 @@ payload shapes, major-unit amounts, refunds confirmed by the refunds API."""
 
 import pytest
 
+from core.status import PaymentStatus as S
 from fakes.flutterwave import FakeFlutterwave
 from fakes.webhooks import dumps, flutterwave_delivery
-from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus as S
+from payments.models import WebhookEvent
 from providers.base import NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import PayloadInvalid
 from providers.registry import get_provider

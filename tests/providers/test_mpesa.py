@@ -2,18 +2,17 @@
 token), always confirmed by STK Push Query; OAuth, STK push and query against the fake."""
 
 import base64
-import json
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
+from core.money import MoneyError
+from core.status import PaymentStatus as S
 from fakes.mpesa import FakeDaraja
 from fakes.webhooks import dumps, mpesa_delivery
-from payments.models import Payment, WebhookEvent
-from payments.money import MoneyError
-from payments.state import PaymentStatus as S
+from payments.models import WebhookEvent
 from providers.base import ReturnUrls
-from providers.errors import OperationNotSupported, PayloadInvalid, ProviderRejected
+from providers.errors import OperationNotSupported, ProviderRejected
 from providers.mpesa import callback_token, minor_to_whole_shillings, normalize_msisdn, whole_shillings_to_minor
 from providers.registry import get_provider
 from tests.conftest import process_pending

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from core.status import PaymentStatus as S
 from fakes.omise import FakeOmise
 from fakes.webhooks import dumps, omise_delivery
-from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus as S
+from payments.models import WebhookEvent
 from providers.base import NormalizedStatus, ReturnUrls
 from providers.errors import PayloadInvalid
 from providers.registry import get_provider

@@ -5,17 +5,28 @@ import json
 
 import pytest
 
+from core.status import PaymentStatus as S
 from fakes.paystack import FakePaystack
 from fakes.webhooks import paystack_delivery
 from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus as S
 from providers.base import NormalizedStatus, RefundResult, ReturnUrls
 from providers.errors import PayloadInvalid, ProviderRejected
 from providers.paystack import from_paystack_amount
 from providers.registry import get_provider
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory, report
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
+from tests.providers.helpers import (
+    accepted,
+    answer,
+    dead_letter,
+    duplicate,
+    fake_server,
+    ignored,
+    load,
+    post,
+    raw,
+    refused,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -6,17 +6,28 @@ import time
 
 import pytest
 
+from core.status import PaymentStatus as S
 from fakes.stripe import FakeStripe, decode_form
 from fakes.webhooks import Params, stripe_delivery, stripe_event, stripe_signature_header
 from payments.models import Payment, WebhookEvent
-from payments.state import PaymentStatus as S
 from providers.base import NormalizedStatus, ReturnUrls
 from providers.errors import PayloadInvalid, ProviderRejected, ProviderUnavailable
 from providers.registry import get_provider
 from providers.stripe import from_stripe_amount, to_stripe_amount
 from tests.conftest import free_port, process_pending
 from tests.factories import AccountFactory, PaymentFactory
-from tests.providers.helpers import accepted, answer, dead_letter, duplicate, fake_server, load, post, raw, refused, ignored
+from tests.providers.helpers import (
+    accepted,
+    answer,
+    dead_letter,
+    duplicate,
+    fake_server,
+    ignored,
+    load,
+    post,
+    raw,
+    refused,
+)
 
 pytestmark = pytest.mark.django_db
 

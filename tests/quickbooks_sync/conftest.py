@@ -9,10 +9,10 @@ from datetime import timezone as dt_timezone
 import pytest
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from fakes.quickbooks import FakeQuickBooks
 from fakes.server import serve_in_thread
 from payments.models import MappingStatus
-from payments.state import PaymentStatus
 from quickbooks_sync.models import QboConnection
 from tests.factories import PaymentFactory, StudentFactory
 

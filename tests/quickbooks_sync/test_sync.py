@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from core.status import PaymentStatus
 from payments.models import AuditLog
-from payments.state import PaymentStatus
 from quickbooks_sync import services
 from quickbooks_sync.documents import marker_for, request_id_for
 from quickbooks_sync.models import QboAdjustmentSync, QboCustomer, QboPaymentSync, SyncStatus

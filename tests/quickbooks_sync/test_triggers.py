@@ -3,12 +3,11 @@ when the change commits, not only webhooks: a manual payment confirmed by staff,
 the janitor learns from the provider's API. (The backlog scan is only the safety net.)"""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import TestCase
 
+from core.status import PaymentStatus
 from payments.models import Payment
 from payments.services import manual_payment_review, manual_payment_submit, payment_provider_status_apply
-from payments.state import PaymentStatus
 from providers.base import NormalizedStatus
 from quickbooks_sync import services
 from quickbooks_sync.models import QboPaymentSync, SyncStatus

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, Payment, WebhookEvent
-from payments.state import PaymentStatus
 from providers import registry
 from providers.base import NormalizedEvent, NormalizedStatus, ProviderAdapter
 from providers.errors import ProviderUnavailable

@@ -4,8 +4,8 @@ worker applies the event and maps the student through the School Directory."""
 import httpx
 import pytest
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, MappingStatus, Payment, WebhookEvent
-from payments.state import PaymentStatus
 from tests.conftest import sign, surepay_body, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

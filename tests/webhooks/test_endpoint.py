@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, Payment, WebhookEvent
-from payments.state import PaymentStatus
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.factories import AccountFactory, SchoolFactory
 

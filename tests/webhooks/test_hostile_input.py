@@ -2,24 +2,24 @@
 a signed one is kept as a dead letter (the decoder's limits, the money parsers' size checks, the
 NormalizedEvent check, M-Pesa's token before its body)."""
 
-from decimal import Decimal
 import base64
 import dataclasses
 import hashlib
 import hmac
 import json
 import time
+from decimal import Decimal
 from unittest import mock
 
 import pytest
 
+from core.money import MoneyError, parse_major_amount
+from core.status import PaymentStatus
 from fakes.webhooks import Delivery, mpesa_delivery, paystack_delivery
 from payments.models import AuditLog, Payment, TransactionFact, WebhookEvent
-from payments.state import PaymentStatus
 from providers.base import STORED_TEXT_FIELDS, NormalizedEvent, normalized_event_check, stored_text_limits
-from providers.errors import PayloadInvalid
-from payments.money import MoneyError, parse_major_amount
 from providers.common import integer_units
+from providers.errors import PayloadInvalid
 from providers.mpesa import callback_token
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.factories import AccountFactory, PaymentFactory

@@ -8,8 +8,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, MappingStatus, Payment, ProviderStudentLink, Student, WebhookEvent
-from payments.state import PaymentStatus
 from tests.conftest import post_webhook, sign, surepay_body, wait_for
 from webhooks import services
 

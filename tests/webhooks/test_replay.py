@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core.status import PaymentStatus
 from payments.models import AuditLog, MappingStatus, Payment, WebhookEvent
-from payments.state import PaymentStatus
 from providers.surepay import SurePayProvider
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.payments.conftest import make_staff

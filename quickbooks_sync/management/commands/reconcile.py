@@ -12,8 +12,8 @@ from datetime import date, datetime, time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core.money import format_minor
 from payments.models import School
-from payments.money import format_minor
 from quickbooks_sync.selectors import reconciliation
 
 
