@@ -9,11 +9,11 @@ from django import forms
 from django.conf import settings
 from django.utils.text import capfirst
 
+from core.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from core.money import MoneyError, exponent, parse_major_amount
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from payments import receipts
 from payments.contact import ContactInvalid, parent_email_clean
-from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from payments.models import MANUAL_METHODS, AggregatorAccount, PaymentMethod, PaymentRequest, School
 from providers.registry import get_provider, provider_slugs
 

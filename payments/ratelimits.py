@@ -7,7 +7,7 @@ the cache is Redis, shared by every replica (``config.cache``: this process's me
 is unreachable, and always under ``make run``). The admin login lockout is django-axes'; its
 answer is ``admin_login_locked_out`` here. The rates are settings (``RATE_LIMITS``).
 
-The client address is ``webhooks.client_ip`` (``REMOTE_ADDR``, or ``X-Forwarded-For`` as far as
+The client address is ``core.client_ip`` (``REMOTE_ADDR``, or ``X-Forwarded-For`` as far as
 ``TRUSTED_PROXIES`` vouch for it), so a client cannot pick a fresh address per request.
 """
 
@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django_ratelimit.core import get_usage
 
-from webhooks.client_ip import client_ip
+from core.client_ip import client_ip
 
 
 class RateLimited(Exception):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,44 +26,6 @@ from payments.models import (
 from providers.base import ProviderAdapter
 from providers.errors import ProviderRejected, UnknownProvider
 from providers.registry import get_provider
-
-# (provider, school code) -> (expires at, account or None). The look-up is the most expensive
-# step of the webhook request path, and accounts change rarely.
-_account_cache: dict[tuple[str, str], tuple[float, AggregatorAccount | None]] = {}
-_account_cache_lock = threading.Lock()
-
-
-ACCOUNT_CACHE_MAX_ENTRIES = 4096
-
-
-def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount | None:
-    """The active account of an active school with that provider, or None.
-
-    Cached in this process for WEBHOOK_ACCOUNT_CACHE_SECONDS; saving an account or school
-    clears the cache at once (see ``PaymentsConfig.ready``).
-    """
-    key = (provider, school_code.strip().lower())
-    now = time.monotonic()
-    cached = _account_cache.get(key)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    account = (
-        AggregatorAccount.objects.select_related("school")
-        .filter(provider=key[0], school__code=key[1], active=True, school__active=True)
-        .order_by()
-        .first()
-    )
-    with _account_cache_lock:
-        # Bounded: school codes come from requests (header or path), and misses are cached too.
-        if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
-            _account_cache.clear()
-        _account_cache[key] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
-    return account
-
-
-def account_cache_clear(**_signal_kwargs) -> None:
-    with _account_cache_lock:
-        _account_cache.clear()
 
 
 def account_webhook_url(*, account: AggregatorAccount) -> str:

@@ -26,12 +26,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from config.celery import enqueue_on_commit
+from core.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from core.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, format_minor, parse_major_amount
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from core.status import PaymentStatus
 from payments import locks, receipts, selectors
 from payments.contact import ContactInvalid, parent_email_clean, parent_phone_clean
-from payments.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from payments.ledger import REFUND_RANK, FactKind, FactSource, RefundStatus
 from payments.models import (
     MANUAL_METHODS,

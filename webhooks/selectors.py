@@ -1,11 +1,55 @@
-"""Reads of webhook ingestion: which stored headers are secret, and an event's history."""
+"""Reads of webhook ingestion: the account a delivery is for (cached), which stored headers are
+secret, and an event's history."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
 
-from payments.models import AuditLog, WebhookEvent
+from django.conf import settings
+
+from payments.models import AggregatorAccount, AuditLog, WebhookEvent
 from providers.base import ProviderAdapter
+
+# (provider, school code) -> (expires at, account or None). The look-up is the most expensive
+# step of the webhook request path, and accounts change rarely.
+_account_cache: dict[tuple[str, str], tuple[float, AggregatorAccount | None]] = {}
+_account_cache_lock = threading.Lock()
+
+
+ACCOUNT_CACHE_MAX_ENTRIES = 4096
+
+
+def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount | None:
+    """The active account of an active school with that provider, or None.
+
+    Cached in this process for WEBHOOK_ACCOUNT_CACHE_SECONDS; saving an account or school
+    clears the cache at once (see ``WebhooksConfig.ready``).
+    """
+    key = (provider, school_code.strip().lower())
+    now = time.monotonic()
+    cached = _account_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    account = (
+        AggregatorAccount.objects.select_related("school")
+        .filter(provider=key[0], school__code=key[1], active=True, school__active=True)
+        .order_by()
+        .first()
+    )
+    with _account_cache_lock:
+        # Bounded: school codes come from requests (header or path), and misses are cached too.
+        if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
+            _account_cache.clear()
+        _account_cache[key] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
+    return account
+
+
+def account_cache_clear(**_signal_kwargs) -> None:
+    with _account_cache_lock:
+        _account_cache.clear()
+
 
 # Never stored with an event: credentials of whoever called us.
 UNSTORED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})

@@ -37,9 +37,8 @@ from django.utils import timezone
 from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
 from config.metrics import webhook_processed
 from core.errors import PermanentError, TransientError
+from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
-from payments import selectors
-from payments.ip_allowlist import ip_allowlist_allows
 from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
@@ -52,7 +51,7 @@ from payments.services import (
 from providers.base import NormalizedEvent, ProviderAdapter, storable_text, stored_text_limits
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
-from webhooks.selectors import header_is_secret
+from webhooks.selectors import account_for_webhook, header_is_secret
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def webhook_receive(
     ``SignatureMissing``, ``SignatureInvalid``, ``PayloadMalformed`` or ``PayloadInvalid``; or
     ``RateLimited`` instead of a refusal once an account (or an address) has too many of them.
 
-    ``remote_addr`` is the client's address (``webhooks.client_ip``).
+    ``remote_addr`` is the client's address (``core.client_ip``).
     """
     adapter = get_provider(provider_slug)
     if not school_code or not school_code.strip():
@@ -120,7 +119,7 @@ def webhook_receive(
         raise SchoolCodeMissing()
     # A code no school can have (the header says anything) is not looked up, nor cached.
     account = (
-        selectors.account_for_webhook(provider=adapter.slug, school_code=school_code)
+        account_for_webhook(provider=adapter.slug, school_code=school_code)
         if school_code_plausible(school_code)
         else None
     )

@@ -9,10 +9,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from config.metrics import webhook_answered
+from core.client_ip import client_ip
 from payments.models import WebhookEvent
 from payments.ratelimits import RateLimited
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing, UnknownProvider
-from webhooks.client_ip import client_ip
 from webhooks.services import AccountUnknown, IpNotAllowed, SchoolCodeMissing, webhook_receive
 
 # exception class -> (HTTP status, error code). The detail comes from the exception.

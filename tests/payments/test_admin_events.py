@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.html import escape
 
-from payments.admin.events import pretty_json
+from webhooks.admin import pretty_json
 from payments.models import AuditLog, WebhookEvent
 from payments.staff import staff_group_ensure
 from tests.conftest import post_webhook, sign, surepay_body

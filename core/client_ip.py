@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from django.conf import settings
 
-from payments.ip_allowlist import IPAddress, IPNetwork, ip_address_parse
+from core.ip_allowlist import IPAddress, IPNetwork, ip_address_parse
 
 
 def client_ip(meta: Mapping[str, str]) -> str | None:
