@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from payments.audit import audit_record
 from payments.models import AuditLog, WebhookEvent
-from payments.services import audit_record
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from django.db import transaction
 from knox.crypto import hash_token
 from knox.models import AuthToken
 
+from payments.audit import audit_record
 from payments.models import AuditLog
-from payments.services import audit_record
 
 
 def api_token_create(*, user, expires_in: timedelta | None = None, actor: str = "") -> str:

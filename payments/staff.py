@@ -15,8 +15,9 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import Q
 
+from payments.audit import audit_record
 from payments.models import AuditLog, School, StaffMembership
-from payments.services import OnboardingError, audit_record
+from payments.services import OnboardingError
 
 STAFF_GROUP_NAME = "School staff"
 

@@ -50,8 +50,8 @@ from config.celery import backoff_seconds, publish
 from core.money import format_minor, from_minor
 from core.status import PaymentStatus
 from payments import selectors as payment_selectors
+from payments.audit import audit_record
 from payments.models import AuditLog, Payment
-from payments.services import audit_record
 from quickbooks_sync import documents, selectors
 from quickbooks_sync.client import QboClient, auth_client_build, body_json, fault_from, oauth_error, qbo_client_build
 from quickbooks_sync.coordination import Lock, coordinator

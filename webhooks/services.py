@@ -39,10 +39,10 @@ from config.metrics import webhook_processed
 from core.errors import PermanentError, TransientError
 from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
+from payments.audit import audit_record
 from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
-    audit_record,
     payment_event_apply,
     payment_mapping_fail,
     payment_provider_status_apply,

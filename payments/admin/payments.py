@@ -20,6 +20,7 @@ from core.status import PaymentStatus
 from payments import receipts, selectors, services
 from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
 from payments.admin.scoping import SchoolScopedAdmin
+from payments.audit import audit_record
 from payments.exports import payments_csv_lines
 from payments.forms import MapStudentForm, RefundForm, ReviewForm
 from payments.models import AuditLog, Payment, PaymentRequest, RefundRequest
@@ -173,7 +174,7 @@ class PaymentAdmin(SchoolScopedAdmin):
         except IncorrectLookupParameters:
             # What the list itself does with a filter value it cannot use.
             return HttpResponseRedirect(f"{reverse('admin:payments_payment_changelist')}?{ERROR_FLAG}=1")
-        services.audit_record(
+        audit_record(
             action="payments.exported",
             actor_type=AuditLog.ActorType.STAFF,
             actor=request.user.get_username(),

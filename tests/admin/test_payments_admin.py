@@ -12,8 +12,9 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from payments.audit import audit_record
 from payments.models import AuditLog, MappingStatus, Payment, ProviderStudentLink, Student, WebhookEvent
-from payments.services import audit_record, payment_student_map
+from payments.services import payment_student_map
 from quickbooks_sync.models import QboPaymentSync
 from tests.admin.conftest import make_school_staff
 from tests.factories import AccountFactory, PaymentFactory, PaymentSyncFactory, StudentFactory

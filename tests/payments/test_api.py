@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 from core.status import PaymentStatus
 from payments.api_tokens import api_token_create
 from payments.models import AuditLog, Payment, PaymentRequest
-from payments.services import NormalizedStatus, payment_provider_status_apply
+from payments.services import payment_provider_status_apply
+from providers.base import NormalizedStatus
 from tests.factories import PaymentRequestFactory, StudentFactory
 from tests.payments.conftest import make_staff
 

@@ -10,8 +10,9 @@ from django.utils import timezone
 from core.status import PaymentStatus
 from payments import services
 from payments.models import AuditLog, Payment, PaymentRequest
+from payments.services import checkout
 from providers import registry
-from providers.base import CheckoutResult, ProviderAdapter
+from providers.base import CheckoutResult, NormalizedStatus, ProviderAdapter
 from providers.errors import ProviderRejected, ProviderUnavailable
 from tests.factories import AccountFactory, PaymentRequestFactory, StudentFactory, report
 from tests.payments.conftest import csrf_token
@@ -191,7 +192,7 @@ def test_a_paid_request_cannot_be_paid_again(payment_request, dummy_account):
     payment = start(payment_request).payment
     services.payment_provider_status_apply(
         payment_id=payment.pk,
-        status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
     )
     with pytest.raises(services.CheckoutRefused) as refused:
@@ -256,7 +257,7 @@ def test_paid_cancelled_and_unknown_links_show_a_clear_page(client, payment_requ
     payment = start(payment_request).payment
     services.payment_provider_status_apply(
         payment_id=payment.pk,
-        status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
     )
     response = client.get(f"/pay/{payment_request.token}/")
@@ -352,7 +353,7 @@ def test_the_thanks_page_refreshes_until_the_payment_is_settled(client, payment_
 
     services.payment_provider_status_apply(
         payment_id=payment.pk,
-        status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="test",
     )
     html = client.get(f"/payments/{payment.pk}/thanks").content.decode()
@@ -364,7 +365,7 @@ def test_the_thanks_page_refreshes_until_the_payment_is_settled(client, payment_
 def test_a_failed_payment_offers_to_try_again(client, payment_request, dummy_account):
     payment = start(payment_request).payment
     services.payment_provider_status_apply(
-        payment_id=payment.pk, status=services.NormalizedStatus(status=PaymentStatus.FAILED), source="test"
+        payment_id=payment.pk, status=NormalizedStatus(status=PaymentStatus.FAILED), source="test"
     )
     html = client.get(f"/payments/{payment.pk}/thanks").content.decode()
     assert '<p class="state failed">Failed</p>' in html
@@ -453,7 +454,7 @@ def test_a_reference_collision_draws_another(monkeypatch, payment_request, dummy
     first = start(payment_request).payment
     services.payment_checkout_abandon(payment_id=first.pk, payment_request_id=payment_request.pk, actor_type="parent")
     draws = iter([first.reference, "PFRESHREF001"])
-    monkeypatch.setattr(services, "_new_reference", lambda prefix: next(draws))
+    monkeypatch.setattr(checkout, "_new_reference", lambda prefix: next(draws))
     assert start(payment_request).payment.reference == "PFRESHREF001"
 
 

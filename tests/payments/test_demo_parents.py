@@ -8,6 +8,7 @@ from core.status import PaymentStatus
 from payments import services
 from payments.demo import demo_seed
 from payments.models import PaymentRequest, StaffMembership, Student
+from providers.base import NormalizedStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def test_running_the_demo_again_keeps_one_open_request_and_makes_a_new_one_once_
     payment = services.payment_checkout_start(payment_request_id=PaymentRequest.objects.get().pk, provider="dummy").payment
     services.payment_provider_status_apply(
         payment_id=payment.pk,
-        status=services.NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
         source="demo",
     )
     third = demo_seed()

@@ -23,6 +23,7 @@ from core.status import PaymentStatus as S
 from payments import selectors, services
 from payments.ledger import FactKind
 from payments.models import RefundRequest, TransactionFact
+from payments.services import refunds
 from providers.base import RefundResult
 from tests.factories import AccountFactory, PaymentFactory, report
 from tests.payments.conftest import make_staff
@@ -77,7 +78,7 @@ def test_paystack_refunds_count_once_whatever_order_answers_and_webhooks_arrive_
                 services.refund_request_create(payment_id=payment.pk, amount_minor=amounts[i], reason=f"r{i}", actor=staff)
             requests[i] = RefundRequest.objects.get(payment=payment, reason=f"r{i}")
         elif step == "answer":
-            services._refund_answer_record(
+            refunds._refund_answer_record(
                 refund_request_id=requests[i].pk, result=RefundResult(f"{n}-{i}", "pending", amounts[i]), source_ref="refund answer"
             )
         else:
