@@ -1,15 +1,27 @@
-"""Locks on a payment's transaction.
+"""Every row lock of the payments domain, one function each (Saleor's ``lock_objects.py``).
 
-Lock order, everywhere: the transaction's ids (``transaction_ids_lock``), then the payment row,
-then its payment request's row. Never hold one across a network call.
+Lock order, everywhere: a webhook event, then the transaction's ids (``transaction_ids_lock``),
+then the payment row, then its payment request's or refund request's row. Never hold a lock
+across a network call; keep the transaction short.
+
+Rows are locked ``FOR NO KEY UPDATE`` (rows that reference them, such as a payment's events and
+facts, can still be inserted) and only the named table's row (``of=("self",)``: a joined school
+or account is read, not locked).
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable
 
+from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import Q, QuerySet
+
+from payments.models import AggregatorAccount, Payment, PaymentRequest, RefundRequest, WebhookEvent
+
+_SHAPE = {"no_key": True, "of": ("self",)}
 
 
 def transaction_ids_lock(*, account_id: int, ids: Iterable[tuple[str, str]]) -> None:
@@ -36,3 +48,81 @@ def transaction_ids_lock(*, account_id: int, ids: Iterable[tuple[str, str]]) -> 
 def _lock_key(account_id: int, kind: str, value: str) -> int:
     digest = hashlib.blake2b(f"txn:{account_id}:{kind}:{value}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def payment(payment_id: uuid.UUID, *, related: Iterable[str] = ("account",)) -> Payment:
+    """The payment row, locked; ``related`` rows are joined to read, not locked."""
+    return Payment.objects.select_for_update(**_SHAPE).select_related(*related).get(pk=payment_id)
+
+
+def payment_of_transaction(*, account: AggregatorAccount, ids: list[tuple[str, str]]) -> Payment | None:
+    """The payment of the transaction with these (kind, value) ids *in this account*, locked for
+    the caller's transaction: by the provider's transaction id, the checkout we started, or the
+    merchant reference (ours, or the provider's own for a payment we did not start). Another
+    account's payment is never found, even with the same reference: one provider cannot settle
+    a payment made through another.
+
+    When ids point at different payments (they should not), the transaction id wins, then the
+    checkout, then the reference.
+    """
+    txn_ids = {value for kind, value in ids if kind == "txn" and value}
+    given = {kind: value for kind, value in ids if value and kind != "txn"}
+    match = Q()
+    if txn_ids:
+        match |= Q(external_txn_id__in=txn_ids) | Q(provider_charge_id__in=txn_ids)
+    if "checkout" in given:
+        match |= Q(provider_checkout_id=given["checkout"])
+    if "ref" in given:
+        match |= Q(reference=given["ref"]) | Q(provider_reference=given["ref"])
+    if not match:
+        return None
+    found = list(Payment.objects.select_for_update(**_SHAPE).filter(match, account=account)[:4])
+    if len(found) <= 1:
+        return found[0] if found else None
+
+    def rank(payment: Payment) -> int:
+        if payment.external_txn_id in txn_ids or payment.provider_charge_id in txn_ids:
+            return 0
+        if "checkout" in given and payment.provider_checkout_id == given["checkout"]:
+            return 1
+        return 2
+
+    return min(found, key=lambda payment: (rank(payment), payment.created_at))
+
+
+def payment_request(payment_request_id: int, *, related: Iterable[str] = ()) -> PaymentRequest:
+    return PaymentRequest.objects.select_for_update(**_SHAPE).select_related(*related).get(pk=payment_request_id)
+
+
+def refund_request(refund_request_id: uuid.UUID) -> RefundRequest:
+    return RefundRequest.objects.select_for_update(**_SHAPE).get(pk=refund_request_id)
+
+
+def provider_account(account_id: int) -> AggregatorAccount:
+    return AggregatorAccount.objects.select_for_update(**_SHAPE).select_related("school").get(pk=account_id)
+
+
+def provider_account_of(*, school_code: str, provider: str) -> AggregatorAccount | None:
+    return (
+        AggregatorAccount.objects.select_for_update(**_SHAPE)
+        .select_related("school")
+        .filter(school__code=school_code, provider=provider)
+        .first()
+    )
+
+
+def webhook_event(event_id: int, *, key_change: bool = False, related: Iterable[str] = ("account",)) -> WebhookEvent:
+    """The event row, locked. ``key_change``: FOR UPDATE rather than NO KEY UPDATE, for a change
+    of a key column (a revived dead letter gets its provider event id)."""
+    shape = {"of": ("self",)} if key_change else _SHAPE
+    return WebhookEvent.objects.select_for_update(**shape).select_related(*related).get(pk=event_id)
+
+
+def staff_user(username: str):
+    """The user of that name, locked, or None: two commands adding the same staff member go in turn."""
+    return get_user_model().objects.select_for_update(**_SHAPE).filter(username=username).first()
+
+
+def skip_locked(queryset: QuerySet) -> QuerySet:
+    """Claim rows no one else holds: rows locked by another worker are skipped, not waited for."""
+    return queryset.select_for_update(skip_locked=True, **_SHAPE)

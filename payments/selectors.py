@@ -47,42 +47,6 @@ def account_api_key_problem(*, account: AggregatorAccount) -> str:
     return ""
 
 
-def payment_for_ids_locked(*, account: AggregatorAccount, ids: list[tuple[str, str]]) -> Payment | None:
-    """The payment of the transaction with these (kind, value) ids *in this account*, locked for
-    the caller's transaction: by the provider's transaction id, the checkout we started, or the
-    merchant reference (ours, or the provider's own for a payment we did not start). Another
-    account's payment is never found, even with the same reference: one provider cannot settle
-    a payment made through another.
-
-    When ids point at different payments (they should not), the transaction id wins, then the
-    checkout, then the reference.
-    """
-    txn_ids = {value for kind, value in ids if kind == "txn" and value}
-    given = {kind: value for kind, value in ids if value and kind != "txn"}
-    match = Q()
-    if txn_ids:
-        match |= Q(external_txn_id__in=txn_ids) | Q(provider_charge_id__in=txn_ids)
-    if "checkout" in given:
-        match |= Q(provider_checkout_id=given["checkout"])
-    if "ref" in given:
-        match |= Q(reference=given["ref"]) | Q(provider_reference=given["ref"])
-    if not match:
-        return None
-    # NO KEY UPDATE: rows that reference the payment (its webhook events, facts) can still be inserted.
-    found = list(Payment.objects.select_for_update(no_key=True, of=("self",)).filter(match, account=account)[:4])
-    if len(found) <= 1:
-        return found[0] if found else None
-
-    def rank(payment: Payment) -> int:
-        if payment.external_txn_id in txn_ids or payment.provider_charge_id in txn_ids:
-            return 0
-        if "checkout" in given and payment.provider_checkout_id == given["checkout"]:
-            return 1
-        return 2
-
-    return min(found, key=lambda payment: (rank(payment), payment.created_at))
-
-
 def payment_ledger(*, payment: Payment) -> Ledger:
     """The payment's ledger folded from its facts (``payments.ledger``): its money movements,
     for the books and for staff."""

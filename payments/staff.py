@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.db.models import Q
 
+from payments import locks
 from payments.audit import audit_record
 from payments.models import AuditLog, School, StaffMembership
 from payments.services import OnboardingError
@@ -74,7 +75,7 @@ def staff_user_create(*, school_code: str, username: str, email: str = "", actor
         raise OnboardingError(f"unknown school {school_code!r}")
     user_model = get_user_model()
     with transaction.atomic():
-        user = user_model.objects.select_for_update().filter(username=username).first()
+        user = locks.staff_user(username)
         password = ""
         if user is None:
             password = secrets.token_urlsafe(12)

@@ -52,7 +52,7 @@ from core.status import PaymentStatus
 from payments import selectors as payment_selectors
 from payments.audit import audit_record
 from payments.models import AuditLog, Payment
-from quickbooks_sync import documents, selectors
+from quickbooks_sync import documents, locks, selectors
 from quickbooks_sync.client import QboClient, auth_client_build, body_json, fault_from, oauth_error, qbo_client_build
 from quickbooks_sync.coordination import Lock, coordinator
 from quickbooks_sync.errors import (
@@ -127,7 +127,7 @@ def _records_ensure(*, payment: Payment, connection: QboConnection) -> QboPaymen
             },
         )
         # Under the payment record's lock: two changes racing cannot both book one movement.
-        QboPaymentSync.objects.select_for_update().filter(pk=record.pk).first()
+        locks.payment_sync(record.pk)
         adjustments = list(QboAdjustmentSync.objects.filter(payment=payment))
         booked: dict[str, int] = {"charge": record.amount_minor}
         sequences: dict[str, int] = {}
@@ -303,14 +303,14 @@ def _claim(*, school_id: int, size: int) -> list[_Work]:
     due = selectors.due_filter(now)
     with transaction.atomic():
         records: list[SyncRecord] = list(
-            QboPaymentSync.objects.select_for_update(skip_locked=True, of=("self",))
+            locks.claimable(QboPaymentSync.objects.all())
             .select_related("payment__student", "payment__school")
             .filter(due, school_id=school_id)
             .order_by("created_at")[:size]
         )
         if len(records) < size:
             records += list(
-                QboAdjustmentSync.objects.select_for_update(skip_locked=True, of=("self",))
+                locks.claimable(QboAdjustmentSync.objects.all())
                 .select_related("payment__student", "payment__school", "payment__qbo_sync")
                 .filter(due, school_id=school_id, payment__qbo_sync__status=SyncStatus.SYNCED)
                 .order_by("created_at")[: size - len(records)]
@@ -1041,7 +1041,7 @@ def qbo_tokens_refresh(*, connection_id: int, stale_version: int | None = None) 
 def _tokens_store(*, connection_id: int, expected_version: int, auth) -> QboConnection:
     now = timezone.now()
     with transaction.atomic():
-        connection = QboConnection.objects.select_for_update().select_related("school").get(pk=connection_id)
+        connection = locks.connection(connection_id)
         if connection.token_version != expected_version:
             logger.warning(
                 "school %s: newer tokens were stored meanwhile; this refresh's are dropped", connection.school.code
@@ -1067,7 +1067,7 @@ def qbo_connection_authorization_lost(*, connection_id: int, reason: str, token_
     """The authorization is gone: the school's sync pauses (no retries burned) and staff see a
     reconnect banner. Ignored if newer tokens were stored since ``token_version``."""
     with transaction.atomic():
-        connection = QboConnection.objects.select_for_update().get(pk=connection_id)
+        connection = locks.connection(connection_id)
         if token_version is not None and connection.token_version != token_version:
             return
         if connection.status != Conn.Status.CONNECTED:
@@ -1124,7 +1124,7 @@ def qbo_connection_authorize(*, school_id: int, code: str, realm_id: str, actor:
         ) from exc
     now = timezone.now()
     with transaction.atomic():
-        connection, created = QboConnection.objects.select_for_update().get_or_create(school_id=school_id)
+        connection, created = locks.connection_of_school_or_new(school_id)
         previous_realm = connection.realm_id
         realm_changed = bool(previous_realm) and previous_realm != realm_id
         connection.realm_id = realm_id
@@ -1213,7 +1213,7 @@ def qbo_connection_configure(*, school_id: int, item_id: str, deposit_account_id
     connection = QboConnection.objects.get(school_id=school_id)
     qbo_company_refresh(connection_id=connection.pk)
     with transaction.atomic():
-        connection = QboConnection.objects.select_for_update().select_related("school").get(school_id=school_id)
+        connection = locks.connection_of_school(school_id)
         connection.item_id, connection.item_name = item_id, items[item_id]
         connection.deposit_account_id, connection.deposit_account_name = (
             deposit_account_id,
@@ -1257,7 +1257,7 @@ def qbo_connection_disconnect(*, school_id: int, actor: str) -> str:
                 "in QuickBooks (Settings > Apps)."
             )
     with transaction.atomic():
-        connection = QboConnection.objects.select_for_update().get(pk=connection.pk)
+        connection = locks.connection(connection.pk)
         connection.access_token = connection.refresh_token = ""
         connection.access_token_expires_at = connection.refresh_token_expires_at = None
         connection.token_version += 1
@@ -1285,11 +1285,7 @@ def qbo_sync_retry(*, payment_sync_ids: Iterable[int] = (), adjustment_sync_ids:
         if not ids:
             continue
         with transaction.atomic():
-            for record in (
-                model.objects.select_for_update(of=("self",))
-                .select_related("payment")
-                .filter(pk__in=list(ids), status=SyncStatus.FAILED)
-            ):
+            for record in locks.failed_syncs(model, ids):
                 if record.txn_id:
                     continue
                 record.status = SyncStatus.PENDING

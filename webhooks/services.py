@@ -39,6 +39,7 @@ from config.metrics import webhook_processed
 from core.errors import PermanentError, TransientError
 from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
+from payments import locks
 from payments.audit import audit_record
 from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
@@ -384,7 +385,7 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                locked = WebhookEvent.objects.select_for_update().only("applied_at", "payment_id").get(pk=event.pk)
+                locked = locks.webhook_event(event.pk, related=())
                 if locked.applied_at is not None:
                     event.payment_id = locked.payment_id
                     return "applied before"
@@ -434,7 +435,7 @@ def webhook_event_fail(*, event_id: int, error: str) -> None:
     """Retries are exhausted or the failure is permanent: leave it visibly failed for staff.
     The event, its payment's mapping state and the audit entry change together."""
     with transaction.atomic():
-        event = WebhookEvent.objects.select_related("account").select_for_update(of=("self",)).get(pk=event_id)
+        event = locks.webhook_event(event_id)
         if event.payment_id is not None:
             payment_mapping_fail(payment_id=event.payment_id, error=error)
         WebhookEvent.objects.filter(pk=event_id).update(
@@ -514,8 +515,8 @@ def webhook_event_replay(*, event_id: int, actor) -> ReplayResult:
     replay that ran is audited (``webhook.replayed``); a refusal changes nothing and is not.
     """
     with transaction.atomic():
-        # FOR UPDATE rather than NO KEY UPDATE: a revived dead letter gets its event id, a key.
-        event = WebhookEvent.objects.select_for_update(of=("self",)).select_related("account").get(pk=event_id)
+        # A revived dead letter gets its provider event id, a key.
+        event = locks.webhook_event(event_id, key_change=True)
         previous = event.status
         if previous not in REPLAYABLE:
             return ReplayResult(

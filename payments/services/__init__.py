@@ -17,6 +17,18 @@ each lives in the module named on its import line.
 
 from __future__ import annotations
 
+from payments.services.checkout import (  # noqa: F401
+    CheckoutFailed,
+    CheckoutRefused,
+    CheckoutStarted,
+    checkout_return_urls,
+    payment_checkout_abandon,
+    payment_checkout_start,
+    payment_insert_with_reference,
+)
+from payments.services.dummy import (  # noqa: F401
+    dummy_payment_simulate,
+)
 from payments.services.facts import (  # noqa: F401
     event_ids,
     fact_summary,
@@ -25,16 +37,19 @@ from payments.services.facts import (  # noqa: F401
     facts_from_event,
     facts_from_status,
 )
-from payments.services.settlement import (  # noqa: F401
-    PaymentChange,
-    RECHECKABLE_STATES,
-    payment_event_apply,
-    payment_fact_add,
-    payment_lock,
-    payment_offer_to_books_on_commit,
-    payment_provider_status_apply,
-    payment_settle,
-    recheck_time,
+from payments.services.finalize import (  # noqa: F401
+    FinalizeOutcome,
+    payment_finalize,
+)
+from payments.services.janitor import (  # noqa: F401
+    payment_status_recheck,
+    payments_recheck_due,
+)
+from payments.services.manual import (  # noqa: F401
+    ManualPaymentInvalid,
+    ReviewError,
+    manual_payment_review,
+    manual_payment_submit,
 )
 from payments.services.mapping import (  # noqa: F401
     MappingRefused,
@@ -50,6 +65,22 @@ from payments.services.onboarding import (  # noqa: F401
     account_update,
     generate_webhook_secret,
     school_create,
+)
+from payments.services.refund_sync import (  # noqa: F401
+    REFUND_REASON_MAX_CHARS,
+    SAME_REFUND_AS,
+    refund_adapter,
+    refund_requests_sync,
+)
+from payments.services.refunds import (  # noqa: F401
+    RefundInvalid,
+    RefundRefused,
+    RefundStarted,
+    refund_request_create,
+    refund_request_recheck,
+    refund_request_resolve,
+    refund_request_send,
+    refund_requests_recheck_due,
 )
 from payments.services.requests import (  # noqa: F401
     CSV_COLUMNS,
@@ -67,45 +98,14 @@ from payments.services.requests import (  # noqa: F401
     payment_requests_create_many,
     payment_requests_import_csv,
 )
-from payments.services.finalize import (  # noqa: F401
-    FinalizeOutcome,
-    payment_finalize,
-)
-from payments.services.checkout import (  # noqa: F401
-    CheckoutFailed,
-    CheckoutRefused,
-    CheckoutStarted,
-    checkout_return_urls,
-    payment_checkout_abandon,
-    payment_checkout_start,
-    payment_insert_with_reference,
-)
-from payments.services.manual import (  # noqa: F401
-    ManualPaymentInvalid,
-    ReviewError,
-    manual_payment_review,
-    manual_payment_submit,
-)
-from payments.services.janitor import (  # noqa: F401
-    payment_status_recheck,
-    payments_recheck_due,
-)
-from payments.services.dummy import (  # noqa: F401
-    dummy_payment_simulate,
-)
-from payments.services.refund_sync import (  # noqa: F401
-    REFUND_REASON_MAX_CHARS,
-    SAME_REFUND_AS,
-    refund_adapter,
-    refund_requests_sync,
-)
-from payments.services.refunds import (  # noqa: F401
-    RefundInvalid,
-    RefundRefused,
-    RefundStarted,
-    refund_request_create,
-    refund_request_recheck,
-    refund_request_resolve,
-    refund_request_send,
-    refund_requests_recheck_due,
+from payments.services.settlement import (  # noqa: F401
+    RECHECKABLE_STATES,
+    PaymentChange,
+    payment_event_apply,
+    payment_fact_add,
+    payment_lock,
+    payment_offer_to_books_on_commit,
+    payment_provider_status_apply,
+    payment_settle,
+    recheck_time,
 )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from core.status import PaymentStatus
-from payments import selectors
+from payments import locks, selectors
 from payments.audit import audit_record
 from payments.contact import ContactInvalid, parent_email_clean
 from payments.ledger import FactSource
@@ -206,11 +206,7 @@ def _checkout_decide(
     now = timezone.now()
     with transaction.atomic():
         try:
-            payment_request = (
-                PaymentRequest.objects.select_for_update(no_key=True, of=("self",))
-                .select_related("school", "student")
-                .get(pk=payment_request_id)
-            )
+            payment_request = locks.payment_request(payment_request_id, related=("school", "student"))
         except PaymentRequest.DoesNotExist as exc:
             raise CheckoutRefused("request_unknown", "This pay link is not valid.") from exc
         if payment_request.status == PaymentRequest.Status.PAID:
@@ -286,7 +282,7 @@ def _attempt_superseded(attempt: Payment, now: datetime) -> bool:
 def _payment_supersede(*, payment_id: uuid.UUID, actor_type: str, actor: str) -> None:
     """Cancel an attempt superseded by a new checkout (it stays on the janitor's list)."""
     with transaction.atomic():
-        attempt = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
+        attempt = locks.payment(payment_id)
         if _attempt_superseded(attempt, timezone.now()):
             reason = attempt.checkout_error or "the checkout was never created"
             _payment_abandon_locked(attempt, reason=f"superseded: {reason}", actor_type=actor_type, actor=actor)
@@ -310,9 +306,7 @@ def _payment_checkout_record(*, payment_id: uuid.UUID, result: CheckoutResult, a
     """Save what the provider answered: its checkout id, transaction id, data, the URL."""
     now = timezone.now()
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).select_related(
-            "school", "payment_request"
-        ).get(pk=payment_id)
+        payment = locks.payment(payment_id, related=("school", "payment_request"))
         if result.checkout_id:
             payment.provider_checkout_id = result.checkout_id
         if result.external_txn_id and not payment.external_txn_id:
@@ -358,7 +352,7 @@ def _payment_checkout_error(*, payment_id: uuid.UUID, error: str, fail: bool) ->
     started and the payment fails; otherwise it may have started anyway, so the payment stays
     open for the janitor (it no longer blocks a new checkout)."""
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
+        payment = locks.payment(payment_id)
         payment.checkout_error = error[:2000] or "error"
         payment.save(update_fields=["checkout_error", "updated_at"])
         details = {"error": error[:500]}
@@ -385,9 +379,9 @@ def payment_checkout_abandon(*, payment_id: uuid.UUID, payment_request_id: int, 
     list: money that still arrives for it is taken (a confirmed success outranks a
     cancellation) and flagged if the request was paid another way meanwhile."""
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).get(
-            pk=payment_id, payment_request_id=payment_request_id
-        )
+        payment = locks.payment(payment_id)
+        if payment.payment_request_id != payment_request_id:
+            raise Payment.DoesNotExist(f"payment {payment_id} is not of payment request {payment_request_id}")
         if payment.method != PaymentMethod.PROVIDER or payment.status not in IN_FLIGHT_STATES:
             return payment
         if payment.status != PaymentStatus.PENDING:

@@ -10,6 +10,7 @@ from typing import Literal
 from django.db import transaction
 from django.utils import timezone
 
+from payments import locks
 from payments.models import (
     Payment,
     PaymentMethod,
@@ -29,9 +30,9 @@ def dummy_payment_simulate(
     if outcome not in ("succeeded", "failed"):
         raise ValueError(f"unknown outcome {outcome!r}")
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).select_related("account").get(
-            pk=payment_id, provider="dummy", method=PaymentMethod.PROVIDER
-        )
+        payment = locks.payment(payment_id)
+        if payment.provider != "dummy" or payment.method != PaymentMethod.PROVIDER:
+            raise Payment.DoesNotExist(f"payment {payment_id} is not a dummy provider payment")
         if "dummy" not in payment.provider_data:
             payment.provider_data = {
                 **payment.provider_data,

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_minor
+from payments import locks
 from payments.audit import audit_record
 from payments.models import (
     Payment,
@@ -51,7 +52,7 @@ def payment_finalize(*, payment: Payment, actor_type: str, actor: str = "") -> F
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("payment_finalize runs inside the caller's transaction, payment row locked")
     # Lock order everywhere: payment, then its request.
-    payment_request = PaymentRequest.objects.select_for_update(no_key=True).get(pk=payment.payment_request_id)
+    payment_request = locks.payment_request(payment.payment_request_id)
     paid = format_minor(payment.amount_minor, payment.currency)
     due = format_minor(payment_request.amount_minor, payment_request.currency)
     flag = ""

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from config.celery import enqueue_on_commit
 from core.status import PaymentStatus
+from payments import locks
 from payments.audit import audit_record
 from payments.ledger import FactSource
 from payments.models import (
@@ -50,7 +51,7 @@ def payments_recheck_due(*, now: datetime | None = None, limit: int = 500) -> li
             next_check_at__lte=now, method=PaymentMethod.PROVIDER, account__isnull=False
         ).order_by("next_check_at")
         payment_ids = list(
-            due.select_for_update(skip_locked=True, no_key=True, of=("self",)).values_list("pk", flat=True)[:limit]
+            locks.skip_locked(due).values_list("pk", flat=True)[:limit]
         )
         Payment.objects.filter(pk__in=payment_ids).update(
             next_check_at=now + timedelta(seconds=settings.PAYMENT_RECHECK_CLAIM_SECONDS)
@@ -103,7 +104,7 @@ def payment_status_recheck(*, payment_id: uuid.UUID, now: datetime | None = None
 
     now = now or timezone.now()
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
+        payment = locks.payment(payment_id)
         payment.status_checks += 1
         payment.last_check_error = error[:2000]
         changed = {"status_checks", "last_check_error", "next_check_at", "updated_at"}

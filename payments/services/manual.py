@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.status import PaymentStatus
-from payments import receipts, selectors
+from payments import locks, receipts, selectors
 from payments.audit import audit_record
 from payments.ledger import FactSource
 from payments.models import (
@@ -109,11 +109,7 @@ def _manual_payment_insert(
     payer: Mapping[str, Any] | None,
 ) -> Payment:
     with transaction.atomic():
-        payment_request = (
-            PaymentRequest.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("school", "student")
-            .get(pk=payment_request_id)
-        )
+        payment_request = locks.payment_request(payment_request_id, related=("school", "student"))
         if payment_request.status != PaymentRequest.Status.OPEN:
             raise CheckoutRefused("request_closed", "This payment request is no longer open.")
         waiting = payment_request.payments.filter(status=PaymentStatus.AWAITING_REVIEW).count()
@@ -171,7 +167,7 @@ def manual_payment_review(
     if not note:
         raise ReviewError("Write a note: what you checked, or why you reject it.")
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True, of=("self",)).get(pk=payment_id)
+        payment = locks.payment(payment_id)
         if not payment.is_manual:
             raise ReviewError("Only manual payments are reviewed here.")
         if payment.status != PaymentStatus.AWAITING_REVIEW:

@@ -8,6 +8,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
+from payments import locks
 from payments.audit import audit_record
 from payments.models import (
     AuditLog,
@@ -108,7 +109,7 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
     if not student_number:
         raise MappingRefused("Enter the school's student id.")
     with transaction.atomic():
-        payment = Payment.objects.select_for_update(no_key=True).select_related("school").get(pk=payment_id)
+        payment = locks.payment(payment_id, related=("school",))
         if payment.student_id is not None:
             raise MappingRefused(f"This payment is already mapped to student {payment.student}.")
         student = Student.objects.filter(school_id=payment.school_id, student_number=student_number).first()

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from core.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from core.money import MoneyError, currency_code
+from payments import locks
 from payments.audit import audit_record
 from payments.models import (
     AggregatorAccount,
@@ -141,7 +142,7 @@ def account_update(
         _ip_allowlist_check(ip_allowlist)
     wanted = {"test_mode": test_mode, "active": active, "ip_allowlist": ip_allowlist}
     with transaction.atomic():
-        account = AggregatorAccount.objects.select_for_update().select_related("school").get(pk=account_id)
+        account = locks.provider_account(account_id)
         changes = {
             name: value for name, value in wanted.items() if value is not None and getattr(account, name) != value
         }
@@ -209,12 +210,7 @@ def account_rotate_secret(
         raise OnboardingError("webhook secret is too short (at least 6 characters)")
     secret = new_secret or generate_webhook_secret()
     with transaction.atomic():
-        account = (
-            AggregatorAccount.objects.select_for_update()
-            .select_related("school")
-            .filter(school__code=school_code.strip().lower(), provider=adapter.slug)
-            .first()
-        )
+        account = locks.provider_account_of(school_code=school_code.strip().lower(), provider=adapter.slug)
         if account is None:
             raise OnboardingError(f"school {school_code!r} has no {adapter.slug} account")
         if expected_updated_at is not None and account.updated_at != expected_updated_at:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from config.celery import enqueue_on_commit
 from core.money import MAX_MINOR_AMOUNT, MoneyError, format_minor, parse_major_amount
 from core.status import PaymentStatus
-from payments import selectors
+from payments import locks, selectors
 from payments.audit import audit_record
 from payments.ledger import FactKind, FactSource, RefundStatus
 from payments.models import (
@@ -95,11 +95,7 @@ def refund_request_create(
         errors["idempotency_key"] = "At most 255 characters."
     actor_name = actor.get_username()
     with transaction.atomic():
-        payment = (
-            Payment.objects.select_for_update(no_key=True, of=("self",))
-            .select_related("account", "school")
-            .get(pk=payment_id)
-        )
+        payment = locks.payment(payment_id, related=("account", "school"))
         if not selectors.user_can_access_school(user=actor, school_id=payment.school_id):
             raise RefundRefused("not_your_school", "You are not staff of this payment's school.")
         amount_minor = _refund_amount(amount=amount, amount_minor=amount_minor, currency=payment.currency, errors=errors)
@@ -265,7 +261,7 @@ def _refund_request_locked(refund_request_id: uuid.UUID) -> tuple[Payment, Refun
     """Lock order everywhere: the payment, then its refund request."""
     payment_id = RefundRequest.objects.filter(pk=refund_request_id).values_list("payment_id", flat=True).get()
     payment = payment_lock(payment_id=payment_id)
-    return payment, RefundRequest.objects.select_for_update(of=("self",)).get(pk=refund_request_id)
+    return payment, locks.refund_request(refund_request_id)
 
 
 def _refund_answer_record(*, refund_request_id: uuid.UUID, result: RefundResult, source_ref: str) -> RefundRequest:
@@ -466,7 +462,7 @@ def refund_requests_recheck_due(*, now: datetime | None = None, limit: int = 200
     now = now or timezone.now()
     with transaction.atomic():
         due = RefundRequest.objects.filter(next_check_at__lte=now).order_by("next_check_at")
-        refund_ids = list(due.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[:limit])
+        refund_ids = list(locks.skip_locked(due).values_list("pk", flat=True)[:limit])
         RefundRequest.objects.filter(pk__in=refund_ids).update(
             next_check_at=now + timedelta(seconds=settings.PAYMENT_RECHECK_CLAIM_SECONDS)
         )

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import MAX_MINOR_AMOUNT, MoneyError, currency_code, parse_major_amount
+from payments import locks
 from payments.audit import audit_entry, audit_record
 from payments.contact import ContactInvalid, parent_email_clean, parent_phone_clean
 from payments.models import (
@@ -204,7 +205,7 @@ def payment_requests_create_many(
 def payment_request_cancel(*, payment_request_id: int, actor) -> PaymentRequest:
     """Staff withdraw an open request. Money that still arrives for it is kept and flagged."""
     with transaction.atomic():
-        payment_request = PaymentRequest.objects.select_for_update(no_key=True).get(pk=payment_request_id)
+        payment_request = locks.payment_request(payment_request_id)
         if payment_request.status == PaymentRequest.Status.CANCELLED:
             return payment_request
         if payment_request.status != PaymentRequest.Status.OPEN:

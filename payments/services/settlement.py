@@ -69,7 +69,7 @@ def payment_event_apply(
     facts = facts_from_event(event, occurred_at=occurred_at, webhook_event_id=webhook_event_id)
     ids = event_ids(event)
     locks.transaction_ids_lock(account_id=account.pk, ids=ids)
-    payment = selectors.payment_for_ids_locked(account=account, ids=ids)
+    payment = locks.payment_of_transaction(account=account, ids=ids)
     created = payment is None
     if payment is None:
         if not facts:
@@ -129,7 +129,7 @@ def payment_lock(*, payment_id: uuid.UUID, new_ids: list[tuple[str, str]] = ()) 
     account_id = Payment.objects.filter(pk=payment_id).values_list("account_id", flat=True).get()
     if account_id is not None and any(value for _, value in new_ids):
         locks.transaction_ids_lock(account_id=account_id, ids=new_ids)
-    return Payment.objects.select_for_update(no_key=True, of=("self",)).select_related("account").get(pk=payment_id)
+    return locks.payment(payment_id)
 
 
 def payment_fact_add(
