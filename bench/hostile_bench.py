@@ -140,11 +140,11 @@ def main() -> None:
 
     from django.test import Client
 
-    from payments.models import AggregatorAccount, Payment, School
+    from payments.models import ProviderAccount, Payment, School
 
     school = School.objects.create(code="bench", name="Bench School", currency="UGX")
-    AggregatorAccount.objects.create(school=school, provider="surepay", webhook_secret=SECRET)
-    mpesa = AggregatorAccount.objects.create(school=school, provider="mpesa", webhook_secret=SECRET, test_mode=True)
+    ProviderAccount.objects.create(school=school, provider="surepay", webhook_secret=SECRET)
+    mpesa = ProviderAccount.objects.create(school=school, provider="mpesa", webhook_secret=SECRET, test_mode=True)
     started = Payment.objects.create(school=school, account=mpesa, provider="mpesa", amount_minor=150_000,
                                      currency="KES", provider_checkout_id="ws_CO_bench")
     from providers.mpesa import callback_token

@@ -308,7 +308,7 @@ def setup_database(database: str, env: dict, fake_qbo) -> None:
 
     from django.utils import timezone
 
-    from payments.models import AggregatorAccount, ProviderStudentLink, School, Student
+    from payments.models import ProviderAccount, ProviderStudentLink, School, Student
     from quickbooks_sync.models import QboConnection
 
     for number, (code, currency) in enumerate(SCHOOLS.items()):
@@ -325,7 +325,7 @@ def setup_database(database: str, env: dict, fake_qbo) -> None:
             home_currency=currency, sync_since=datetime(2000, 1, 1, tzinfo=dt_timezone.utc),
         )  # fmt: skip
         for provider in PROVIDERS[code]:
-            AggregatorAccount.objects.create(
+            ProviderAccount.objects.create(
                 school=school, provider=provider, webhook_secret=SECRETS[provider], api_key=API_KEYS.get(provider, ""),
                 test_mode=provider != "surepay",
             )  # fmt: skip

@@ -175,11 +175,11 @@ def seed(args) -> int:
     from datetime import datetime
     from datetime import timezone as dt_timezone
 
-    from payments.models import AggregatorAccount, School, Student
+    from payments.models import ProviderAccount, School, Student
     from quickbooks_sync.models import QboConnection
 
     school = School.objects.create(code="bench", name="Bench School", currency="UGX")
-    AggregatorAccount.objects.create(school=school, provider="surepay", webhook_secret="sekret")
+    ProviderAccount.objects.create(school=school, provider="surepay", webhook_secret="sekret")
     Student.objects.bulk_create(
         [
             Student(school=school, student_number=student_name(i)[0], full_name=student_name(i)[1])
@@ -195,9 +195,9 @@ def seed(args) -> int:
 
 
 def make_payments(school_id: int, count: int, label: str, rng: random.Random) -> list:
-    from payments.models import AggregatorAccount, MappingStatus, Payment, Student
+    from payments.models import ProviderAccount, MappingStatus, Payment, Student
 
-    account = AggregatorAccount.objects.get(school_id=school_id)
+    account = ProviderAccount.objects.get(school_id=school_id)
     students = list(Student.objects.filter(school_id=school_id).order_by("student_number"))
     payments = [
         Payment(

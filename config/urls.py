@@ -1,11 +1,17 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from payments.admin.dashboard import dashboard_view
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would take it for an app label.
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    # Staff bookmarks from before provider accounts had their own name keep working.
+    re_path(
+        r"^admin/payments/aggregatoraccount/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/payments/provideraccount/%(rest)s", permanent=True, query_string=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/webhooks/", include("webhooks.urls")),
     # Ops (issue 6): /healthz, /readyz, /metrics (also answered by ops.middleware.ProbeMiddleware).

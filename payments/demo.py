@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from payments.models import (
-    AggregatorAccount,
+    ProviderAccount,
     PaymentRequest,
     School,
     StaffMembership,
@@ -45,7 +45,7 @@ def demo_seed() -> DemoLogin:
             code=DEMO_SCHOOL_CODE, defaults={"name": "Nile Gardens School", "currency": "UGX", "active": True}
         )
         for provider, secret in (("surepay", DEMO_SURE_PAY_SECRET), ("dummy", DEMO_DUMMY_SECRET)):
-            account = AggregatorAccount.objects.filter(school=school, provider=provider).first() or AggregatorAccount(
+            account = ProviderAccount.objects.filter(school=school, provider=provider).first() or ProviderAccount(
                 school=school, provider=provider
             )
             account.webhook_secret = secret

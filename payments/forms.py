@@ -14,7 +14,7 @@ from core.money import MoneyError, exponent, parse_major_amount
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from payments import receipts
 from payments.contact import ContactInvalid, parent_email_clean
-from payments.models import MANUAL_METHODS, AggregatorAccount, PaymentMethod, PaymentRequest, School
+from payments.models import MANUAL_METHODS, ProviderAccount, PaymentMethod, PaymentRequest, School
 from providers.registry import get_provider, provider_slugs
 
 
@@ -319,7 +319,7 @@ class AccountChangeForm(forms.ModelForm):
     rotation, and are never rendered."""
 
     class Meta:
-        model = AggregatorAccount
+        model = ProviderAccount
         fields = ("test_mode", "active", "ip_allowlist")
         help_texts = {
             "ip_allowlist": IP_ALLOWLIST_HELP,

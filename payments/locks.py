@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from payments.models import AggregatorAccount, Payment, PaymentRequest, RefundRequest, WebhookEvent
+from payments.models import ProviderAccount, Payment, PaymentRequest, RefundRequest, WebhookEvent
 
 _SHAPE = {"no_key": True, "of": ("self",)}
 
@@ -55,7 +55,7 @@ def payment(payment_id: uuid.UUID, *, related: Iterable[str] = ("account",)) -> 
     return Payment.objects.select_for_update(**_SHAPE).select_related(*related).get(pk=payment_id)
 
 
-def payment_of_transaction(*, account: AggregatorAccount, ids: list[tuple[str, str]]) -> Payment | None:
+def payment_of_transaction(*, account: ProviderAccount, ids: list[tuple[str, str]]) -> Payment | None:
     """The payment of the transaction with these (kind, value) ids *in this account*, locked for
     the caller's transaction: by the provider's transaction id, the checkout we started, or the
     merchant reference (ours, or the provider's own for a payment we did not start). Another
@@ -98,13 +98,13 @@ def refund_request(refund_request_id: uuid.UUID) -> RefundRequest:
     return RefundRequest.objects.select_for_update(**_SHAPE).get(pk=refund_request_id)
 
 
-def provider_account(account_id: int) -> AggregatorAccount:
-    return AggregatorAccount.objects.select_for_update(**_SHAPE).select_related("school").get(pk=account_id)
+def provider_account(account_id: int) -> ProviderAccount:
+    return ProviderAccount.objects.select_for_update(**_SHAPE).select_related("school").get(pk=account_id)
 
 
-def provider_account_of(*, school_code: str, provider: str) -> AggregatorAccount | None:
+def provider_account_of(*, school_code: str, provider: str) -> ProviderAccount | None:
     return (
-        AggregatorAccount.objects.select_for_update(**_SHAPE)
+        ProviderAccount.objects.select_for_update(**_SHAPE)
         .select_related("school")
         .filter(school__code=school_code, provider=provider)
         .first()

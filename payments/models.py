@@ -51,7 +51,7 @@ class School(models.Model):
         return f"{self.name} ({self.code})"
 
 
-class AggregatorAccount(models.Model):
+class ProviderAccount(models.Model):
     """A school's account with one payment provider, and the secrets to trust its webhooks."""
 
     school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="accounts")
@@ -77,13 +77,15 @@ class AggregatorAccount(models.Model):
             models.UniqueConstraint(fields=["school", "provider"], name="uniq_account_per_school_provider")
         ]
         ordering = ["school__code", "provider"]
+        # The table keeps the model's first name, so renaming the model moved no data.
+        db_table = "payments_aggregatoraccount"
 
     def __str__(self) -> str:
         # Never include a secret here: this string ends up in logs and admin pages.
         return f"{self.provider} @ {self.school.code}"
 
     def __repr__(self) -> str:
-        return f"<AggregatorAccount {self.pk} {self.provider}>"
+        return f"<ProviderAccount {self.pk} {self.provider}>"
 
     def webhook_secrets(self, now: datetime | None = None) -> list[str]:
         """The secrets a webhook may be signed with now: current first, then a previous one
@@ -263,7 +265,7 @@ class Payment(models.Model):
     # Covered by the composite indexes below, which lead with these columns.
     school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="payments", db_index=False)
     account = models.ForeignKey(
-        AggregatorAccount,
+        ProviderAccount,
         on_delete=models.PROTECT,
         null=True,
         blank=True,
@@ -408,7 +410,7 @@ class TransactionFact(models.Model):
     """
 
     school = models.ForeignKey(School, on_delete=models.PROTECT, db_index=False)
-    account = models.ForeignKey(AggregatorAccount, on_delete=models.PROTECT, null=True, blank=True, db_index=False)
+    account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, null=True, blank=True, db_index=False)
     payment = models.ForeignKey(
         Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="facts", db_index=False
     )
@@ -557,7 +559,7 @@ class WebhookEvent(models.Model):
     # (account, received_at) lead with it. Columns the request path does not set have database
     # defaults, so its INSERT names only what it knows (webhooks.services).
     account = models.ForeignKey(
-        AggregatorAccount, on_delete=models.PROTECT, related_name="webhook_events", db_index=False
+        ProviderAccount, on_delete=models.PROTECT, related_name="webhook_events", db_index=False
     )
     # NULL for a dead letter: a rejected delivery must not block the provider's corrected
     # redelivery of the same event id.

@@ -12,7 +12,7 @@ from django.urls import reverse
 from core.status import PaymentStatus
 from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
-    AggregatorAccount,
+    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
@@ -28,14 +28,14 @@ from providers.errors import ProviderRejected, UnknownProvider
 from providers.registry import get_provider
 
 
-def account_webhook_url(*, account: AggregatorAccount) -> str:
+def account_webhook_url(*, account: ProviderAccount) -> str:
     """The webhook URL to give the provider: the school in the path, since most providers
     cannot send our X-School-Code header."""
     path = reverse("webhook-receive-school", kwargs={"provider": account.provider, "school_code": account.school.code})
     return settings.PUBLIC_BASE_URL + path
 
 
-def account_api_key_problem(*, account: AggregatorAccount) -> str:
+def account_api_key_problem(*, account: ProviderAccount) -> str:
     """Why the account's API key would be refused by its provider's adapter (a test key on a
     live account, or the reverse), or "" when it is fine or there is no key to check."""
     if not account.api_key:
@@ -242,7 +242,7 @@ def checkout_options(*, school: School) -> list[CheckoutOption]:
     """The ways a parent of ``school`` can pay online: its active provider accounts whose
     adapter can start a checkout."""
     options = []
-    for account in AggregatorAccount.objects.filter(school=school, active=True).order_by("provider"):
+    for account in ProviderAccount.objects.filter(school=school, active=True).order_by("provider"):
         try:
             adapter = get_provider(account.provider)
         except UnknownProvider:

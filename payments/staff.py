@@ -34,9 +34,9 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "change_payment",  # review, map a student, refund, retry the QuickBooks sync
         "view_webhookevent",
         "change_webhookevent",  # replay
-        "view_aggregatoraccount",
-        "add_aggregatoraccount",
-        "change_aggregatoraccount",  # rotate the secret, test mode, IP allowlist
+        "view_provideraccount",
+        "add_provideraccount",
+        "change_provideraccount",  # rotate the secret, test mode, IP allowlist
         "view_auditlog",
         "view_transactionfact",
         "view_refundrequest",

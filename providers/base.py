@@ -33,7 +33,7 @@ from providers.errors import (
 from providers.json_limits import JsonRefused, loads_limited
 
 if TYPE_CHECKING:
-    from payments.models import AggregatorAccount, Payment
+    from payments.models import ProviderAccount, Payment
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ class ProviderAdapter:
         *,
         body: bytes,
         headers: Mapping[str, str],
-        account: AggregatorAccount,
+        account: ProviderAccount,
         query: Mapping[str, str] | None = None,
     ) -> NormalizedEvent:
         """Check the signature over the raw bytes, then decode and validate.
@@ -231,7 +231,7 @@ class ProviderAdapter:
         self.verify_signature(body=body, headers=headers, account=account, query=query or {})
         return self.parse_body(body=body, headers=headers, account=account)
 
-    def parse_body(self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount) -> NormalizedEvent:
+    def parse_body(self, *, body: bytes, headers: Mapping[str, str], account: ProviderAccount) -> NormalizedEvent:
         """Decode (with limits), ``parse``, then check the event fits where it will be stored.
 
         The one way a body becomes an event: on receipt, in the worker and on replay, so an
@@ -240,12 +240,12 @@ class ProviderAdapter:
         return normalized_event_check(self.parse(payload=self.decode_json(body), headers=headers, account=account))
 
     def verify_signature(
-        self, *, body: bytes, headers: Mapping[str, str], account: AggregatorAccount, query: Mapping[str, str]
+        self, *, body: bytes, headers: Mapping[str, str], account: ProviderAccount, query: Mapping[str, str]
     ) -> None:
         raise NotImplementedError
 
     def parse(
-        self, *, payload: dict[str, Any], headers: Mapping[str, str], account: AggregatorAccount
+        self, *, payload: dict[str, Any], headers: Mapping[str, str], account: ProviderAccount
     ) -> NormalizedEvent:
         raise NotImplementedError
 
@@ -312,12 +312,12 @@ class ProviderAdapter:
         except pydantic.ValidationError as exc:
             raise PayloadInvalid(field_errors(exc), event_type=event_type) from exc
 
-    def api_base_url(self, account: AggregatorAccount | None = None) -> str:
+    def api_base_url(self, account: ProviderAccount | None = None) -> str:
         if not self.api_base_url_setting:
             raise OperationNotSupported()
         return getattr(settings, self.api_base_url_setting).rstrip("/")
 
-    def secret_api_key(self, account: AggregatorAccount) -> str:
+    def secret_api_key(self, account: ProviderAccount) -> str:
         """The account's secret API key, refused when it does not match the account's mode: a
         test-mode account must never move real money, nor a live one silently take test money."""
         key = (account.api_key or "").strip()

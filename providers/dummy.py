@@ -35,7 +35,7 @@ from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, Pr
 from providers.errors import OperationNotSupported, ProviderRejected, SignatureInvalid, SignatureMissing
 
 if TYPE_CHECKING:
-    from payments.models import AggregatorAccount, Payment
+    from payments.models import ProviderAccount, Payment
 
 EVENT_STATUS = {
     "payment.succeeded": PaymentStatus.SUCCEEDED,
@@ -134,7 +134,7 @@ class DummyProvider(ProviderAdapter):
             currency=state["currency"],
         )
 
-    def simulated_webhook(self, *, payment: Payment, account: AggregatorAccount) -> tuple[bytes, dict[str, str]]:
+    def simulated_webhook(self, *, payment: Payment, account: ProviderAccount) -> tuple[bytes, dict[str, str]]:
         """The signed webhook the dummy provider sends for what the payer did on its page."""
         state = payment.provider_data["dummy"]
         payload = {

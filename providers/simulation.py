@@ -24,7 +24,7 @@ import httpx
 
 from core.money import MoneyError, currency_code, parse_major_amount
 from fakes import webhooks as wire
-from payments.models import AggregatorAccount, Payment
+from payments.models import ProviderAccount, Payment
 from payments.state import OPEN_STATES
 from providers.mpesa import callback_token
 
@@ -61,7 +61,7 @@ class Summary:
 
 def simulation_plan(
     *,
-    account: AggregatorAccount,
+    account: ProviderAccount,
     event_type: str | None,
     amount: str | None,
     currency: str | None,

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from core.status import PaymentStatus
 from payments.ledger import FactKind, FactSource
-from payments.models import AggregatorAccount, Payment, PaymentRequest, School, Student, TransactionFact
+from payments.models import ProviderAccount, Payment, PaymentRequest, School, Student, TransactionFact
 from payments.state import SETTLED_STATES
 from providers.base import DisputeReport, NormalizedEvent, RefundReport
 
@@ -24,7 +24,7 @@ class SchoolFactory(factory.django.DjangoModelFactory):
 
 class AccountFactory(factory.django.DjangoModelFactory):
     class Meta:
-        model = AggregatorAccount
+        model = ProviderAccount
 
     school = factory.SubFactory(SchoolFactory)
     provider = "surepay"

@@ -9,19 +9,19 @@ from collections.abc import Mapping
 
 from django.conf import settings
 
-from payments.models import AggregatorAccount, AuditLog, WebhookEvent
+from payments.models import ProviderAccount, AuditLog, WebhookEvent
 from providers.base import ProviderAdapter
 
 # (provider, school code) -> (expires at, account or None). The look-up is the most expensive
 # step of the webhook request path, and accounts change rarely.
-_account_cache: dict[tuple[str, str], tuple[float, AggregatorAccount | None]] = {}
+_account_cache: dict[tuple[str, str], tuple[float, ProviderAccount | None]] = {}
 _account_cache_lock = threading.Lock()
 
 
 ACCOUNT_CACHE_MAX_ENTRIES = 4096
 
 
-def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount | None:
+def account_for_webhook(*, provider: str, school_code: str) -> ProviderAccount | None:
     """The active account of an active school with that provider, or None.
 
     Cached in this process for WEBHOOK_ACCOUNT_CACHE_SECONDS; saving an account or school
@@ -33,7 +33,7 @@ def account_for_webhook(*, provider: str, school_code: str) -> AggregatorAccount
     if cached is not None and cached[0] > now:
         return cached[1]
     account = (
-        AggregatorAccount.objects.select_related("school")
+        ProviderAccount.objects.select_related("school")
         .filter(provider=key[0], school__code=key[1], active=True, school__active=True)
         .order_by()
         .first()

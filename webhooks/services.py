@@ -41,7 +41,7 @@ from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
 from payments import locks
 from payments.audit import audit_record
-from payments.models import AggregatorAccount, AuditLog, Payment, School, WebhookEvent
+from payments.models import ProviderAccount, AuditLog, Payment, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
     payment_event_apply,
@@ -150,7 +150,7 @@ def webhook_receive(
 def webhook_event_store(
     *,
     adapter: ProviderAdapter,
-    account: AggregatorAccount,
+    account: ProviderAccount,
     event: NormalizedEvent,
     body: bytes,
     headers: Mapping[str, str],
@@ -230,7 +230,7 @@ def _webhook_event_insert(**values) -> int:
 def webhook_dead_letter_record(
     *,
     adapter: ProviderAdapter,
-    account: AggregatorAccount,
+    account: ProviderAccount,
     exc: PayloadMalformed | PayloadInvalid,
     body: bytes,
     headers: Mapping[str, str],
@@ -270,7 +270,7 @@ def webhook_dead_letter_record(
 
 def _audit_refusal(
     adapter: ProviderAdapter,
-    account: AggregatorAccount | None,
+    account: ProviderAccount | None,
     reason: str,
     school_code: str | None,
     body: bytes,

@@ -22,7 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from payments import selectors, services
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.forms import AccountChangeForm, AccountCreateForm, AccountRotateForm
-from payments.models import AggregatorAccount
+from payments.models import ProviderAccount
 from providers.registry import get_provider
 
 # Kept out of Django's error reports (a 500 page in DEBUG, the admins' e-mail) if a view fails:
@@ -35,8 +35,8 @@ _hide_secrets = method_decorator(
 )
 
 
-@admin.register(AggregatorAccount)
-class AggregatorAccountAdmin(SchoolScopedAdmin):
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(SchoolScopedAdmin):
     list_display = ("school", "provider", "test_mode", "active", "has_ip_allowlist", "updated_at")
     list_filter = ("provider", "test_mode", "active")
     form = AccountChangeForm
@@ -65,21 +65,21 @@ class AggregatorAccountAdmin(SchoolScopedAdmin):
     # --- Change list and change page -------------------------------------------------------------
 
     @admin.display(boolean=True, description="IP allowlist")
-    def has_ip_allowlist(self, obj: AggregatorAccount) -> bool:
+    def has_ip_allowlist(self, obj: ProviderAccount) -> bool:
         return bool(obj.ip_allowlist.strip())
 
     @admin.display(description="Webhook URL")
-    def webhook_url(self, obj: AggregatorAccount) -> str:
+    def webhook_url(self, obj: ProviderAccount) -> str:
         return selectors.account_webhook_url(account=obj)
 
     @admin.display(description="Webhook secret")
-    def secret_status(self, obj: AggregatorAccount) -> str:
+    def secret_status(self, obj: ProviderAccount) -> str:
         if obj.previous_secret_expires_at and obj.previous_webhook_secret:
             return f"Set; the previous one also verifies until {obj.previous_secret_expires_at:%Y-%m-%d %H:%M %Z}."
         return "Set (never shown again; rotate it to get a new one)."
 
     @admin.display(description="Secret API key")
-    def api_key_status(self, obj: AggregatorAccount) -> str:
+    def api_key_status(self, obj: ProviderAccount) -> str:
         if not obj.api_key:
             return "Not set"
         problem = selectors.account_api_key_problem(account=obj)
@@ -138,7 +138,7 @@ class AggregatorAccountAdmin(SchoolScopedAdmin):
             "opts": self.model._meta,
             "form": form,
         }
-        return TemplateResponse(request, "admin/payments/aggregatoraccount/add.html", context)
+        return TemplateResponse(request, "admin/payments/provideraccount/add.html", context)
 
     # --- Rotating the webhook secret ------------------------------------------------------------------
 
@@ -147,7 +147,7 @@ class AggregatorAccountAdmin(SchoolScopedAdmin):
             path(
                 "<int:object_id>/rotate/",
                 self.admin_site.admin_view(self.rotate_view),
-                name="payments_aggregatoraccount_rotate",
+                name="payments_provideraccount_rotate",
             ),
         ] + super().get_urls()
 
@@ -187,9 +187,9 @@ class AggregatorAccountAdmin(SchoolScopedAdmin):
             "adapter": adapter,
             "form": form,
         }
-        return TemplateResponse(request, "admin/payments/aggregatoraccount/rotate.html", context)
+        return TemplateResponse(request, "admin/payments/provideraccount/rotate.html", context)
 
-    def _secret_page(self, request: HttpRequest, account: AggregatorAccount, secret: str, *, created: bool):
+    def _secret_page(self, request: HttpRequest, account: ProviderAccount, secret: str, *, created: bool):
         """The answer to the POST that created or rotated a secret: the only page that ever shows
         it. A reload re-submits the POST, which the service refuses (the account exists; the
         rotation form's version is stale), so the secret is not shown twice."""
@@ -205,4 +205,4 @@ class AggregatorAccountAdmin(SchoolScopedAdmin):
             "api_key_problem": selectors.account_api_key_problem(account=account),
             "signs_with_api_key": get_provider(account.provider).signs_with_api_key,
         }
-        return TemplateResponse(request, "admin/payments/aggregatoraccount/secret.html", context)
+        return TemplateResponse(request, "admin/payments/provideraccount/secret.html", context)

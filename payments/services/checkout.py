@@ -23,7 +23,7 @@ from payments.audit import audit_record
 from payments.contact import ContactInvalid, parent_email_clean
 from payments.ledger import FactSource
 from payments.models import (
-    AggregatorAccount,
+    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
@@ -213,7 +213,7 @@ def _checkout_decide(
             raise CheckoutRefused("request_paid", "This has already been paid.")
         if payment_request.status != PaymentRequest.Status.OPEN or not payment_request.school.active:
             raise CheckoutRefused("request_closed", "This payment request is no longer open.")
-        account = AggregatorAccount.objects.filter(
+        account = ProviderAccount.objects.filter(
             school_id=payment_request.school_id, provider=adapter.slug, active=True
         ).first()
         if account is None or not selectors.provider_supports_checkout(adapter):

@@ -15,7 +15,7 @@ from core.money import MoneyError, currency_code
 from payments import locks
 from payments.audit import audit_record
 from payments.models import (
-    AggregatorAccount,
+    ProviderAccount,
     AuditLog,
     School,
 )
@@ -78,7 +78,7 @@ def account_create(
     test_mode: bool = False,
     ip_allowlist: str = "",
     actor: str = "cli",
-) -> tuple[AggregatorAccount, str]:
+) -> tuple[ProviderAccount, str]:
     """Connect a school to a provider. Returns the account and its webhook secret (generated
     when none is given, for the caller to show once)."""
     _ip_allowlist_check(ip_allowlist)
@@ -101,10 +101,10 @@ def account_create(
         raise OnboardingError("webhook secret is too short (at least 6 characters)")
     secret = webhook_secret or generate_webhook_secret()
     with transaction.atomic():
-        if AggregatorAccount.objects.filter(school=school, provider=adapter.slug).exists():
+        if ProviderAccount.objects.filter(school=school, provider=adapter.slug).exists():
             raise OnboardingError(f"school {school.code!r} already has a {adapter.slug} account")
         try:
-            account = AggregatorAccount.objects.create(
+            account = ProviderAccount.objects.create(
                 school=school,
                 provider=adapter.slug,
                 webhook_secret=secret,
@@ -133,7 +133,7 @@ def account_update(
     active: bool | None = None,
     ip_allowlist: str | None = None,
     actor: str = "cli",
-) -> tuple[AggregatorAccount, list[str]]:
+) -> tuple[ProviderAccount, list[str]]:
     """Change an account's switches; None leaves a field as it is. Secrets change only through
     ``account_rotate_secret``. Audited as ``account.updated`` with the changed fields' names and
     new values (none of them is a secret); a save that changes nothing writes nothing. Returns
@@ -181,7 +181,7 @@ def account_rotate_secret(
     grace_hours: float = 24,
     expected_updated_at: datetime | None = None,
     actor: str = "cli",
-) -> tuple[AggregatorAccount, str]:
+) -> tuple[ProviderAccount, str]:
     """Give an account a new webhook secret; the current one keeps verifying for ``grace_hours``.
 
     The rule: the new secret signs from now on; the old one moves to ``previous_webhook_secret``

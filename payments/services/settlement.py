@@ -18,7 +18,7 @@ from payments import locks, selectors
 from payments.audit import audit_record
 from payments.ledger import FactKind
 from payments.models import (
-    AggregatorAccount,
+    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
@@ -48,7 +48,7 @@ class PaymentChange:
 
 def payment_event_apply(
     *,
-    account: AggregatorAccount,
+    account: ProviderAccount,
     event: NormalizedEvent,
     webhook_event_id: int | None = None,
     received_at: datetime | None = None,
@@ -315,7 +315,7 @@ def _recheck_schedule(payment: Payment, ledger, now: datetime, put) -> None:
         put("next_check_at", None)
 
 
-def _payment_from_event(*, account: AggregatorAccount, event: NormalizedEvent) -> Payment:
+def _payment_from_event(*, account: ProviderAccount, event: NormalizedEvent) -> Payment:
     """A new payment for a transaction we first hear of from its provider (saved by
     ``payment_settle``)."""
     return Payment(

@@ -61,7 +61,7 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
     rows = {
         "refundrequest": refund,
         "school": school,
-        "aggregatoraccount": account,
+        "provideraccount": account,
         "student": student,
         "paymentrequest": payment_request,
         "payment": payment,

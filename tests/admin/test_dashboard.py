@@ -18,7 +18,7 @@ from tests.factories import AccountFactory, PaymentFactory, PaymentSyncFactory, 
 def day(world):
     """School A's day: takings from two providers, one payment of yesterday, and a queue each."""
     school = world[0].school
-    surepay = world[0].rows["aggregatoraccount"]
+    surepay = world[0].rows["provideraccount"]
     dummy = AccountFactory(school=school, provider="dummy")
     PaymentFactory(account=surepay, status="succeeded", amount_minor=250_000)
     PaymentFactory(account=dummy, status="succeeded", amount_minor=70_000)
@@ -83,7 +83,7 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
 
 
 def test_what_the_ledger_needs_staff_for_is_counted_and_linked(client_a, world):
-    surepay = world[0].rows["aggregatoraccount"]
+    surepay = world[0].rows["provideraccount"]
     disputed = PaymentFactory(account=surepay, status="succeeded")
     report(disputed, disputes=[("dp_1", 100_000, "open")])
     conflicted = PaymentFactory(account=surepay, status="succeeded")

@@ -35,7 +35,7 @@ def school_a(world):
 
 @pytest.fixture
 def account_a(school_a):
-    return school_a.rows["aggregatoraccount"]
+    return school_a.rows["provideraccount"]
 
 
 class TestFiltersAndSearch:
@@ -160,7 +160,7 @@ class TestMapByHand:
 def test_retry_sync_queues_a_failed_payment_again_and_says_which_were_not_ready(client_a, school_a):
     seed = school_a.rows["payment"]
     Payment.objects.filter(pk=seed.pk).update(student=school_a.rows["student"], mapping_status=MappingStatus.MAPPED)
-    not_ready = PaymentFactory(account=school_a.rows["aggregatoraccount"], status="pending")
+    not_ready = PaymentFactory(account=school_a.rows["provideraccount"], status="pending")
     response = client_a.post(
         CHANGELIST, {"action": "retry_quickbooks_sync", "_selected_action": [seed.pk, not_ready.pk]}, follow=True
     )

@@ -15,7 +15,7 @@ from tests.admin.conftest import make_school_staff
 # Every admin a staff user has a permission on (the staff group); StaffMembership is superuser-only.
 STAFF_MODELS = {
     "payments": [
-        "school", "aggregatoraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog", "transactionfact",
+        "school", "provideraccount", "student", "paymentrequest", "payment", "webhookevent", "auditlog", "transactionfact",
         "refundrequest",
     ],  # fmt: skip
     "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qboadjustmentsync", "qbocustomer"],

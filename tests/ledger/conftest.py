@@ -11,7 +11,7 @@ from datetime import timezone as dt_timezone
 import pytest
 from django.utils import timezone
 
-from payments.models import AggregatorAccount, ProviderStudentLink, Student
+from payments.models import ProviderAccount, ProviderStudentLink, Student
 from quickbooks_sync.models import QboConnection
 from tests.factories import AccountFactory, SchoolFactory
 from tests.quickbooks_sync.conftest import _fast_passwords, fake_qbo  # noqa: F401 - fixtures
@@ -62,5 +62,5 @@ def link_student(books: Books, provider: str) -> None:
 def provider_account(books: Books, provider: str, **fields):
     """The school's account with ``provider`` (the same one for every example of a property)."""
     link_student(books, provider)
-    existing = AggregatorAccount.objects.filter(school=books.school, provider=provider).first()
+    existing = ProviderAccount.objects.filter(school=books.school, provider=provider).first()
     return existing or AccountFactory(school=books.school, provider=provider, **fields)

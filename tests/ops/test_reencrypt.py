@@ -12,7 +12,7 @@ from django.db import connection
 
 from core.fields import _fernet
 from ops import services
-from payments.models import AggregatorAccount, AuditLog
+from payments.models import ProviderAccount, AuditLog
 from quickbooks_sync.models import QboConnection
 from tests.factories import AccountFactory, SchoolFactory
 
@@ -72,16 +72,16 @@ def test_every_encrypted_value_moves_to_the_newest_key(stored, keys, capsys):
     out = capsys.readouterr().out
     # 3 webhook secrets + 2 API keys + 3 credentials + 2 QuickBooks tokens; empty values stay empty.
     assert "10 encrypted values checked, 10 re-encrypted." in out
-    assert "payments.AggregatorAccount.webhook_secret: 3 re-encrypted" in out
+    assert "payments.ProviderAccount.webhook_secret: 3 re-encrypted" in out
     assert "quickbooks_sync.QboConnection.refresh_token: 1 re-encrypted" in out
     for account in accounts:
-        assert opens(NEW_KEY, raw(AggregatorAccount, account.pk, "webhook_secret"))
-        assert opens(NEW_KEY, raw(AggregatorAccount, account.pk, "credentials"))
-    assert raw(AggregatorAccount, accounts[2].pk, "api_key") == ""
+        assert opens(NEW_KEY, raw(ProviderAccount, account.pk, "webhook_secret"))
+        assert opens(NEW_KEY, raw(ProviderAccount, account.pk, "credentials"))
+    assert raw(ProviderAccount, accounts[2].pk, "api_key") == ""
     assert opens(NEW_KEY, raw(QboConnection, qbo.pk, "access_token"))
     # The old key can go: everything still reads the same with the new key alone.
     keys(NEW_KEY)
-    again = AggregatorAccount.objects.order_by("pk")
+    again = ProviderAccount.objects.order_by("pk")
     assert [(a.webhook_secret, a.api_key, a.credentials) for a in again] == [
         ("whsec-0", "sk_live_0", {"passkey": "pk-0"}),
         ("whsec-1", "sk_live_1", {"passkey": "pk-1"}),
@@ -97,11 +97,11 @@ def test_a_second_run_changes_nothing(stored, keys, capsys):
     accounts, _ = stored
     keys(NEW_KEY, OLD_KEY)
     call_command("reencrypt_secrets")
-    tokens = [raw(AggregatorAccount, a.pk, "webhook_secret") for a in accounts]
+    tokens = [raw(ProviderAccount, a.pk, "webhook_secret") for a in accounts]
     capsys.readouterr()
     call_command("reencrypt_secrets")
     assert "10 encrypted values checked, 0 re-encrypted." in capsys.readouterr().out
-    assert [raw(AggregatorAccount, a.pk, "webhook_secret") for a in accounts] == tokens
+    assert [raw(ProviderAccount, a.pk, "webhook_secret") for a in accounts] == tokens
     assert AuditLog.objects.filter(action="secrets.reencrypted").count() == 1
 
 
@@ -122,11 +122,11 @@ def test_an_interrupted_run_is_finished_by_the_next(stored, keys, monkeypatch):
         services.secrets_reencrypt(batch_size=1)
     monkeypatch.setattr(services.transaction, "atomic", real_atomic)
     # The first batch (one account) is done, the rest not.
-    done = [opens(NEW_KEY, raw(AggregatorAccount, a.pk, "webhook_secret")) for a in accounts]
+    done = [opens(NEW_KEY, raw(ProviderAccount, a.pk, "webhook_secret")) for a in accounts]
     assert done == [True, False, False]
     report = services.secrets_reencrypt(batch_size=1)
     assert report.rewritten == 10 - 3  # the first account's secret, API key and credentials were done
-    assert all(opens(NEW_KEY, raw(AggregatorAccount, a.pk, "webhook_secret")) for a in accounts)
+    assert all(opens(NEW_KEY, raw(ProviderAccount, a.pk, "webhook_secret")) for a in accounts)
 
 
 def test_a_secret_saved_by_the_service_during_the_run_is_kept(stored, keys, monkeypatch):
@@ -150,13 +150,13 @@ def test_a_secret_saved_by_the_service_during_the_run_is_kept(stored, keys, monk
         def rotate(self, token):
             if not self.raced:
                 self.raced = True
-                AggregatorAccount.objects.filter(pk=accounts[0].pk).update(webhook_secret="whsec-new")
+                ProviderAccount.objects.filter(pk=accounts[0].pk).update(webhook_secret="whsec-new")
             return self.inner.rotate(token)
 
     monkeypatch.setattr(fields, "fernet", RacingFernet)
     report = services.secrets_reencrypt()
     assert report.changed_meanwhile == 1
-    assert AggregatorAccount.objects.get(pk=accounts[0].pk).webhook_secret == "whsec-new"
+    assert ProviderAccount.objects.get(pk=accounts[0].pk).webhook_secret == "whsec-new"
 
 
 def test_check_says_whether_an_old_key_can_be_removed(stored, keys, capsys):
@@ -173,14 +173,14 @@ def test_check_says_whether_an_old_key_can_be_removed(stored, keys, capsys):
 def test_a_value_no_key_opens_is_reported_and_left_alone(stored, keys):
     accounts, _ = stored
     keys(NEW_KEY)  # the old key removed before re-encrypting: its values cannot be read
-    token = raw(AggregatorAccount, accounts[0].pk, "webhook_secret")
+    token = raw(ProviderAccount, accounts[0].pk, "webhook_secret")
     with pytest.raises(CommandError) as raised:
         call_command("reencrypt_secrets")
     message = str(raised.value)
     assert message.startswith("No key in FIELD_ENCRYPTION_KEYS opens these values (was a key removed too early?): ")
-    assert f"payments.AggregatorAccount.webhook_secret pk={accounts[0].pk}" in message
+    assert f"payments.ProviderAccount.webhook_secret pk={accounts[0].pk}" in message
     assert token not in message
-    assert raw(AggregatorAccount, accounts[0].pk, "webhook_secret") == token
+    assert raw(ProviderAccount, accounts[0].pk, "webhook_secret") == token
 
 
 def test_a_batch_size_below_one_is_refused():

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from payments.models import AggregatorAccount, AuditLog
+from payments.models import ProviderAccount, AuditLog
 from payments.staff import staff_group_ensure
 from tests.conftest import sign, surepay_body
 from tests.factories import AccountFactory
@@ -20,16 +20,16 @@ from tests.payments.conftest import make_staff
 
 pytestmark = pytest.mark.django_db
 
-ADD = "/admin/payments/aggregatoraccount/add/"
-LIST = "/admin/payments/aggregatoraccount/"
+ADD = "/admin/payments/provideraccount/add/"
+LIST = "/admin/payments/provideraccount/"
 
 
 def change_url(account) -> str:
-    return f"/admin/payments/aggregatoraccount/{account.pk}/change/"
+    return f"/admin/payments/provideraccount/{account.pk}/change/"
 
 
 def rotate_url(account) -> str:
-    return f"/admin/payments/aggregatoraccount/{account.pk}/rotate/"
+    return f"/admin/payments/provideraccount/{account.pk}/rotate/"
 
 
 def shown_secret(html: str) -> str | None:
@@ -37,13 +37,13 @@ def shown_secret(html: str) -> str | None:
     return match.group(1) if match else None
 
 
-def secrets_of(account: AggregatorAccount) -> list[str]:
+def secrets_of(account: ProviderAccount) -> list[str]:
     account.refresh_from_db()
     values = [account.webhook_secret, account.previous_webhook_secret, account.api_key, *account.credentials.values()]
     return [value for value in values if value]
 
 
-def assert_no_secret(html: str, account: AggregatorAccount) -> None:
+def assert_no_secret(html: str, account: ProviderAccount) -> None:
     for secret in secrets_of(account):
         assert secret not in html
 
@@ -91,7 +91,7 @@ def test_creating_shows_the_generated_secret_once_and_the_webhook_url(bursar_cli
     response = add(bursar_client, school=school.pk, test_mode="on", ip_allowlist="203.0.113.7\n")
     assert response.status_code == 200
     html = response.content.decode()
-    account = AggregatorAccount.objects.get(school=school, provider="surepay")
+    account = ProviderAccount.objects.get(school=school, provider="surepay")
     secret = shown_secret(html)
     assert secret and secret == account.webhook_secret and len(secret) >= 40
     assert '<code id="webhook-url">https://pay.example.org/api/webhooks/surepay/ng</code>' in html
@@ -103,7 +103,7 @@ def test_creating_shows_the_generated_secret_once_and_the_webhook_url(bursar_cli
     assert secret not in caplog.text
 
     # Never again: not on the change page, the list, the history, nor by sending the form again.
-    for url in (change_url(account), LIST, f"/admin/payments/aggregatoraccount/{account.pk}/history/"):
+    for url in (change_url(account), LIST, f"/admin/payments/provideraccount/{account.pk}/history/"):
         page = bursar_client.get(url)
         assert page.status_code == 200
         assert_no_secret(page.content.decode(), account)
@@ -111,7 +111,7 @@ def test_creating_shows_the_generated_secret_once_and_the_webhook_url(bursar_cli
     assert again.status_code == 200
     assert "school &#x27;ng&#x27; already has a surepay account" in again.content.decode()
     assert_no_secret(again.content.decode(), account)
-    assert AggregatorAccount.objects.filter(school=school).count() == 1
+    assert ProviderAccount.objects.filter(school=school).count() == 1
 
 
 def test_the_shown_secret_is_the_one_that_verifies(bursar_client, client, school):
@@ -127,7 +127,7 @@ def test_a_secret_the_user_typed_is_saved_and_not_echoed(bursar_client, school):
     response = add(bursar_client, school=school.pk, provider="stripe", webhook_secret="whsec_from_stripe_dashboard",
                    api_key="sk_test_abc123")  # fmt: skip
     html = response.content.decode()
-    account = AggregatorAccount.objects.get(provider="stripe")
+    account = ProviderAccount.objects.get(provider="stripe")
     assert (account.webhook_secret, account.api_key) == ("whsec_from_stripe_dashboard", "sk_test_abc123")
     assert shown_secret(html) is None
     assert "The webhook secret you entered is saved" in html
@@ -147,11 +147,11 @@ def test_paystack_needs_its_secret_api_key_instead_of_a_generated_secret(bursar_
             )
         ]
     }
-    assert not AggregatorAccount.objects.filter(provider="paystack").exists()
+    assert not ProviderAccount.objects.filter(provider="paystack").exists()
 
     response = add(bursar_client, school=school.pk, provider="paystack", test_mode="on", api_key="sk_test_paystack_1")
     html = response.content.decode()
-    account = AggregatorAccount.objects.get(provider="paystack")
+    account = ProviderAccount.objects.get(provider="paystack")
     assert account.webhook_secret == account.api_key == "sk_test_paystack_1"
     assert shown_secret(html) is None and "sk_test_paystack_1" not in html
     assert "The secret API key you entered signs the webhooks" in html
@@ -163,7 +163,7 @@ def test_credentials_are_saved_and_never_sent_back(bursar_client, school):
     html = refused.content.decode()
     assert "cs_secret_1" not in html and "pk_secret_1" not in html  # not even to redisplay the form
     add(bursar_client, school=school.pk, provider="mpesa", credentials=typed)
-    account = AggregatorAccount.objects.get(provider="mpesa")
+    account = ProviderAccount.objects.get(provider="mpesa")
     assert account.credentials == {
         "consumer_key": "ck_1",
         "consumer_secret": "cs_secret_1",
@@ -185,20 +185,20 @@ def test_a_bad_allowlist_line_is_a_form_error_naming_it(bursar_client, school):
             )
         ]
     }
-    assert not AggregatorAccount.objects.exists()
+    assert not ProviderAccount.objects.exists()
 
 
 def test_an_account_cannot_be_created_for_another_school(bursar_client, other_school):
     response = add(bursar_client, school=other_school.pk, provider="surepay")
     assert response.status_code == 200
     assert "school" in response.context["form"].errors
-    assert not AggregatorAccount.objects.filter(school=other_school, provider="surepay").exists()
+    assert not ProviderAccount.objects.filter(school=other_school, provider="surepay").exists()
 
 
 def test_a_superuser_may_create_for_any_school(client, school, other_school):
     client.force_login(make_staff("root", superuser=True))
     add(client, school=other_school.pk, provider="surepay")
-    assert AggregatorAccount.objects.filter(school=other_school, provider="surepay").exists()
+    assert ProviderAccount.objects.filter(school=other_school, provider="surepay").exists()
 
 
 # --- The change page -------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def test_rotating_paystack_asks_for_the_new_key(bursar_client, school):
 
 def test_rotation_needs_the_change_permission(client, school, account):
     viewer = make_staff("auditor", school)
-    viewer.user_permissions.set(Permission.objects.filter(codename="view_aggregatoraccount"))
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_provideraccount"))
     client.force_login(viewer)
     assert client.get(change_url(account)).status_code == 200
     assert client.get(rotate_url(account)).status_code == 403
@@ -354,7 +354,7 @@ def test_rotation_needs_the_change_permission(client, school, account):
 
 
 def test_another_schools_account_is_out_of_reach(bursar_client, account, other_school):
-    theirs = AggregatorAccount.objects.get(school=other_school)
+    theirs = ProviderAccount.objects.get(school=other_school)
     listed = bursar_client.get(LIST).content.decode()
     assert change_url(account) in listed and change_url(theirs) not in listed
     # By URL: "not found", exactly like a deleted account.
@@ -379,7 +379,7 @@ def test_another_schools_account_is_out_of_reach(bursar_client, account, other_s
 
 def test_a_superuser_sees_and_rotates_every_schools_account(client, account, other_school):
     client.force_login(make_staff("root", superuser=True))
-    theirs = AggregatorAccount.objects.get(school=other_school)
+    theirs = ProviderAccount.objects.get(school=other_school)
     listed = client.get(LIST).content.decode()
     assert change_url(account) in listed and change_url(theirs) in listed
     assert shown_secret(rotate(client, theirs).content.decode())
@@ -395,6 +395,6 @@ def test_the_services_refuse_a_bad_allowlist_whoever_calls_them(school, account)
         services.account_create(school_code="ng", provider="stripe", ip_allowlist="office", api_key="sk_test_x")
     with pytest.raises(services.OnboardingError, match=r"^IP allowlist: line 2: '::g' is not"):
         services.account_update(account_id=account.pk, ip_allowlist="::1\n::g")
-    assert not AggregatorAccount.objects.filter(provider="stripe").exists()
+    assert not ProviderAccount.objects.filter(provider="stripe").exists()
     account.refresh_from_db()
     assert account.ip_allowlist == ""

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management import execute_from_command_line
 
 from payments.demo import demo_seed
-from payments.models import AggregatorAccount, AuditLog, School
+from payments.models import ProviderAccount, AuditLog, School
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def test_create_provider_account_generates_and_prints_a_strong_secret(capsys):
     assert lines[1] == f"Webhook URL: {settings.PUBLIC_BASE_URL}/api/webhooks/surepay/kla"
     secret = lines[2].rsplit(": ", 1)[1]
     assert len(secret) >= 40
-    assert AggregatorAccount.objects.get().webhook_secret == secret
+    assert ProviderAccount.objects.get().webhook_secret == secret
 
 
 def test_create_provider_account_with_a_given_secret_does_not_echo_it(capsys):
@@ -73,7 +73,7 @@ def test_create_provider_account_with_a_given_secret_does_not_echo_it(capsys):
     assert run("create_provider_account", "kla", "SurePay", "--secret", "my-own-secret") == 0
     out = capsys.readouterr().out
     assert "my-own-secret" not in out
-    assert AggregatorAccount.objects.get().webhook_secret == "my-own-secret"
+    assert ProviderAccount.objects.get().webhook_secret == "my-own-secret"
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_create_provider_account_bad_input(capsys, argv, error):
     capsys.readouterr()
     assert run(*argv) == 1
     assert capsys.readouterr().err.strip() == error
-    assert not AggregatorAccount.objects.exists()
+    assert not ProviderAccount.objects.exists()
 
 
 def test_create_provider_account_twice(capsys):
@@ -106,7 +106,7 @@ def test_demo_seed_twice_keeps_one_of_everything(settings, tmp_path):
     second = demo_seed()
     assert first == second
     assert School.objects.filter(code="ng").count() == 1
-    accounts = AggregatorAccount.objects.filter(school__code="ng")
+    accounts = ProviderAccount.objects.filter(school__code="ng")
     assert sorted(accounts.values_list("provider", flat=True)) == ["dummy", "surepay"]
     assert accounts.get(provider="surepay").webhook_secret == "sekret"
     assert (tmp_path / ".demo-admin-password").read_text().strip() == first.password

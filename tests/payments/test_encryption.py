@@ -3,7 +3,7 @@ from cryptography.fernet import Fernet
 from django.db import connection
 
 from core.fields import decrypt_text
-from payments.models import AggregatorAccount
+from payments.models import ProviderAccount
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +26,7 @@ def test_secrets_are_encrypted_at_rest(account):
         assert stored.startswith("gAAAA")  # a Fernet token
     assert decrypt_text(webhook_secret) == "sekret"
 
-    fresh = AggregatorAccount.objects.get(pk=account.pk)
+    fresh = ProviderAccount.objects.get(pk=account.pk)
     assert (fresh.webhook_secret, fresh.api_key, fresh.credentials) == (
         "sekret",
         "sk_test_verysecret",
@@ -37,7 +37,7 @@ def test_secrets_are_encrypted_at_rest(account):
 def test_a_new_key_can_be_prepended_and_old_rows_still_decrypt(account, settings):
     old_keys = list(settings.FIELD_ENCRYPTION_KEYS)
     settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), *old_keys]
-    assert AggregatorAccount.objects.get(pk=account.pk).webhook_secret == "sekret"
+    assert ProviderAccount.objects.get(pk=account.pk).webhook_secret == "sekret"
 
 
 def test_repr_and_str_never_show_secrets(account):

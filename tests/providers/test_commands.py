@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from payments.models import AggregatorAccount, AuditLog, WebhookEvent
+from payments.models import ProviderAccount, AuditLog, WebhookEvent
 from tests.conftest import surepay_body
 from tests.factories import AccountFactory, PaymentFactory, SchoolFactory
 
@@ -126,7 +126,7 @@ def test_paystack_rotation_takes_the_rolled_key(school):
         run("rotate_webhook_secret", "ng", "paystack")
     out = run("rotate_webhook_secret", "ng", "paystack", "--secret", "sk_test_second_key")
     assert "sk_test_second_key" not in out
-    account = AggregatorAccount.objects.get(provider="paystack")
+    account = ProviderAccount.objects.get(provider="paystack")
     assert (account.webhook_secret, account.api_key, account.previous_webhook_secret) == (
         "sk_test_second_key", "sk_test_second_key", "sk_test_first_key")
     assert account.webhook_secrets() == ["sk_test_second_key", "sk_test_first_key"]
@@ -149,7 +149,7 @@ def test_rotation_bad_input(school, account):
 def test_paystack_accounts_sign_with_the_api_key(school):
     out = run("create_provider_account", "ng", "paystack", "--api-key", "sk_test_abc123")
     assert "sk_test_abc123" not in out
-    account = AggregatorAccount.objects.get()
+    account = ProviderAccount.objects.get()
     assert account.webhook_secret == account.api_key == "sk_test_abc123"
     with pytest.raises(CommandError, match="signs webhooks with its secret API key"):
         run("create_provider_account", "ng", "paystack")
@@ -159,6 +159,6 @@ def test_paystack_accounts_sign_with_the_api_key(school):
 def test_mpesa_credentials(school):
     run("create_provider_account", "ng", "mpesa", "--credential", "consumer_key=ck", "--credential", "consumer_secret=cs",
         "--credential", "shortcode=174379", "--credential", "passkey=pk=with=equals", "--test-mode")
-    account = AggregatorAccount.objects.get()
+    account = ProviderAccount.objects.get()
     assert account.credentials == {"consumer_key": "ck", "consumer_secret": "cs", "shortcode": "174379", "passkey": "pk=with=equals"}
     assert len(account.webhook_secret) >= 40

@@ -50,7 +50,7 @@ def test_an_address_outside_the_allowlist_is_403_with_only_an_audit_entry(client
     assert (audit.actor, audit.school_id, audit.target_type, audit.target_id) == (
         "surepay",
         account.school_id,
-        "AggregatorAccount",
+        "ProviderAccount",
         str(account.pk),
     )
     assert audit.details == {

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.models import AggregatorAccount
+from payments.models import ProviderAccount
 from providers.simulation import SimulationError, simulation_plan, simulation_run
 
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         if rate is not None and not (0 < rate <= 2000 and 0 < duration <= 3600):
             raise CommandError("--rate must be in (0, 2000] and --duration in (0, 3600]")
         provider = provider.strip().lower()
-        account = AggregatorAccount.objects.select_related("school").filter(
+        account = ProviderAccount.objects.select_related("school").filter(
             provider=provider, school__code=school.strip().lower(), active=True
         ).first()
         if account is None:
