@@ -140,7 +140,7 @@ def main() -> None:
 
     from django.test import Client
 
-    from payments.models import ProviderAccount, Payment, School
+    from payments.models import Payment, ProviderAccount, School
 
     school = School.objects.create(code="bench", name="Bench School", currency="UGX")
     ProviderAccount.objects.create(school=school, provider="surepay", webhook_secret=SECRET)

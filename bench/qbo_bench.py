@@ -195,7 +195,7 @@ def seed(args) -> int:
 
 
 def make_payments(school_id: int, count: int, label: str, rng: random.Random) -> list:
-    from payments.models import ProviderAccount, MappingStatus, Payment, Student
+    from payments.models import MappingStatus, Payment, ProviderAccount, Student
 
     account = ProviderAccount.objects.get(school_id=school_id)
     students = list(Student.objects.filter(school_id=school_id).order_by("student_number"))

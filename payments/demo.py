@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from payments.models import (
-    ProviderAccount,
     PaymentRequest,
+    ProviderAccount,
     School,
     StaffMembership,
     Student,

@@ -14,7 +14,7 @@ from core.money import MoneyError, exponent, parse_major_amount
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from payments import receipts
 from payments.contact import ContactInvalid, parent_email_clean
-from payments.models import MANUAL_METHODS, ProviderAccount, PaymentMethod, PaymentRequest, School
+from payments.models import MANUAL_METHODS, PaymentMethod, PaymentRequest, ProviderAccount, School
 from providers.registry import get_provider, provider_slugs
 
 

@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Q, QuerySet
 
-from payments.models import ProviderAccount, Payment, PaymentRequest, RefundRequest, WebhookEvent
+from payments.models import Payment, PaymentRequest, ProviderAccount, RefundRequest, WebhookEvent
 
 _SHAPE = {"no_key": True, "of": ("self",)}
 

@@ -12,12 +12,12 @@ from django.urls import reverse
 from core.status import PaymentStatus
 from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
-    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
     PaymentMethod,
     PaymentRequest,
+    ProviderAccount,
     RefundRequest,
     School,
     TransactionFact,

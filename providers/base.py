@@ -33,7 +33,7 @@ from providers.errors import (
 from providers.json_limits import JsonRefused, loads_limited
 
 if TYPE_CHECKING:
-    from payments.models import ProviderAccount, Payment
+    from payments.models import Payment, ProviderAccount
 
 
 @dataclass(frozen=True)

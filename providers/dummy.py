@@ -35,7 +35,7 @@ from providers.base import CheckoutResult, NormalizedEvent, NormalizedStatus, Pr
 from providers.errors import OperationNotSupported, ProviderRejected, SignatureInvalid, SignatureMissing
 
 if TYPE_CHECKING:
-    from payments.models import ProviderAccount, Payment
+    from payments.models import Payment, ProviderAccount
 
 EVENT_STATUS = {
     "payment.succeeded": PaymentStatus.SUCCEEDED,

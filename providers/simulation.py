@@ -24,7 +24,7 @@ import httpx
 
 from core.money import MoneyError, currency_code, parse_major_amount
 from fakes import webhooks as wire
-from payments.models import ProviderAccount, Payment
+from payments.models import Payment, ProviderAccount
 from payments.state import OPEN_STATES
 from providers.mpesa import callback_token
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from core.status import PaymentStatus
 from payments.ledger import FactKind, FactSource
-from payments.models import ProviderAccount, Payment, PaymentRequest, School, Student, TransactionFact
+from payments.models import Payment, PaymentRequest, ProviderAccount, School, Student, TransactionFact
 from payments.state import SETTLED_STATES
 from providers.base import DisputeReport, NormalizedEvent, RefundReport
 

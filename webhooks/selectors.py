@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from django.conf import settings
 
-from payments.models import ProviderAccount, AuditLog, WebhookEvent
+from payments.models import AuditLog, ProviderAccount, WebhookEvent
 from providers.base import ProviderAdapter
 
 # (provider, school code) -> (expires at, account or None). The look-up is the most expensive

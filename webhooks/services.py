@@ -41,7 +41,7 @@ from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
 from payments import locks
 from payments.audit import audit_record
-from payments.models import ProviderAccount, AuditLog, Payment, School, WebhookEvent
+from payments.models import AuditLog, Payment, ProviderAccount, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
     payment_event_apply,

@@ -23,12 +23,12 @@ from payments.audit import audit_record
 from payments.contact import ContactInvalid, parent_email_clean
 from payments.ledger import FactSource
 from payments.models import (
-    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
     PaymentMethod,
     PaymentRequest,
+    ProviderAccount,
 )
 from payments.services.settlement import RECHECKABLE_STATES, payment_fact_add, recheck_time
 from payments.state import IN_FLIGHT_STATES

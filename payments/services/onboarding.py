@@ -15,8 +15,8 @@ from core.money import MoneyError, currency_code
 from payments import locks
 from payments.audit import audit_record
 from payments.models import (
-    ProviderAccount,
     AuditLog,
+    ProviderAccount,
     School,
 )
 from providers.errors import (

@@ -18,10 +18,10 @@ from payments import locks, selectors
 from payments.audit import audit_record
 from payments.ledger import FactKind
 from payments.models import (
-    ProviderAccount,
     AuditLog,
     MappingStatus,
     Payment,
+    ProviderAccount,
     ReviewFlag,
     TransactionFact,
 )

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 
 from payments.models import AuditLog, RefundRequest, StaffMembership, WebhookEvent
 from payments.staff import staff_group_ensure
-from quickbooks_sync.models import QboConnection, QboAdjustmentSync, QboCustomer
+from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer
 from tests.factories import (
     AccountFactory,
     PaymentFactory,

@@ -12,7 +12,7 @@ from django.db import connection
 
 from core.fields import _fernet
 from ops import services
-from payments.models import ProviderAccount, AuditLog
+from payments.models import AuditLog, ProviderAccount
 from quickbooks_sync.models import QboConnection
 from tests.factories import AccountFactory, SchoolFactory
 

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from payments.models import ProviderAccount, AuditLog
+from payments.models import AuditLog, ProviderAccount
 from payments.staff import staff_group_ensure
 from tests.conftest import sign, surepay_body
 from tests.factories import AccountFactory

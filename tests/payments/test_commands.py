@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management import execute_from_command_line
 
 from payments.demo import demo_seed
-from payments.models import ProviderAccount, AuditLog, School
+from payments.models import AuditLog, ProviderAccount, School
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from payments.models import ProviderAccount, AuditLog, WebhookEvent
+from payments.models import AuditLog, ProviderAccount, WebhookEvent
 from tests.conftest import surepay_body
 from tests.factories import AccountFactory, PaymentFactory, SchoolFactory
 

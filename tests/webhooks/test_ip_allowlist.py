@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
+from core.client_ip import client_ip
 from core.ip_allowlist import IpAllowlistInvalid, _networks, ip_allowlist_allows, ip_allowlist_parse
 from payments.models import AuditLog, Payment, WebhookEvent
 from tests.conftest import sign, surepay_body
-from core.client_ip import client_ip
 
 pytestmark = pytest.mark.django_db
 
