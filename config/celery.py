@@ -7,6 +7,7 @@ Settings come from Django's settings under the ``CELERY_`` prefix.
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import os
 import random
@@ -49,24 +50,43 @@ def reset_broker_backoff() -> None:
     _broker_down_until = 0.0
 
 
-def publish(task, args: tuple, *, countdown: float | None = None) -> bool:
-    """Publish one task message now. A broker failure is logged, never raised: the caller's
-    data is committed and a sweep re-enqueues work that was stored but not processed."""
+def task_named(name: str):
+    """The registered task called ``name``. Task names are ``<module>.<function>``: the module is
+    imported here, so callers never import task modules (services sit below their tasks)."""
+    if name not in app.tasks:
+        importlib.import_module(name.rpartition(".")[0])
+    return app.tasks[name]
+
+
+def publish(task: str, args: tuple, *, countdown: float | None = None) -> bool:
+    """Publish one message for the task named ``task`` now. A broker failure is logged, never
+    raised: the caller's data is committed and a sweep re-enqueues work that was stored but not
+    processed. (A task object is accepted too, for tests' own tasks.)"""
+    name = getattr(task, "name", task)
     if _broker_marked_down():
-        logger.warning("broker marked down; %s left for the sweep", task.name)
+        logger.warning("broker marked down; %s left for the sweep", name)
         return False
     try:
-        task.apply_async(args=args, countdown=countdown)
+        if app.conf.task_always_eager:
+            task_named(name).apply_async(args=args, countdown=countdown)
+        else:
+            # By name: a web process sends messages without importing any task module.
+            app.send_task(name, args=args, countdown=countdown)
     except Exception:
         _mark_broker_down()
-        logger.exception("could not enqueue %s; the sweep will pick it up", task.name)
+        logger.exception("could not enqueue %s; the sweep will pick it up", name)
         return False
     return True
 
 
-def enqueue_on_commit(task, *args) -> None:
-    """Send ``task(*args)`` once the current transaction commits (at once outside one).
-    Pass ids, never model instances."""
+def tasks_run_inline() -> bool:
+    """True where tasks run in the caller's process (``make run`` without Redis, most tests)."""
+    return bool(app.conf.task_always_eager)
+
+
+def enqueue_on_commit(task: str, *args) -> None:
+    """Send the task named ``task`` with ``args`` once the current transaction commits (at once
+    outside one). Pass ids, never model instances."""
     from django.db import transaction
 
     transaction.on_commit(lambda: publish(task, args))
@@ -81,8 +101,8 @@ class BatchPublisher:
     the sweep. With tasks running inline (no broker) each id is sent at once.
     """
 
-    def __init__(self, task_path: str, *, max_batch: int = 500, max_delay: float = 0.1):
-        self.task_path = task_path
+    def __init__(self, task_name: str, *, max_batch: int = 500, max_delay: float = 0.1):
+        self.task_name = task_name
         self.max_batch = max_batch
         self.max_delay = max_delay
         self._reset()
@@ -95,13 +115,6 @@ class BatchPublisher:
         self._in_flight = 0
         self._thread: threading.Thread | None = None
 
-    @property
-    def task(self):
-        # Imported, not looked up in app.tasks: a web process never imports task modules itself.
-        from django.utils.module_loading import import_string
-
-        return import_string(self.task_path)
-
     def add_on_commit(self, item) -> None:
         from django.db import transaction
 
@@ -109,7 +122,7 @@ class BatchPublisher:
 
     def add(self, item) -> None:
         if app.conf.task_always_eager:
-            publish(self.task, ([item],))
+            publish(self.task_name, ([item],))
             return
         if self._pid != os.getpid():
             self._reset()  # forked (gunicorn worker): locks and threads do not survive a fork
@@ -141,7 +154,7 @@ class BatchPublisher:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                 self._in_flight = len(batch)
             try:
-                publish(self.task, (batch,))
+                publish(self.task_name, (batch,))
             except Exception:  # noqa: BLE001 - this thread must outlive any error; the sweep recovers
                 logger.exception("batch publisher failed; %d ids left for the sweep", len(batch))
             finally:

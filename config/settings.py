@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "webhooks",
     "directory_client",
     "quickbooks_sync",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -314,6 +315,9 @@ SPECTACULAR_SETTINGS = {
 
 
 # --- QuickBooks Online (quickbooks_sync) ------------------------------------------------------
+# Where payments hands a payment whose held money may have changed: the books apps' entry points
+# (dotted paths, each called with payment_id after commit). Payments imports none of them.
+PAYMENT_BOOKS_HOOKS = ["quickbooks_sync.services.qbo_sync_request"]
 # OAuth app keys from developer.intuit.com. Production has no default: without them "Connect to
 # QuickBooks" tells staff that QuickBooks is not configured. In development the defaults point
 # at the local fake QuickBooks that `make run` serves (fakes/quickbooks.py) and its demo keys.

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from payments.admin.dashboard import dashboard_view
+from dashboard.views import dashboard_view
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would take it for an app label.

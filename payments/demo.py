@@ -38,7 +38,7 @@ class DemoLogin:
     api_token: str = ""
 
 
-def demo_seed() -> DemoLogin:
+def payments_demo_seed() -> DemoLogin:
     """Create or refresh the demo school, its provider accounts and the staff login."""
     with transaction.atomic():
         school, _ = School.objects.update_or_create(
@@ -60,9 +60,6 @@ def demo_seed() -> DemoLogin:
             user.set_password(password)
         user.save()
         pay_path, api_token = _demo_parents_pay(school, password=password)
-        from quickbooks_sync.demo import qbo_demo_seed
-
-        qbo_demo_seed(school=school)  # connected to the local fake QuickBooks
     return DemoLogin(DEMO_ADMIN_USERNAME, password, pay_path, api_token)
 
 

@@ -9,7 +9,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.money import format_minor
+from payments.admin.payments import PaymentAdmin
 from payments.admin.scoping import SchoolScopedAdmin
+from payments.models import Payment
 from quickbooks_sync import selectors, services
 from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer, QboPaymentSync, SyncStatus
 
@@ -136,3 +138,58 @@ class QboCustomerAdmin(SchoolScopedAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# --- The payment list, as the books extend it -----------------------------------------------------
+# Payments does not know QuickBooks exists: this app adds its filter and retry action to the payment
+# admin by registering a subclass, as projects extend Django's UserAdmin.
+
+
+class SyncStateFilter(admin.SimpleListFilter):
+    title = "QuickBooks sync"
+    parameter_name = "sync"
+
+    def lookups(self, request, model_admin):
+        return [(value, label) for value, (label, _) in selectors.PAYMENT_SYNC_STATES.items()]
+
+    def queryset(self, request, queryset):
+        state = selectors.PAYMENT_SYNC_STATES.get(self.value() or "")
+        if self.value() is not None and state is None:
+            return queryset.none()  # an unknown value shows nothing rather than everything
+        return queryset.filter(state[1]) if state else queryset
+
+
+def _filters_with_sync_state(filters: tuple) -> tuple:
+    at = filters.index("mapping_status") + 1
+    return (*filters[:at], SyncStateFilter, *filters[at:])
+
+
+class PaymentWithBooksAdmin(PaymentAdmin):
+    list_filter = _filters_with_sync_state(PaymentAdmin.list_filter)
+    actions = ("retry_quickbooks_sync", *PaymentAdmin.actions)
+
+    @admin.action(description="Retry the QuickBooks sync of the selected payments", permissions=["change"])
+    def retry_quickbooks_sync(self, request, queryset):
+        outcomes: dict[str, int] = {}
+        for payment_id in queryset.values_list("pk", flat=True):
+            status = services.qbo_sync_request(payment_id=payment_id, requested_by=request.user.get_username())
+            outcomes[status or "not ready"] = outcomes.get(status or "not ready", 0) + 1
+        if not outcomes:
+            self.message_user(request, "No payment was retried.", messages.WARNING)
+            return
+        self.message_user(
+            request,
+            "QuickBooks sync: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())),
+            messages.INFO,
+        )
+        if outcomes.get("not ready"):
+            self.message_user(
+                request,
+                "'Not ready': a payment reaches QuickBooks once it has succeeded and is mapped to a student, "
+                "and its school is connected to QuickBooks.",
+                messages.WARNING,
+            )
+
+
+admin.site.unregister(Payment)
+admin.site.register(Payment, PaymentWithBooksAdmin)

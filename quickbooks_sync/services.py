@@ -46,7 +46,7 @@ from quickbooks import exceptions as qb_exceptions
 from quickbooks.batch import batch_create
 from quickbooks.objects import Customer
 
-from config.celery import backoff_seconds, publish
+from config.celery import backoff_seconds, publish, tasks_run_inline
 from core.money import format_minor, from_minor
 from core.status import PaymentStatus
 from payments import selectors as payment_selectors
@@ -70,6 +70,7 @@ from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer
 logger = logging.getLogger(__name__)
 
 ACTOR = "quickbooks"
+SCHOOL_SYNC_TASK = "quickbooks_sync.tasks.qbo_school_sync"
 Conn = QboConnection
 
 
@@ -179,7 +180,6 @@ def _wake(school_id: int, *, force: bool = False) -> None:
 
 
 def _wake_now(school_id: int, *, force: bool) -> None:
-    from quickbooks_sync.tasks import qbo_school_sync_task
 
     coord = coordinator()
     try:
@@ -189,18 +189,17 @@ def _wake_now(school_id: int, *, force: bool) -> None:
     except redis.RedisError:
         logger.warning("Redis unavailable: the sync of school %s is left to the backlog scan", school_id)
         return
-    if not publish(qbo_school_sync_task, (school_id,)):
+    if not publish(SCHOOL_SYNC_TASK, (school_id,)):
         with contextlib.suppress(redis.RedisError):
             coord.flag_take(f"wake-queued:{school_id}")  # broker down: the backlog scan wakes it later
 
 
 def _wake_later(school_id: int, seconds: float) -> None:
-    from quickbooks_sync.tasks import qbo_school_sync_task
 
     # Inline tasks (development without a broker) would run at once, recursively: leave the
     # retry to the backlog scan instead.
-    if not qbo_school_sync_task.app.conf.task_always_eager:
-        publish(qbo_school_sync_task, (school_id,), countdown=max(0.05, seconds))
+    if not tasks_run_inline():
+        publish(SCHOOL_SYNC_TASK, (school_id,), countdown=max(0.05, seconds))
 
 
 # --- The per-school lane ------------------------------------------------------------------------------

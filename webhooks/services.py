@@ -34,7 +34,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish
+from config.celery import BatchPublisher, backoff_seconds, enqueue_on_commit, publish, tasks_run_inline
 from config.metrics import webhook_processed
 from core.errors import PermanentError, TransientError
 from core.ip_allowlist import ip_allowlist_allows
@@ -60,7 +60,9 @@ logger = logging.getLogger(__name__)
 # directory outage of a few hours is ridden out, a longer one ends visibly failed.
 MAX_ATTEMPTS = 9
 
-EVENT_PUBLISHER = BatchPublisher("webhooks.tasks.webhook_events_process_task")
+PROCESS_TASK = "webhooks.tasks.webhook_events_process"
+
+EVENT_PUBLISHER = BatchPublisher(PROCESS_TASK)
 
 
 class SchoolCodeMissing(Exception):
@@ -422,12 +424,11 @@ def webhook_event_retry_later(*, event_id: int, error: str) -> str:
         last_error=error[:2000],
         next_attempt_at=timezone.now() + timedelta(seconds=retry_in),
     )
-    from webhooks.tasks import webhook_events_process_task
 
     # Inline mode (development, no broker) would retry at once, inside the request; the event
     # stays pending for the sweep instead.
-    if not webhook_events_process_task.app.conf.task_always_eager:
-        publish(webhook_events_process_task, ([event_id],), countdown=retry_in)
+    if not tasks_run_inline():
+        publish(PROCESS_TASK, ([event_id],), countdown=retry_in)
     return "retrying"
 
 
@@ -469,10 +470,9 @@ def webhook_events_sweep(*, limit: int = 1000, batch_size: int = 100) -> list[in
         return []
     # Not again before another grace period, even if the queue is slow to drain.
     WebhookEvent.objects.filter(pk__in=event_ids, status=WebhookEvent.Status.PENDING).update(next_attempt_at=now)
-    from webhooks.tasks import webhook_events_process_task
 
     for start in range(0, len(event_ids), batch_size):
-        enqueue_on_commit(webhook_events_process_task, event_ids[start : start + batch_size])
+        enqueue_on_commit(PROCESS_TASK, event_ids[start : start + batch_size])
     logger.info("sweep enqueued %d unprocessed webhook events", len(event_ids))
     return event_ids
 

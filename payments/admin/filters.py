@@ -5,22 +5,6 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.admin.filters import DateFieldListFilter
 
-from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
-
-
-class SyncStateFilter(admin.SimpleListFilter):
-    title = "QuickBooks sync"
-    parameter_name = "sync"
-
-    def lookups(self, request, model_admin):
-        return [(value, label) for value, (label, _) in PAYMENT_SYNC_STATES.items()]
-
-    def queryset(self, request, queryset):
-        state = PAYMENT_SYNC_STATES.get(self.value() or "")
-        if self.value() is not None and state is None:
-            return queryset.none()  # an unknown value shows nothing rather than everything
-        return queryset.filter(state[1]) if state else queryset
-
 
 class StatusChangedFilter(DateFieldListFilter):
     """By the day of the payment's last status change: "succeeded today" is money in today."""

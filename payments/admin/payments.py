@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from core.money import format_minor
 from core.status import PaymentStatus
 from payments import receipts, selectors, services
-from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter, SyncStateFilter
+from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.audit import audit_record
 from payments.exports import payments_csv_lines
@@ -51,7 +51,7 @@ class PaymentAdmin(SchoolScopedAdmin):
         ("status_changed_at", StatusChangedFilter),
         LedgerConflictFilter,
         "mapping_status",
-        SyncStateFilter,
+        # The books app adds its sync-state filter here (quickbooks_sync.admin).
         "method",
         "review_flag",
         "school",
@@ -65,7 +65,7 @@ class PaymentAdmin(SchoolScopedAdmin):
         "manual_reference",
     )
     list_select_related = ("school", "student")
-    actions = ("retry_quickbooks_sync", "map_student")
+    actions = ("map_student",)  # the books app adds its retry action first (quickbooks_sync.admin)
     change_list_template = "admin/payments/payment/change_list.html"
     # The receipt is shown as a link to the staff-only download view, never as a media URL.
     readonly_fields = [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"]
@@ -102,30 +102,6 @@ class PaymentAdmin(SchoolScopedAdmin):
             extra["can_refund"] = payment.status in SETTLED_STATES and self.has_change_permission(request, payment)
             extra["refunds"] = payment.refund_requests.order_by("created_at", "id")
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
-
-    @admin.action(description="Retry the QuickBooks sync of the selected payments", permissions=["change"])
-    def retry_quickbooks_sync(self, request, queryset):
-        from quickbooks_sync.services import qbo_sync_request  # the books app builds on this one
-
-        outcomes: dict[str, int] = {}
-        for payment_id in queryset.values_list("pk", flat=True):
-            status = qbo_sync_request(payment_id=payment_id, requested_by=request.user.get_username())
-            outcomes[status or "not ready"] = outcomes.get(status or "not ready", 0) + 1
-        if not outcomes:
-            self.message_user(request, "No payment was retried.", messages.WARNING)
-            return
-        self.message_user(
-            request,
-            "QuickBooks sync: " + ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())),
-            messages.INFO,
-        )
-        if outcomes.get("not ready"):
-            self.message_user(
-                request,
-                "'Not ready': a payment reaches QuickBooks once it has succeeded and is mapped to a student, "
-                "and its school is connected to QuickBooks.",
-                messages.WARNING,
-            )
 
     @admin.action(description="Map the selected payment to a student by hand", permissions=["change"])
     def map_student(self, request, queryset):

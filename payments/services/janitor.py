@@ -44,7 +44,6 @@ def payments_recheck_due(*, now: datetime | None = None, limit: int = 500) -> li
     Payments settled meanwhile leave the schedule when they settle (``payment_settle``).
     """
     now = now or timezone.now()
-    from payments.tasks import payment_status_recheck_task
 
     with transaction.atomic():
         due = Payment.objects.filter(
@@ -57,7 +56,7 @@ def payments_recheck_due(*, now: datetime | None = None, limit: int = 500) -> li
             next_check_at=now + timedelta(seconds=settings.PAYMENT_RECHECK_CLAIM_SECONDS)
         )
         for payment_id in payment_ids:
-            enqueue_on_commit(payment_status_recheck_task, str(payment_id))
+            enqueue_on_commit("payments.tasks.payment_status_recheck", str(payment_id))
     if payment_ids:
         logger.info("janitor: %d payments to re-check", len(payment_ids))
     return payment_ids

@@ -457,7 +457,6 @@ def refund_request_resolve(
 def refund_requests_recheck_due(*, now: datetime | None = None, limit: int = 200) -> list[uuid.UUID]:
     """Celery beat: enqueue one ``refund_request_recheck`` per refund whose check is due,
     claiming each by moving its ``next_check_at`` ahead (rows another run holds are skipped)."""
-    from payments.tasks import refund_request_recheck_task
 
     now = now or timezone.now()
     with transaction.atomic():
@@ -467,7 +466,7 @@ def refund_requests_recheck_due(*, now: datetime | None = None, limit: int = 200
             next_check_at=now + timedelta(seconds=settings.PAYMENT_RECHECK_CLAIM_SECONDS)
         )
         for refund_id in refund_ids:
-            enqueue_on_commit(refund_request_recheck_task, str(refund_id))
+            enqueue_on_commit("payments.tasks.refund_request_recheck", str(refund_id))
     return refund_ids
 
 

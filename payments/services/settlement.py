@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from core.status import PaymentStatus
 from payments import locks, selectors
@@ -246,13 +247,13 @@ def payment_settle(
 
 
 def payment_offer_to_books_on_commit(*, payment_id: uuid.UUID) -> None:
-    """Offer a payment to QuickBooks once the current change commits: what the school holds may
-    just have changed (settled, refunded, charged back, mapped to a student). Idempotent and
-    cheap; the QuickBooks app decides. An error there must not undo the committed change: it is
-    logged, and the QuickBooks backlog scan finds the payment later."""
-    from quickbooks_sync.services import qbo_sync_request  # the books app builds on this one
-
-    transaction.on_commit(lambda: qbo_sync_request(payment_id=payment_id), robust=True)
+    """Offer a payment to the books once the current change commits: what the school holds may
+    just have changed (settled, refunded, charged back, mapped to a student). The books apps are
+    the hooks of ``settings.PAYMENT_BOOKS_HOOKS`` (QuickBooks: ``qbo_sync_request``), so payments
+    never imports them; each is idempotent and cheap, and decides. An error there must not undo
+    the committed change: it is logged, and the books' backlog scan finds the payment later."""
+    for hook in map(import_string, settings.PAYMENT_BOOKS_HOOKS):
+        transaction.on_commit(lambda hook=hook: hook(payment_id=payment_id), robust=True)
 
 
 @dataclass(frozen=True)

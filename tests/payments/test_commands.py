@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 from django.core.management import execute_from_command_line
 
-from payments.demo import demo_seed
+from demo.seed import demo_seed
 from payments.models import AuditLog, ProviderAccount, School
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ from knox.models import AuthToken
 
 from core.status import PaymentStatus
 from payments import services
-from payments.demo import demo_seed
+from demo.seed import demo_seed
 from payments.models import PaymentRequest, StaffMembership, Student
 from providers.base import NormalizedStatus
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from core.money import format_minor
 from core.status import PaymentStatus
+from dashboard.selectors import staff_dashboard
 from payments import selectors
 from quickbooks_sync.selectors import reconciliation
 
@@ -25,7 +26,7 @@ def dashboard_view(request: HttpRequest):
     today = timezone.localdate()
     day_start = timezone.make_aware(datetime.combine(today, time.min))
     day_end = day_start + timedelta(days=1)
-    board = selectors.staff_dashboard(user=request.user, day_start=day_start, day_end=day_end)
+    board = staff_dashboard(user=request.user, day_start=day_start, day_end=day_end)
     payments_list = "admin:payments_payment_changelist"
     events_list = "admin:payments_webhookevent_changelist"
     today_params = {"settled_at__gte": day_start.isoformat(), "settled_at__lt": day_end.isoformat()}

@@ -8,9 +8,9 @@ from django.conf import settings
 # Swagger UI); Django's core runserver does not.
 from django.contrib.staticfiles.management.commands.runserver import Command as RunserverCommand
 
+from demo.seed import demo_seed
 from fakes.app import build_fakes
 from fakes.server import serve_in_thread
-from payments.demo import demo_seed
 
 
 class Command(RunserverCommand):

@@ -1,0 +1,81 @@
+"""What the staff dashboard counts: today's takings and the work queues of every app. It sits on
+top of payments, webhooks and the books, so that none of them needs to know the others' queues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, Sum
+
+from core.status import PaymentStatus
+from payments.models import MappingStatus, Payment, RefundRequest, TransactionFact, WebhookEvent
+from payments.selectors import schools_for_user
+from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
+
+
+@dataclass(frozen=True)
+class ProviderTotal:
+    provider: str
+    currency: str
+    count: int
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class StaffDashboard:
+    day_start: datetime
+    day_end: datetime
+    totals: list[ProviderTotal]
+    unmatched: int
+    directory_failed: int
+    awaiting_review: int
+    sync_waiting: int
+    sync_failed: int
+    dead_letters: int
+    failed_events: int
+    conflicts: int
+    status_unknown: int
+    disputed: int
+    waiting_facts: int
+    refunds_in_doubt: int = 0
+
+
+def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
+    """What needs a bursar's eye, over the user's schools: today's takings by provider and
+    currency (payments whose money arrived today, whatever happened to it since), and the work
+    queues. Every number is the count of a filtered admin list (the same filters), so a click
+    shows exactly those rows."""
+    payments = Payment.objects.filter(school__in=schools_for_user(user=user)).order_by()
+    takings = (
+        payments.filter(settled_at__gte=day_start, settled_at__lt=day_end)
+        .values("provider", "currency")
+        .annotate(count=Count("pk"), amount_minor=Sum("amount_minor"))
+        .order_by("provider", "currency")
+    )
+    counts = payments.aggregate(
+        unmatched=Count("pk", filter=Q(mapping_status=MappingStatus.UNMATCHED)),
+        directory_failed=Count("pk", filter=Q(mapping_status=MappingStatus.FAILED)),
+        awaiting_review=Count("pk", filter=Q(status=PaymentStatus.AWAITING_REVIEW)),
+        sync_waiting=Count("pk", filter=PAYMENT_SYNC_STATES["waiting"][1]),
+        sync_failed=Count("pk", filter=PAYMENT_SYNC_STATES["failed"][1]),
+        conflicts=Count("pk", filter=~Q(ledger_conflict="")),
+        status_unknown=Count("pk", filter=Q(review_flag="status_unknown")),
+        disputed=Count("pk", filter=Q(status=PaymentStatus.DISPUTED)),
+    )
+    events = WebhookEvent.objects.filter(account__school__in=schools_for_user(user=user)).order_by()
+    event_counts = events.aggregate(
+        dead_letters=Count("pk", filter=Q(status=WebhookEvent.Status.REJECTED)),
+        failed_events=Count("pk", filter=Q(status=WebhookEvent.Status.FAILED)),
+    )
+    return StaffDashboard(
+        day_start=day_start,
+        day_end=day_end,
+        totals=[ProviderTotal(**row) for row in takings],
+        **counts,
+        **event_counts,
+        waiting_facts=TransactionFact.objects.filter(school__in=schools_for_user(user=user), payment__isnull=True).count(),
+        refunds_in_doubt=RefundRequest.objects.filter(
+            school__in=schools_for_user(user=user), status=RefundRequest.Status.IN_DOUBT
+        ).count(),
+    )
