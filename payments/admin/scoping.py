@@ -124,6 +124,7 @@ class SchoolFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        if not self.value().isdigit():
+        if self.value() not in {value for value, _ in self.lookup_choices}:
+            # Only the user's own schools can match; this also refuses numbers too long to be ids.
             return queryset.none()
         return queryset.filter(**{f"{self.school_path or 'pk'}_id" if self.school_path else "pk": self.value()})
