@@ -383,8 +383,8 @@ CELERY_BEAT_SCHEDULE["qbo-backlog-scan"] = {
     "task": "quickbooks_sync.tasks.qbo_backlog_scan",
     "schedule": env_int("QBO_SCAN_INTERVAL_SECONDS", 60),
 }
-CELERY_BEAT_SCHEDULE["qbo-tokens-refresh"] = {
-    "task": "quickbooks_sync.tasks.qbo_tokens_refresh",
+CELERY_BEAT_SCHEDULE["qbo-tokens-keepalive"] = {
+    "task": "quickbooks_sync.tasks.qbo_tokens_keepalive",
     "schedule": 3600,
 }
 

@@ -24,6 +24,13 @@ def qbo_backlog_scan_task() -> int:
     return len(services.qbo_backlog_scan())
 
 
+@shared_task(acks_late=True, name="quickbooks_sync.tasks.qbo_tokens_keepalive")
+def qbo_tokens_keepalive_task() -> int:
+    return services.qbo_tokens_keepalive()
+
+
+# The keepalive's name before it matched its service: a message queued by a beat of the previous
+# release still finds a task during a rolling deploy.
 @shared_task(acks_late=True, name="quickbooks_sync.tasks.qbo_tokens_refresh")
-def qbo_tokens_refresh_task() -> int:
+def qbo_tokens_keepalive_under_its_old_name_task() -> int:
     return services.qbo_tokens_keepalive()

@@ -52,8 +52,11 @@ def test_development_points_at_the_local_fake():
 def test_the_periodic_jobs_are_scheduled():
     schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert schedule["quickbooks_sync.tasks.qbo_backlog_scan"] == 60
-    assert schedule["quickbooks_sync.tasks.qbo_tokens_refresh"] == 3600
-    for name in ("qbo_backlog_scan", "qbo_tokens_refresh", "qbo_school_sync"):
+    assert schedule["quickbooks_sync.tasks.qbo_tokens_keepalive"] == 3600
+    for name in ("qbo_backlog_scan", "qbo_tokens_keepalive", "qbo_school_sync"):
         task = import_string(f"quickbooks_sync.tasks.{name}_task")
         assert task.name == f"quickbooks_sync.tasks.{name}"
+    # A message of the previous release's beat still finds the keepalive.
+    old = import_string("quickbooks_sync.tasks.qbo_tokens_keepalive_under_its_old_name_task")
+    assert old.name == "quickbooks_sync.tasks.qbo_tokens_refresh"
     assert import_string("quickbooks_sync.tasks.qbo_school_sync_task").acks_late

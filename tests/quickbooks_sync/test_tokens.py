@@ -99,7 +99,7 @@ class TestRefresh:
             access_token, refresh_token, expires_in, x_refresh_token_expires_in = "a-old", "r-old", 3600, 100
 
         QboConnection.objects.filter(pk=connection.pk).update(token_version=1)
-        stored = services._tokens_store(connection_id=connection.pk, expected_version=0, auth=Tokens())
+        stored = services.tokens._tokens_store(connection_id=connection.pk, expected_version=0, auth=Tokens())
         assert stored.refresh_token == connection.refresh_token
         assert QboConnection.objects.get().refresh_token == connection.refresh_token
 
