@@ -68,8 +68,8 @@ FENCE = re.compile(r"^(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 LINK = re.compile(r"\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
-# A citation of an issue tracker ("issue 3", "issues 10-13", "issue #12") or of notes that are not
-# in the repository.
+# A citation of an issue tracker (the word issue, or issues, then a number) or of notes that are
+# not in the repository.
 FORBIDDEN = [
     re.compile(r"\bissues?\s+#?\d+", re.IGNORECASE),
     re.compile(r"DESIGN\.md"),
