@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The school-payments image: one image for every role (web, worker, beat, migrations, fakes);
 # the command picks the role. No secret is baked in: everything comes from the environment (or
-# *_FILE mounts) at run time. See the README's "Deployment" section.
+# *_FILE mounts) at run time. See "Deployment" in docs/operations.md.
 #
 # PYTHON_IMAGE is any Debian bookworm with Python 3.11 as `python3` (with its venv module): the
 # official image in CI, or a base made locally where no image registry can be reached

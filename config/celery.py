@@ -22,7 +22,7 @@ app = Celery("school_payments")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# --- Ops (issue 6): request ids into and out of task messages, worker metrics -------------------
+# --- Ops: request ids into and out of task messages, worker metrics -------------------
 # Handlers in ops.celery_signals; beat entries are in settings.CELERY_BEAT_SCHEDULE.
 from ops import celery_signals  # noqa: E402 - after the app exists
 

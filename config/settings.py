@@ -192,7 +192,7 @@ SCHOOL_API_TOKEN = env_str("SCHOOL_API_TOKEN") or ("demo-directory-token" if _LO
 SCHOOL_API_TIMEOUT_SECONDS = float(env_str("SCHOOL_API_TIMEOUT_SECONDS", "5") or 5)
 SCHOOL_API_ATTEMPTS = env_int("SCHOOL_API_ATTEMPTS", 3)
 
-# --- Payment providers' APIs (issue 3) -----------------------------------------------------------
+# --- Payment providers' APIs -----------------------------------------------------------
 # Each defaults to the provider's real host; in development to the local fakes that `make run`
 # serves on FAKES_PORT (fakes/app.py), so checkout and status calls work with no outside service.
 
@@ -218,13 +218,13 @@ FLUTTERWAVE_API_BASE_URL = _provider_api_base_url(
 OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.omise.co", "omise")
 
 
-# --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API (issue 4) ------
+# --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API ------
 # API tokens are django-rest-knox's: only a digest is stored (payments/api/authentication.py).
 INSTALLED_APPS += ["rest_framework", "knox", "drf_spectacular", "drf_spectacular_sidecar"]
 # Receipts uploaded with manual payments. Never served publicly: staff download them through admin
 # (payments.admin's receipt view). Production keeps them in an S3 bucket, which every replica
 # shares and which outlives the pods (their root filesystem is read-only); development and tests
-# on the local disk. See "Uploaded receipts" in the README.
+# on the local disk. See "Uploaded receipts" in docs/operations.md.
 MEDIA_ROOT = env_str("MEDIA_ROOT", str(BASE_DIR / "media"))
 MEDIA_URL = "/media/"
 AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME") or ""
@@ -320,7 +320,7 @@ SPECTACULAR_SETTINGS = {
 PAYMENT_BOOKS_HOOKS = ["quickbooks_sync.services.qbo_sync_request"]
 # OAuth app keys from developer.intuit.com. Production has no default: without them "Connect to
 # QuickBooks" tells staff that QuickBooks is not configured. In development the defaults point
-# at the local fake QuickBooks that `make run` serves (fakes/quickbooks.py) and its demo keys.
+# at the local fake QuickBooks that `make run` serves (fakes/quickbooks/) and its demo keys.
 QBO_CLIENT_ID = env_str("QBO_CLIENT_ID") or ("demo-qbo-client" if _LOCAL_FAKES else "")
 QBO_CLIENT_SECRET = env_str("QBO_CLIENT_SECRET") or ("demo-qbo-secret" if _LOCAL_FAKES else "")
 QBO_ENVIRONMENT = (env_str("QBO_ENVIRONMENT") or ("production" if IS_PRODUCTION else "sandbox")).lower()
@@ -348,7 +348,7 @@ QBO_MINOR_VERSION = env_int("QBO_MINOR_VERSION", 75)
 # Every outbound call has a timeout: (connect, read) seconds. Intuit cuts requests at 120 s.
 QBO_CONNECT_TIMEOUT_SECONDS = float(env_str("QBO_CONNECT_TIMEOUT_SECONDS", "5") or 5)
 QBO_READ_TIMEOUT_SECONDS = float(env_str("QBO_READ_TIMEOUT_SECONDS", "30") or 30)
-# Per-company limits (reference §4.1), enforced before sending by a limiter shared through Redis.
+# Per-company limits (docs/reference/quickbooks.md §4.1), enforced before sending by a limiter shared through Redis.
 # QBO_LIMIT_MARGIN_MS lengthens our windows (a second counts as 1.1 s, a minute as 60.1 s) so
 # that network jitter between our clock and Intuit's never turns into a 429.
 # QBO_LIMIT_TIME_SCALE > 1 shrinks the windows (the benchmark runs the fake's clock faster);
@@ -388,7 +388,7 @@ CELERY_BEAT_SCHEDULE["qbo-tokens-keepalive"] = {
     "schedule": 3600,
 }
 
-# --- Abuse limits (payments/ratelimits.py; the README's "Abuse limits") ---------------------------
+# --- Abuse limits (payments/ratelimits.py; docs/security.md) ---------------------------------------
 # Requests per client address (or, for webhook refusals, per account) in a fixed window: "N/s",
 # "N/m", "N/h". Generous for the parents' pages: many parents share one carrier-grade NAT address.
 RATE_LIMITS = {
@@ -461,8 +461,8 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# --- Ops (issue 6): probes, metrics, request ids, JSON logs, retention -------------------------
-# See the README's "Deployment" section. ProbeMiddleware answers /healthz, /readyz and /metrics
+# --- Ops: probes, metrics, request ids, JSON logs, retention -------------------------
+# See "Deployment" in docs/operations.md. ProbeMiddleware answers /healthz, /readyz and /metrics
 # before the host check (kubelet and Prometheus reach a pod by its IP); RequestIdMiddleware gives
 # each request an id that logs, Celery tasks and the response carry.
 INSTALLED_APPS += ["ops"]

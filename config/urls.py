@@ -14,9 +14,9 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("api/webhooks/", include("webhooks.urls")),
-    # Ops (issue 6): /healthz, /readyz, /metrics (also answered by ops.middleware.ProbeMiddleware).
+    # Ops: /healthz, /readyz, /metrics (also answered by ops.middleware.ProbeMiddleware).
     path("", include("ops.urls")),
-    # Parents pay (issue 4): the staff REST API, and the parent pages.
+    # Parents pay: the staff REST API, and the parent pages.
     path("api/", include("payments.api.urls")),
     path("", include("payments.urls")),
     path("qbo/", include("quickbooks_sync.urls")),

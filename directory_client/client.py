@@ -1,6 +1,6 @@
 """Client of the School Directory API, which knows which student a provider's id belongs to.
 
-Contract (also in the README)::
+Contract (also in docs/webhooks.md, "Student mapping")::
 
     GET {SCHOOL_API_BASE_URL}/students/lookup?school=<code>&provider=<slug>&provider_student_id=<id>
     Authorization: Bearer {SCHOOL_API_TOKEN}

@@ -1,4 +1,4 @@
-"""A fake School Directory API (the contract in the README and ``directory_client.client``).
+"""A fake School Directory API (the contract in docs/webhooks.md and ``directory_client.client``).
 
 Test controls: ``fail_next(n, status)`` answers the next n look-ups with an error status,
 ``delay_seconds`` slows every answer down (to trigger client timeouts).

@@ -33,7 +33,7 @@ DEMO_REQUEST_AMOUNT_MINOR = 450_000  # UGX has no minor unit: UGX 450,000
 class DemoLogin:
     username: str
     password: str
-    # An open payment request's pay link, and the bursar's API token (README walkthroughs).
+    # An open payment request's pay link, and the bursar's API token (the walkthroughs in docs/parents.md).
     pay_path: str = ""
     api_token: str = ""
 

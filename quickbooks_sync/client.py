@@ -2,7 +2,7 @@
 
 ``intuit-oauth``'s ``AuthClient`` is a ``requests.Session`` with no timeout: ``TimeoutAuthClient``
 gives every discovery, token and revoke call one. It reads its endpoints from the discovery
-document at ``QBO_OAUTH_DISCOVERY_URL`` (reference §7).
+document at ``QBO_OAUTH_DISCOVERY_URL`` (docs/reference/quickbooks.md §7).
 
 ``python-quickbooks``' ``QuickBooks`` sends every request through ``process_request`` and
 neither sets a timeout nor shows the HTTP status (a 429 comes back as a fault 3001, reference
@@ -177,7 +177,7 @@ class QboClient(QuickBooks):
 
     @staticmethod
     def handle_exceptions(results):
-        # A fault error without a code makes the library crash on ``0 < ""`` (reference §6.6).
+        # A fault error without a code makes the library crash on ``0 < ""`` (docs/reference/quickbooks.md §6.6).
         for error in results.get("Error") or [{}]:
             if not str(error.get("code", "")).strip().isdigit():
                 raise qb_exceptions.QuickbooksException(
@@ -211,7 +211,7 @@ def fault_from(exc: qb_exceptions.QuickbooksException, *, intuit_tid: str = "") 
 
 def qbo_client_build(*, realm_id: str, access_token: str, refresh_token: str) -> QboClient:
     """A client for one company with a current access token (so the library does not refresh,
-    reference §6.1). Amounts are exact ``Decimal``s both ways (``use_decimal``)."""
+    docs/reference/quickbooks.md §6.1). Amounts are exact ``Decimal``s both ways (``use_decimal``)."""
     auth = auth_client_build(access_token=access_token, refresh_token=refresh_token, realm_id=realm_id)
     client = QboClient(
         auth_client=auth,

@@ -1,6 +1,6 @@
 """The QuickBooks documents a payment becomes, built from our own data: pure functions, no I/O.
 
-Wire format: reference §2.6 (Payment applied to invoices), §2.7 (SalesReceipt), §2.8
+Wire format: docs/reference/quickbooks.md §2.6 (Payment applied to invoices), §2.7 (SalesReceipt), §2.8
 (RefundReceipt). Amounts are exact ``Decimal``s from ``core.money.from_minor``, written as
 JSON strings the way python-quickbooks' ``DecimalEncoder`` writes them (``use_decimal``).
 """
@@ -31,7 +31,7 @@ class OpenInvoice:
 
 
 def request_id_for(*, realm_id: str, kind: str, payment_id: uuid.UUID | str, step: str = "0", revision: int = 0) -> str:
-    """The ``requestid`` (reference §3) of one operation: the same for every retry of it, so a
+    """The ``requestid`` (docs/reference/quickbooks.md §3) of one operation: the same for every retry of it, so a
     replay can never post twice; a new ``revision`` only after QuickBooks refused the last one.
     ``step`` names an adjustment among the payment's (``QboAdjustmentSync.step``)."""
     name = f"{realm_id}:{kind}:{payment_id}:{step}:{revision}"
@@ -107,7 +107,7 @@ def payment_document(
     deposit_account_id: str,
     currency: str | None = None,
 ) -> dict:
-    """A Payment of ``amount`` linked to the given invoices (reference §2.6); the total may
+    """A Payment of ``amount`` linked to the given invoices (docs/reference/quickbooks.md §2.6); the total may
     exceed the linked lines, the rest stays unapplied."""
     body = _common(
         customer_id=customer_id, txn_date=txn_date, payment_ref=payment_ref, note=note,

@@ -80,7 +80,7 @@ class QboConnection(models.Model):
 
 class QboCustomer(models.Model):
     """The QuickBooks customer that stands for a student in one company. Custom fields cannot
-    be queried (reference §2.5), so the id is kept here, with the display name as fallback."""
+    be queried (docs/reference/quickbooks.md §2.5), so the id is kept here, with the display name as fallback."""
 
     school = models.ForeignKey(School, on_delete=models.PROTECT, db_index=False)
     realm_id = models.CharField(max_length=32)

@@ -61,7 +61,7 @@ def connect(request: HttpRequest, school_code: str) -> HttpResponse:
 @staff_member_required
 @require_GET
 def callback(request: HttpRequest) -> HttpResponse:
-    """Intuit sends staff back here with ``code``, ``state`` and ``realmId`` (reference §1.3)."""
+    """Intuit sends staff back here with ``code``, ``state`` and ``realmId`` (docs/reference/quickbooks.md §1.3)."""
     pending = request.session.pop(SESSION_KEY, None)
     state = request.GET.get("state", "")
     if not pending or not state or not hmac.compare_digest(state, pending.get("state", "")):

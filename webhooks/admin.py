@@ -1,6 +1,6 @@
 """Webhook events: the raw body, the verification and processing result, replay.
 
-Read-only: nothing here edits an event. The one write is replay (``webhooks.services
+Read-only: nothing here edits an event. The one write is replay (``webhooks.replay
 .webhook_event_replay``), offered as a list action and a button on the detail page to staff with
 the change permission ("replay"), on their own schools' events only.
 """
@@ -21,8 +21,8 @@ from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import WebhookEvent
 from providers.errors import UnknownProvider
 from providers.registry import get_provider
-from webhooks import selectors, services
-from webhooks.services import ReplayOutcome
+from webhooks import replay, selectors
+from webhooks.replay import ReplayOutcome, webhook_event_replay
 
 Status = WebhookEvent.Status
 
@@ -218,7 +218,7 @@ class WebhookEventAdmin(SchoolScopedAdmin):
     def replay_events(self, request: HttpRequest, queryset):
         # The queryset is the user's schools' events only: another school's ids never get here.
         outcomes = Counter(
-            services.webhook_event_replay(event_id=event_id, actor=request.user).outcome
+            webhook_event_replay(event_id=event_id, actor=request.user).outcome
             for event_id in queryset.order_by("pk").values_list("pk", flat=True)
         )
         if not outcomes:
@@ -245,12 +245,12 @@ class WebhookEventAdmin(SchoolScopedAdmin):
             raise Http404("No such webhook event")
         if not self.has_replay_permission(request, event):
             raise PermissionDenied
-        result = services.webhook_event_replay(event_id=event.pk, actor=request.user)
+        result = webhook_event_replay(event_id=event.pk, actor=request.user)
         self.message_user(request, result.detail, messages.SUCCESS if result.outcome in QUEUED else messages.WARNING)
         return HttpResponseRedirect(reverse("admin:payments_webhookevent_change", args=[event.pk]))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
-        replayable = obj is not None and obj.status in services.REPLAYABLE and obj.body_purged_at is None
+        replayable = obj is not None and obj.status in replay.REPLAYABLE and obj.body_purged_at is None
         if replayable and self.has_replay_permission(request, obj):
             context["replay_url"] = reverse("admin:payments_webhookevent_replay", args=[obj.pk])
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)

@@ -10,16 +10,15 @@ its payment under a row lock in one transaction with the audit entry and the eve
 the provider's API to confirm events whose body is not bound to a secret, and maps the student
 through the School Directory.
 
-Replay, ``webhook_event_replay``, is staff's second go at a failed event or a dead letter (admin).
+Replay (``webhooks.replay``) is staff's second go at a failed event or a dead letter (admin).
 
 Why not apply the payment in the request: on a 2-core machine each ORM statement costs about as
 much CPU as the whole bare "HMAC + one insert" request, and a provider only needs to know that
-the event is safely stored. See the README ("Webhook ingestion").
+the event is safely stored. See docs/webhooks.md.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import logging
@@ -244,7 +243,7 @@ def webhook_dead_letter_record(
     attempt count instead of adding a row.
     """
     body_sha256 = hashlib.sha256(body).hexdigest()
-    errors = _dead_letter_errors(exc)
+    errors = dead_letter_errors(exc)
     try:
         with transaction.atomic():
             return WebhookEvent.objects.create(
@@ -302,7 +301,7 @@ DEAD_LETTER_MAX_ERRORS = 50
 DEAD_LETTER_ERROR_MAX_CHARS = 500
 
 
-def _dead_letter_errors(exc: PayloadMalformed | PayloadInvalid) -> list[dict[str, str]]:
+def dead_letter_errors(exc: PayloadMalformed | PayloadInvalid) -> list[dict[str, str]]:
     errors = exc.errors if isinstance(exc, PayloadInvalid) else [{"field": "(body)", "message": exc.detail}]
     # Messages may quote the payload (NUL, lone surrogates, any length): made storable.
     return [
@@ -374,7 +373,7 @@ def webhook_event_process(*, event_id: int) -> str | None:
         last_error="",
         next_attempt_at=None,
     )
-    if done:  # ops (issue 6): the processing lag, received -> processed
+    if done:  # ops: the processing lag, received -> processed
         webhook_processed(event.account.provider, (processed_at - event.received_at).total_seconds())
     return result
 
@@ -475,143 +474,3 @@ def webhook_events_sweep(*, limit: int = 1000, batch_size: int = 100) -> list[in
         enqueue_on_commit(PROCESS_TASK, event_ids[start : start + batch_size])
     logger.info("sweep enqueued %d unprocessed webhook events", len(event_ids))
     return event_ids
-
-
-# --- Replay (staff) -------------------------------------------------------------------------------
-
-
-class ReplayOutcome(enum.StrEnum):
-    REQUEUED = "requeued"  # a failed event, pending again
-    REVIVED = "revived"  # a dead letter that parses now, pending as a normal event
-    SUPERSEDED = "superseded"  # a dead letter whose event the provider redelivered and we stored
-    STILL_INVALID = "still_invalid"  # a dead letter that still fails validation
-    PURGED = "purged"  # refused: the body is gone (retention)
-    REFUSED = "refused"  # refused: neither failed nor a dead letter
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    outcome: ReplayOutcome
-    detail: str  # what staff are told
-
-
-REPLAYABLE = (WebhookEvent.Status.FAILED, WebhookEvent.Status.REJECTED)
-
-
-def webhook_event_replay(*, event_id: int, actor) -> ReplayResult:
-    """Staff give a failed event or a dead letter another go; any other event is refused as it is.
-
-    A failed event goes back to pending with its attempts reset and is published for processing
-    the way a new event is; the worker's ``applied_at`` mark keeps its payment change from being
-    applied twice. A dead letter's stored body is parsed again by the provider's current adapter,
-    without the signature check: it passed that on receipt (nothing unsigned is stored), and a
-    signed timestamp may have expired since. Valid now, it becomes a pending event with its
-    provider event id, or ``superseded`` when the provider's redelivery of that event is stored
-    already (the unique constraint decides, even against a delivery arriving this instant). Still
-    invalid, it stays a dead letter with the fresh errors.
-
-    The decision and the change happen under the event's row lock, so two staff replaying at once
-    (or a replay and the retention purge) go in turn and the second finds the new status. Each
-    replay that ran is audited (``webhook.replayed``); a refusal changes nothing and is not.
-    """
-    with transaction.atomic():
-        # A revived dead letter gets its provider event id, a key.
-        event = locks.webhook_event(event_id, key_change=True)
-        previous = event.status
-        if previous not in REPLAYABLE:
-            return ReplayResult(
-                ReplayOutcome.REFUSED,
-                f"Not replayed: the event is {event.get_status_display().lower()}; "
-                "only failed events and dead letters can be replayed.",
-            )
-        if event.body_purged_at is not None:
-            return ReplayResult(
-                ReplayOutcome.PURGED,
-                f"Not replayed: its body was purged on {event.body_purged_at:%Y-%m-%d} (retention policy).",
-            )
-        if previous == WebhookEvent.Status.FAILED:
-            result, details = _failed_event_requeue(event)
-        else:
-            result, details = _dead_letter_reparse(event)
-        audit_record(
-            action="webhook.replayed",
-            actor_type=AuditLog.ActorType.STAFF,
-            actor=getattr(actor, "username", "") or "",
-            school_id=event.account.school_id,
-            target=event,
-            details={"previous_status": previous, "outcome": result.outcome.value, **details},
-        )
-        if result.outcome in (ReplayOutcome.REQUEUED, ReplayOutcome.REVIVED):
-            EVENT_PUBLISHER.add_on_commit((event.pk, current_request_id()))
-    return result
-
-
-def _failed_event_requeue(event: WebhookEvent) -> tuple[ReplayResult, dict]:
-    WebhookEvent.objects.filter(pk=event.pk).update(
-        status=WebhookEvent.Status.PENDING,
-        attempts=0,
-        next_attempt_at=timezone.now(),
-        claimed_at=None,
-        processed_at=None,
-        last_error="",
-    )
-    detail = "Queued for processing again."
-    if event.applied_at is not None:
-        detail += " Its payment change was applied before and will not be applied again."
-    return ReplayResult(ReplayOutcome.REQUEUED, detail), {
-        "previous_error": event.last_error[:500],
-        "previous_attempts": event.attempts,
-    }
-
-
-def _dead_letter_reparse(event: WebhookEvent) -> tuple[ReplayResult, dict]:
-    adapter = get_provider(event.account.provider)
-    details = {"previous_errors": event.errors[:20], "previous_attempts": event.attempts}
-    try:
-        normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
-    except (PayloadMalformed, PayloadInvalid) as exc:
-        errors = _dead_letter_errors(exc)
-        WebhookEvent.objects.filter(pk=event.pk).update(
-            errors=errors, last_error=exc.detail, event_type=getattr(exc, "event_type", "") or event.event_type
-        )
-        listed = "; ".join(f"{error['field']}: {error['message']}" for error in errors[:5])
-        return ReplayResult(ReplayOutcome.STILL_INVALID, f"Still invalid: {listed}"), {**details, "errors": errors[:20]}
-    try:
-        # A savepoint: the duplicate case below must not abort the replay's transaction.
-        with transaction.atomic():
-            WebhookEvent.objects.filter(pk=event.pk).update(
-                external_event_id=normalized.event_id,
-                event_type=normalized.event_type,
-                status=WebhookEvent.Status.PENDING,
-                errors=[],
-                last_error="",
-                body_sha256="",  # only dead letters carry it
-                attempts=0,
-                next_attempt_at=timezone.now(),
-                claimed_at=None,
-            )
-    except IntegrityError:
-        original = (
-            WebhookEvent.objects.filter(account_id=event.account_id, external_event_id=normalized.event_id)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if original is None:
-            raise
-        WebhookEvent.objects.filter(pk=event.pk).update(
-            status=WebhookEvent.Status.SUPERSEDED,
-            event_type=normalized.event_type,
-            errors=[],
-            last_error="",
-            body_sha256="",
-            result=f"superseded by event #{original} ({normalized.event_id}): not applied"[:200],
-        )
-        return ReplayResult(
-            ReplayOutcome.SUPERSEDED,
-            f"Valid now, but the provider had redelivered event {normalized.event_id} and it is stored "
-            f"already (#{original}): this copy is not applied.",
-        ), {**details, "event_id": normalized.event_id, "superseded_by": original}
-    return ReplayResult(ReplayOutcome.REVIVED, f"Valid now as event {normalized.event_id}: queued for processing."), {
-        **details,
-        "event_id": normalized.event_id,
-    }

@@ -31,11 +31,11 @@ ERROR_RESPONSES: dict[type[Exception], tuple[int, str]] = {
 
 def error_response(status: int, code: str, detail: str, **extra) -> JsonResponse:
     response = JsonResponse({"detail": detail, "code": code, **extra}, status=status)
-    response.outcome = code  # ops (issue 6): the metrics label of this answer
+    response.outcome = code  # ops: the metrics label of this answer
     return response
 
 
-# Ops (issue 6): every answer is counted here, by provider and outcome (the error code, or
+# Ops: every answer is counted here, by provider and outcome (the error code, or
 # accepted/duplicate): one cached counter increment, no I/O.
 @csrf_exempt
 def webhook_receive_view(request: HttpRequest, provider: str, school_code: str | None = None) -> JsonResponse:

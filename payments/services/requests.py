@@ -25,7 +25,7 @@ from payments.models import (
 
 logger = logging.getLogger(__name__)
 
-# --- Payment requests (issue 4) ---------------------------------------------------------------
+# --- Payment requests ---------------------------------------------------------------
 
 
 class PaymentRequestInvalid(Exception):

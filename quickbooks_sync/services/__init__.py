@@ -11,7 +11,7 @@ How a payment reaches QuickBooks exactly once:
    batch-created: customer names are unique in QuickBooks, so a batch can never duplicate one),
    reads the open invoices of a whole round in one query, then creates each document on its own
    with a deterministic ``requestid``. One lane per company keeps invoice balances consistent
-   between rounds and fits Intuit's advice (reference §4.1).
+   between rounds and fits Intuit's advice (docs/reference/quickbooks.md §4.1).
 3. Before a create is sent its record is marked ``in_doubt`` with the exact body; after the
    answer it is ``synced`` with QuickBooks' id. A record found in doubt (a timeout, a dropped
    answer, a crash) is looked up in QuickBooks (by customer and date, recognised by the marker

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def qbo_authorization_url(*, state: str) -> str:
-    """Where to send staff to grant access (reference §1.3); ``state`` is checked on return."""
+    """Where to send staff to grant access (docs/reference/quickbooks.md §1.3); ``state`` is checked on return."""
     return auth_client_build().get_authorization_url([Scopes.ACCOUNTING], state_token=state)
 
 

@@ -225,7 +225,7 @@ _ADJUSTMENT_WORDS = {"refund": "Refund", "chargeback": "Chargeback (dispute lost
 
 
 def _adjustment_type(record: QboAdjustmentSync) -> str:
-    """Money out is a RefundReceipt (reference §2.8); money in again a SalesReceipt (§2.7)."""
+    """Money out is a RefundReceipt (docs/reference/quickbooks.md §2.8); money in again a SalesReceipt (§2.7)."""
     return "RefundReceipt" if record.direction == QboAdjustmentSync.Direction.OUT else "SalesReceipt"
 
 
@@ -252,7 +252,7 @@ def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int
     to_create = [name for name in missing if name.lower() not in found]
     if to_create:
         # Customer names are unique in QuickBooks (a second create of a name is refused with
-        # 6240), so batching these creates can never make a duplicate (reference §2.5, §6.5).
+        # 6240), so batching these creates can never make a duplicate (docs/reference/quickbooks.md §2.5, §6.5).
         objects = []
         for name in to_create:
             customer = Customer()

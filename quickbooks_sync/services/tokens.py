@@ -79,7 +79,8 @@ class QboSession:
         except qb_exceptions.QuickbooksException as exc:
             error = fault_from(exc, intuit_tid=client.last_intuit_tid)
             if isinstance(error, QboThrottled):
-                # A throttle fault that did not come as HTTP 429 (reference §4.2): pause all the same.
+                # A throttle fault that did not come as HTTP 429 (docs/reference/quickbooks.md §4.2):
+                # pause all the same.
                 coordinator().pause(self.connection.realm_id, error.retry_after)
             raise error from exc
 
@@ -204,7 +205,7 @@ def qbo_connection_authorization_lost(*, connection_id: int, reason: str, token_
 
 def qbo_tokens_keepalive() -> int:
     """Hourly: refresh tokens not refreshed for a day, so an idle school's refresh token keeps
-    rolling (it expires after 100 days unused, reference §1.5)."""
+    rolling (it expires after 100 days unused, docs/reference/quickbooks.md §1.5)."""
     refreshed = 0
     stale = timezone.now() - timedelta(days=1)
     for connection in QboConnection.objects.filter(status=QboConnection.Status.CONNECTED):

@@ -1,5 +1,5 @@
 """Every kustomize overlay, rendered by a real kustomize (tests/ops/conftest.py), deploys what
-the README's "Deployment" section says: the image and replicas of its environment, settings
+"Deployment" in docs/operations.md says: the image and replicas of its environment, settings
 from its ConfigMap, secrets only by reference, probes, resources, a non-root pod, and the
 migration Job that Argo CD runs before the new pods."""
 

@@ -1,4 +1,4 @@
-"""``make run``'s demo data lets a newcomer pay a pay link in a browser (README walkthrough)."""
+"""``make run``'s demo data lets a newcomer pay a pay link in a browser (the walkthrough in docs/parents.md)."""
 
 import pytest
 from knox.crypto import hash_token

@@ -382,7 +382,7 @@ def test_payment_api_shows_refunded_and_pending_amounts(api, paid):
 
 
 def test_the_readme_example_refunds_a_dummy_payment_by_hand(api, payment_request, dummy_account):
-    """README: pay with the dummy provider, then give part of it back through the API."""
+    """docs/parents.md: pay with the dummy provider, then give part of it back through the API."""
     payment = services.payment_checkout_start(payment_request_id=payment_request.pk, provider="dummy").payment
     services.dummy_payment_simulate(payment_id=payment.pk, outcome="succeeded")
     services.payment_status_recheck(payment_id=payment.pk)  # the dummy "provider" confirms it

@@ -1,4 +1,4 @@
-"""The fake QuickBooks speaks what the real libraries expect (reference §1-§4), checked with
+"""The fake QuickBooks speaks what the real libraries expect (docs/reference/quickbooks.md §1-§4), checked with
 ``intuit-oauth`` and ``python-quickbooks`` themselves over a socket, no Django involved."""
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def test_beyond_the_per_second_limit_it_answers_429(fake):
     ]
     assert answers[:3] == [200, 200, 200] and 429 in answers[3:]
     assert fake.throttled >= 1
-    # python-quickbooks itself only sees the fault 3001 (reference §4.2).
+    # python-quickbooks itself only sees the fault 3001 (docs/reference/quickbooks.md §4.2).
     with pytest.raises(ValidationException) as throttled:
         Customer.all(qb=qb)
     assert throttled.value.error_code == 3001

@@ -1,4 +1,4 @@
-"""Replay of failed events and dead letters (``webhooks.services.webhook_event_replay``): what each
+"""Replay of failed events and dead letters (``webhooks.replay.webhook_event_replay``): what each
 kind becomes, what is refused, the audit entry, and that no payment change is ever applied twice,
 including when staff and workers race on PostgreSQL."""
 
@@ -18,7 +18,8 @@ from providers.surepay import SurePayProvider
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.payments.conftest import make_staff
 from webhooks import services
-from webhooks.services import EVENT_PUBLISHER, ReplayOutcome
+from webhooks.replay import ReplayOutcome, webhook_event_replay
+from webhooks.services import EVENT_PUBLISHER
 
 EventStatus = WebhookEvent.Status
 
@@ -80,7 +81,7 @@ def test_a_failed_event_is_queued_again_and_published_on_commit(
 ):
     event = failed_event(client, fake_directory, monkeypatch, settings)
     with django_capture_on_commit_callbacks() as callbacks:
-        result = services.webhook_event_replay(event_id=event.pk, actor=bursar)
+        result = webhook_event_replay(event_id=event.pk, actor=bursar)
         assert queued_messages() == 0  # nothing before the commit
     assert result.outcome == ReplayOutcome.REQUEUED
     assert result.detail == (
@@ -125,7 +126,7 @@ def test_a_replayed_failed_event_is_processed_and_its_payment_changed_exactly_on
     payment = Payment.objects.get()
     assert (payment.status, payment.refunded_amount_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 40_000)
 
-    assert services.webhook_event_replay(event_id=refund.pk, actor=bursar).outcome == ReplayOutcome.REQUEUED
+    assert webhook_event_replay(event_id=refund.pk, actor=bursar).outcome == ReplayOutcome.REQUEUED
     assert process_pending() == ["applied before; student unmatched"]
 
     refund.refresh_from_db()
@@ -152,7 +153,7 @@ def test_other_states_are_refused_and_left_as_they_are(client, account, bursar, 
     WebhookEvent.objects.filter(pk=event.pk).update(status=status)
     before = WebhookEvent.objects.values().get(pk=event.pk)
 
-    result = services.webhook_event_replay(event_id=event.pk, actor=bursar)
+    result = webhook_event_replay(event_id=event.pk, actor=bursar)
 
     assert result.outcome == ReplayOutcome.REFUSED
     assert result.detail == (
@@ -168,7 +169,7 @@ def test_replaying_a_processed_event_does_not_apply_it_again(client, account, bu
     event = deliver(client)
     process_pending()
     for _ in range(2):
-        assert services.webhook_event_replay(event_id=event.pk, actor=bursar).outcome == ReplayOutcome.REFUSED
+        assert webhook_event_replay(event_id=event.pk, actor=bursar).outcome == ReplayOutcome.REFUSED
     assert process_pending() == []
     payment = Payment.objects.get()
     assert (payment.amount_minor, payment.status) == (100_000, PaymentStatus.SUCCEEDED)
@@ -185,7 +186,7 @@ def test_a_purged_body_cannot_be_replayed(client, account, bursar, fake_director
     WebhookEvent.objects.filter(pk=event.pk).update(raw_body="", headers={}, body_purged_at=purged_at)
     before = WebhookEvent.objects.values().get(pk=event.pk)
 
-    result = services.webhook_event_replay(event_id=event.pk, actor=bursar)
+    result = webhook_event_replay(event_id=event.pk, actor=bursar)
 
     assert (result.outcome, result.detail) == (
         ReplayOutcome.PURGED,
@@ -209,7 +210,7 @@ def test_a_dead_letter_the_fixed_adapter_accepts_becomes_a_normal_event(
     )
     surepay_says_completed()
 
-    result = services.webhook_event_replay(event_id=dead.pk, actor=bursar)
+    result = webhook_event_replay(event_id=dead.pk, actor=bursar)
 
     assert (result.outcome, result.detail) == (
         ReplayOutcome.REVIVED,
@@ -258,7 +259,7 @@ def test_a_dead_letter_whose_event_was_redelivered_and_stored_is_superseded(
     process_pending()
     surepay_says_completed()
 
-    result = services.webhook_event_replay(event_id=dead.pk, actor=bursar)
+    result = webhook_event_replay(event_id=dead.pk, actor=bursar)
 
     assert (result.outcome, result.detail) == (
         ReplayOutcome.SUPERSEDED,
@@ -281,7 +282,7 @@ def test_a_dead_letter_whose_event_was_redelivered_and_stored_is_superseded(
     assert AuditLog.objects.filter(action="payment.webhook").count() == 1
     assert replays()[0].details["superseded_by"] == redelivered.pk
     # Settled: a second replay is refused.
-    assert services.webhook_event_replay(event_id=dead.pk, actor=bursar).outcome == ReplayOutcome.REFUSED
+    assert webhook_event_replay(event_id=dead.pk, actor=bursar).outcome == ReplayOutcome.REFUSED
 
 
 def test_a_dead_letter_that_is_still_invalid_stays_one_with_fresh_errors(client, account, bursar):
@@ -289,7 +290,7 @@ def test_a_dead_letter_that_is_still_invalid_stays_one_with_fresh_errors(client,
     # Errors recorded by an older adapter; replay shows what the current one says.
     WebhookEvent.objects.filter(pk=dead.pk).update(errors=[{"field": "old", "message": "stale"}], last_error="stale")
 
-    result = services.webhook_event_replay(event_id=dead.pk, actor=bursar)
+    result = webhook_event_replay(event_id=dead.pk, actor=bursar)
 
     assert (result.outcome, result.detail) == (
         ReplayOutcome.STILL_INVALID,
@@ -310,14 +311,14 @@ def test_a_dead_letter_that_is_still_invalid_stays_one_with_fresh_errors(client,
         dead.errors,
     )
     # Replayable again later (say, after the next adapter fix).
-    assert services.webhook_event_replay(event_id=dead.pk, actor=bursar).outcome == ReplayOutcome.STILL_INVALID
+    assert webhook_event_replay(event_id=dead.pk, actor=bursar).outcome == ReplayOutcome.STILL_INVALID
 
 
 def test_a_malformed_dead_letter_is_still_invalid(client, account, bursar):
     body = b"amount=100&status=ok"  # form-encoded, not JSON
     assert post_webhook(client, body, signature=sign(body)).status_code == 400
     dead = WebhookEvent.objects.get()
-    result = services.webhook_event_replay(event_id=dead.pk, actor=bursar)
+    result = webhook_event_replay(event_id=dead.pk, actor=bursar)
     assert result.outcome == ReplayOutcome.STILL_INVALID
     dead.refresh_from_db()
     assert dead.status == EventStatus.REJECTED
@@ -362,7 +363,7 @@ class TestRaces:
         queued_before = queued_messages()  # the delivery's own publication
 
         results = run_together(
-            *[lambda user=user: services.webhook_event_replay(event_id=event.pk, actor=user) for user in staff]
+            *[lambda user=user: webhook_event_replay(event_id=event.pk, actor=user) for user in staff]
         )
 
         outcomes = sorted(result.outcome for result in results)
@@ -392,7 +393,7 @@ class TestRaces:
             return [result for result in results if result is not None]
 
         results = run_together(
-            lambda: services.webhook_event_replay(event_id=event.pk, actor=bursar), worker, worker, worker
+            lambda: webhook_event_replay(event_id=event.pk, actor=bursar), worker, worker, worker
         )
 
         assert results[0].outcome == ReplayOutcome.REQUEUED
@@ -421,7 +422,7 @@ class TestRaces:
                 remote_addr="127.0.0.1",
             )
 
-        replay, receipt = run_together(lambda: services.webhook_event_replay(event_id=dead.pk, actor=bursar), redeliver)
+        replay, receipt = run_together(lambda: webhook_event_replay(event_id=dead.pk, actor=bursar), redeliver)
 
         stored = WebhookEvent.objects.get(external_event_id="evt-001")
         if replay.outcome == ReplayOutcome.REVIVED:  # the replay won: the redelivery is a duplicate

@@ -1,175 +1,26 @@
-"""The domain: schools, staff memberships, provider accounts, students, payment requests,
-payments, webhook events, audit log.
-
-Duplicates are made impossible by unique constraints, not by checks before insert:
-one webhook event per (account, provider event id), one payment per (account, provider
-transaction id).
-"""
+"""The money: payment requests (pay links), payments, the facts providers report about each
+transaction (payments.ledger folds them), and staff refund requests."""
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import datetime
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import JSONField, Q, Value
+from django.db.models import Q
 from django.utils import timezone
 
-from core.fields import EncryptedJSONField, EncryptedTextField
-from core.money import CURRENCY_EXPONENTS, MoneyError, currency_code, format_minor
+from core.money import format_minor
 from core.status import PaymentStatus
 from payments.contact import validate_parent_phone
 from payments.ledger import FactKind, FactSource
-
-CURRENCY_CHOICES = [(code, code) for code in sorted(CURRENCY_EXPONENTS)]
-
-
-def validate_currency(value: str) -> None:
-    try:
-        if currency_code(value) != value:
-            raise ValidationError("Use the upper-case ISO 4217 code.")
-    except MoneyError as exc:
-        raise ValidationError(str(exc)) from exc
-
-
-class School(models.Model):
-    code = models.SlugField(
-        max_length=32, unique=True, help_text="Lower-case code; providers send it as X-School-Code."
-    )
-    name = models.CharField(max_length=200)
-    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
-    active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["code"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.code})"
-
-
-class ProviderAccount(models.Model):
-    """A school's account with one payment provider, and the secrets to trust its webhooks."""
-
-    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="accounts")
-    provider = models.SlugField(max_length=32, help_text="Registry slug, e.g. surepay, stripe.")
-    webhook_secret = EncryptedTextField()
-    # During a rotation the previous secret keeps verifying until it expires.
-    previous_webhook_secret = EncryptedTextField(blank=True, default="")
-    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
-    api_key = EncryptedTextField(blank=True, default="", help_text="The provider's secret API key.")
-    credentials = EncryptedJSONField(
-        blank=True, default=dict, help_text="Other provider credentials (e.g. M-Pesa passkey)."
-    )
-    test_mode = models.BooleanField(default=False)
-    active = models.BooleanField(default=True)
-    ip_allowlist = models.TextField(
-        blank=True, default="", help_text="Optional: addresses or CIDR ranges, one per line."
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["school", "provider"], name="uniq_account_per_school_provider")
-        ]
-        ordering = ["school__code", "provider"]
-        # The table keeps the model's first name, so renaming the model moved no data.
-        db_table = "payments_aggregatoraccount"
-
-    def __str__(self) -> str:
-        # Never include a secret here: this string ends up in logs and admin pages.
-        return f"{self.provider} @ {self.school.code}"
-
-    def __repr__(self) -> str:
-        return f"<ProviderAccount {self.pk} {self.provider}>"
-
-    def webhook_secrets(self, now: datetime | None = None) -> list[str]:
-        """The secrets a webhook may be signed with now: current first, then a previous one
-        that is still inside its rotation grace period."""
-        now = now or timezone.now()
-        secrets = [self.webhook_secret] if self.webhook_secret else []
-        if (
-            self.previous_webhook_secret
-            and self.previous_secret_expires_at
-            and self.previous_secret_expires_at > now
-        ):
-            secrets.append(self.previous_webhook_secret)
-        return secrets
-
-
-class Student(models.Model):
-    """A student as known to the School Directory (a local copy, filled by look-ups)."""
-
-    school = models.ForeignKey(School, on_delete=models.PROTECT, related_name="students")
-    student_number = models.CharField(max_length=64, help_text="The school's own student id.")
-    full_name = models.CharField(max_length=200, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["school", "student_number"], name="uniq_student_number")
-        ]
-        ordering = ["school__code", "student_number"]
-
-    def __str__(self) -> str:
-        return f"{self.student_number} {self.full_name}".strip()
-
-
-class ProviderStudentLink(models.Model):
-    """The cache of known mappings: a provider's student id -> the school's student."""
-
-    class Source(models.TextChoices):
-        DIRECTORY = "directory", "School Directory"
-        STAFF = "staff", "Mapped by staff"
-
-    school = models.ForeignKey(School, on_delete=models.PROTECT)
-    provider = models.SlugField(max_length=32)
-    provider_student_id = models.CharField(max_length=128)
-    student = models.ForeignKey(Student, on_delete=models.CASCADE, related_name="provider_links")
-    source = models.CharField(max_length=16, choices=Source.choices, default=Source.DIRECTORY)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["school", "provider", "provider_student_id"], name="uniq_provider_student_link"
-            )
-        ]
-
-
-class MappingStatus(models.TextChoices):
-    PENDING = "pending", "Pending"
-    MAPPED = "mapped", "Mapped"
-    UNMATCHED = "unmatched", "Unmatched (student unknown)"
-    FAILED = "failed", "Failed (directory unavailable)"
-    NOT_APPLICABLE = "not_applicable", "No student id given"
+from payments.models.schools import CURRENCY_CHOICES, MappingStatus, ProviderAccount, School, Student, validate_currency
 
 
 def new_pay_token() -> str:
     """The secret in a pay link: 192 random bits, URL-safe. Whoever holds it may pay."""
     return secrets.token_urlsafe(24)
-
-
-class StaffMembership(models.Model):
-    """A staff user belongs to a school: the one rule that scopes what staff see and touch
-    (the REST API now, Django admin later). A user may belong to several schools; a superuser
-    sees every school without a membership."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="school_memberships")
-    school = models.ForeignKey(School, on_delete=models.CASCADE, related_name="staff_memberships")
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "school"], name="uniq_staff_membership")]
-        ordering = ["school__code", "user_id"]
-
-    def __str__(self) -> str:
-        return f"{self.user} @ {self.school.code}"
 
 
 class PaymentRequest(models.Model):
@@ -246,6 +97,8 @@ class PaymentMethod(models.TextChoices):
 
 
 MANUAL_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.MOBILE_MONEY, PaymentMethod.CASH)
+
+
 # The provider slug of payments reported by a parent and confirmed by staff (no provider account).
 MANUAL_PROVIDER = "manual"
 
@@ -311,7 +164,7 @@ class Payment(models.Model):
     mapping_error = models.TextField(blank=True, default="")
     payer = models.JSONField(blank=True, default=dict)
 
-    # --- Started from a pay link (issue 4) ---
+    # --- Started from a pay link ---
     payment_request = models.ForeignKey(
         PaymentRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="payments"
     )
@@ -538,117 +391,3 @@ class RefundRequest(models.Model):
     @property
     def unanswered(self) -> bool:
         return self.status in (self.Status.REQUESTED, self.Status.IN_DOUBT)
-
-
-class WebhookEvent(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        PROCESSING = "processing", "Processing"
-        PROCESSED = "processed", "Processed"
-        FAILED = "failed", "Failed"
-        REJECTED = "rejected", "Rejected (dead letter)"
-        # A dead letter that parsed on replay, but whose event the provider had redelivered and
-        # we had stored already: kept for the record, never applied (webhooks.services).
-        SUPERSEDED = "superseded", "Superseded (stored again)"
-        # A genuine event with nothing to act on (a payout, a customer update, the other mode):
-        # kept with the reason in ``result``, never processed.
-        IGNORED = "ignored", "Ignored (nothing to act on)"
-
-    # The school is the account's: not copied here, as every column, index and foreign-key check
-    # costs CPU on the hot insert. No single-column index: (account, event id) and
-    # (account, received_at) lead with it. Columns the request path does not set have database
-    # defaults, so its INSERT names only what it knows (webhooks.services).
-    account = models.ForeignKey(
-        ProviderAccount, on_delete=models.PROTECT, related_name="webhook_events", db_index=False
-    )
-    # NULL for a dead letter: a rejected delivery must not block the provider's corrected
-    # redelivery of the same event id.
-    external_event_id = models.CharField(max_length=255, null=True, blank=True)
-    event_type = models.CharField(max_length=100, blank=True, default="", db_default="")
-    payment = models.ForeignKey(
-        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="webhook_events", db_index=False
-    )
-    status = models.CharField(
-        max_length=16, choices=Status.choices, default=Status.PENDING, db_default=Status.PENDING
-    )
-    raw_body = models.TextField(blank=True, default="")
-    headers = models.JSONField(blank=True, default=dict)
-    # Only dead letters carry it: the key that stops a retried invalid body piling up.
-    body_sha256 = models.CharField(max_length=64, blank=True, default="", db_default="")
-    body_purged_at = models.DateTimeField(null=True, blank=True)
-    errors = models.JSONField(
-        blank=True, default=list, db_default=Value([], JSONField()), help_text="Field errors of a dead letter."
-    )
-    last_error = models.TextField(blank=True, default="", db_default="")
-    result = models.CharField(max_length=200, blank=True, default="", db_default="")
-    attempts = models.PositiveIntegerField(default=0, db_default=0)
-    remote_addr = models.GenericIPAddressField(null=True, blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Set in the same transaction that applies the event to its payment: never applied twice.
-    applied_at = models.DateTimeField(null=True, blank=True)
-    processed_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["account", "external_event_id"], name="uniq_webhook_event_per_account"),
-            # A provider retrying the same invalid body does not pile up dead letters.
-            models.UniqueConstraint(
-                fields=["account", "body_sha256"],
-                condition=Q(status="rejected"),
-                name="uniq_dead_letter_per_body",
-            ),
-        ]
-        indexes = [
-            models.Index(
-                fields=["status", "next_attempt_at"],
-                condition=Q(status__in=["pending", "processing"]),
-                name="webhook_event_unfinished",
-            ),
-            models.Index(fields=["account", "received_at"]),
-            # Partial: an event is stored before it is linked to its payment.
-            models.Index(fields=["payment"], condition=Q(payment__isnull=False), name="webhook_event_payment"),
-        ]
-        ordering = ["-received_at"]
-
-    def __str__(self) -> str:
-        return f"{self.account.provider} {self.external_event_id or '(dead letter)'}"
-
-    @property
-    def provider(self) -> str:
-        return self.account.provider
-
-
-class AuditLog(models.Model):
-    """Append-only record of who did what to which object."""
-
-    class ActorType(models.TextChoices):
-        SYSTEM = "system", "System"
-        PROVIDER = "provider", "Provider"
-        STAFF = "staff", "Staff"
-        PARENT = "parent", "Parent"
-
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    school = models.ForeignKey(School, on_delete=models.PROTECT, null=True, blank=True)
-    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
-    actor = models.CharField(max_length=150, blank=True, default="")
-    action = models.CharField(max_length=64, db_index=True)
-    target_type = models.CharField(max_length=64, blank=True, default="")
-    target_id = models.CharField(max_length=64, blank=True, default="")
-    details = models.JSONField(blank=True, default=dict)
-
-    class Meta:
-        indexes = [models.Index(fields=["target_type", "target_id", "created_at"])]
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.target_type}:{self.target_id}"
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None and not self._state.adding:
-            raise ValueError("AuditLog entries are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise ValueError("AuditLog entries are append-only")
