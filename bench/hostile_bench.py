@@ -147,7 +147,7 @@ def main() -> None:
     mpesa = ProviderAccount.objects.create(school=school, provider="mpesa", webhook_secret=SECRET, test_mode=True)
     started = Payment.objects.create(school=school, account=mpesa, provider="mpesa", amount_minor=150_000,
                                      currency="KES", provider_checkout_id="ws_CO_bench")
-    from providers.mpesa import callback_token
+    from providers.mpesa.adapter import callback_token
 
     mpesa_token = callback_token(SECRET, started.pk)
     client = Client()

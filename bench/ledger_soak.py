@@ -101,7 +101,7 @@ def major(amount_minor: int, currency: str) -> Decimal:
 
 
 def surepay_story(rng: random.Random, school: str, number: int) -> Story:
-    from fakes.webhooks import hmac_hex
+    from providers.wire import hmac_hex
 
     currency = SCHOOLS[school]
     amount = rng.choice([150_000, 450_000, 1_200_000]) * (100 if currency != "UGX" else 1)
@@ -125,7 +125,8 @@ def surepay_story(rng: random.Random, school: str, number: int) -> Story:
 
 
 def stripe_story(rng: random.Random, school: str, number: int) -> Story:
-    from fakes.webhooks import Params, stripe_delivery, stripe_event
+    from providers.stripe.wire import stripe_delivery, stripe_event
+    from providers.wire import Params
 
     currency = SCHOOLS[school]
     amount = rng.choice([200_000, 750_000])
@@ -152,7 +153,8 @@ def stripe_story(rng: random.Random, school: str, number: int) -> Story:
 
 
 def paystack_story(rng: random.Random, school: str, number: int) -> Story:
-    from fakes.webhooks import Params, paystack_delivery, paystack_event
+    from providers.paystack.wire import paystack_delivery, paystack_event
+    from providers.wire import Params
 
     currency = SCHOOLS[school]
     amount = rng.choice([2_500_000, 5_000_000])
@@ -176,7 +178,8 @@ def paystack_story(rng: random.Random, school: str, number: int) -> Story:
 
 
 def flutterwave_story(rng: random.Random, school: str, number: int) -> Story:
-    from fakes.webhooks import Params, flutterwave_delivery, flutterwave_event
+    from providers.flutterwave.wire import flutterwave_delivery, flutterwave_event
+    from providers.wire import Params
 
     currency = SCHOOLS[school]
     amount = rng.choice([1_000_000, 2_500_000])
@@ -387,9 +390,9 @@ def main() -> int:
     parser.add_argument("--drain-timeout", type=float, default=900)
     args = parser.parse_args()
 
-    from fakes.flutterwave import FakeFlutterwave
     from fakes.quickbooks import FakeQuickBooks
     from fakes.server import PrefixRouter, serve_in_thread
+    from providers.flutterwave.fake import FakeFlutterwave
 
     fake_qbo = FakeQuickBooks(client_id="soak-client", client_secret="soak-secret")
     flutterwave = FakeFlutterwave(secret_key=API_KEYS["flutterwave"])

@@ -122,10 +122,9 @@ def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
 
 
 def provider_supports_checkout(adapter: ProviderAdapter) -> bool:
-    """Adapters without ``create_checkout`` (aggregators that only push webhooks), or whose
-    checkout is switched off (``checkout_enabled``: the dummy in production), are not offered."""
-    implemented = type(adapter).create_checkout is not ProviderAdapter.create_checkout
-    return implemented and bool(getattr(adapter, "checkout_enabled", True))
+    """Adapters without a checkout (aggregators that only push webhooks), or whose checkout is
+    switched off (the dummy in production), are not offered: ``checkout_enabled``."""
+    return bool(adapter.checkout_enabled)
 
 
 def provider_display_name(slug: str) -> str:
@@ -136,10 +135,9 @@ def provider_display_name(slug: str) -> str:
 
 
 def provider_needs_phone(adapter: ProviderAdapter) -> bool:
-    """Whether the checkout is an on-phone prompt that needs the payer's number first. An
-    adapter says so with ``checkout_requires_phone = True``; M-Pesa does (by slug, until its
-    adapter says so itself)."""
-    return bool(getattr(adapter, "checkout_requires_phone", adapter.slug == "mpesa"))
+    """Whether the checkout is an on-phone prompt that needs the payer's number first (M-Pesa):
+    the adapter says so with ``checkout_requires_phone``."""
+    return bool(adapter.checkout_requires_phone)
 
 
 def provider_needs_email(adapter: ProviderAdapter) -> bool:
@@ -149,13 +147,14 @@ def provider_needs_email(adapter: ProviderAdapter) -> bool:
 
 
 def provider_supports_refund(adapter: ProviderAdapter) -> bool:
-    """Whether the provider has a refund API we call; refunds of the others are made by hand."""
-    return type(adapter).refund is not ProviderAdapter.refund
+    """Whether the provider has a refund API we call (``refund_available``); refunds of the
+    others are made by hand."""
+    return bool(adapter.refund_available)
 
 
 def provider_reports_refunds(adapter: ProviderAdapter) -> bool:
-    """Whether the provider's API can be asked where one refund stands (``refund_status``)."""
-    return type(adapter).refund_status is not ProviderAdapter.refund_status
+    """Whether the provider's API can be asked where one refund stands (``refund_status_available``)."""
+    return bool(adapter.refund_status_available)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ here, once.
 
 from __future__ import annotations
 
+import base64
 import functools
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -29,6 +29,8 @@ from providers.errors import (
     PayloadMalformed,
     ProviderRejected,
     ProviderUnavailable,
+    SignatureInvalid,
+    SignatureMissing,
 )
 from providers.json_limits import JsonRefused, loads_limited
 
@@ -177,29 +179,47 @@ class RefundResult:
 
 class ProviderAdapter:
     """Base class of every provider adapter. Subclasses set the class attributes and implement
-    ``verify_signature`` and ``parse``; the payment-API methods where the provider has them."""
+    ``verify_signature`` and ``parse``; the payment-API methods where the provider has them.
+
+    The attributes below are everything the rest of the service reads from an adapter besides
+    its methods: each is declared here, with its default and what it means, and a provider sets
+    the ones where it differs. Three follow from the methods an adapter implements
+    (``checkout_enabled``, ``refund_available``, ``refund_status_available``), so they cannot
+    disagree with them. ``tests/providers/test_packages.py`` checks every registered adapter's."""
 
     slug: ClassVar[str]
     display_name: ClassVar[str]
+
+    # --- Webhooks: how a delivery is authenticated ------------------------------------------
     # Shown to staff as "how this delivery was authenticated".
     verification_method: ClassVar[str] = ""
+    # The request header that carries the webhook's signature (or what stands in for one),
+    # named in the answer to a delivery without it; "" when the provider signs nothing (M-Pesa:
+    # the proof is a token in the callback URL).
+    signature_header: ClassVar[str] = ""
     # Request headers (lower-case names) whose value is a secret or stands in for one, such as
     # Flutterwave's verif-hash, which is the secret hash itself: never stored with an event, and
     # masked where an older stored event still has them. A signature over the body is no secret.
     secret_headers: ClassVar[frozenset[str]] = frozenset()
-    # Name of the setting holding the provider API's base URL (the real host by default).
-    api_base_url_setting: ClassVar[str | None] = None
-    api_timeout_seconds: ClassVar[float] = 10.0
     # True when the provider signs its webhooks with the account's secret API key instead of a
     # secret of its own (Paystack): the account's webhook secret and API key are then the same
     # value, set together when the account is created or rotated (``payments.services``).
     signs_with_api_key: ClassVar[bool] = False
-    # A substring that marks the provider's test keys (``"sk_test_"``); "" when keys do not say.
-    # A test-mode account must hold a test key and a live account a live one (``secret_api_key``).
-    test_key_marker: ClassVar[str] = ""
+    # True when the provider's payment callbacks are not proof enough by themselves (unsigned, a
+    # signature that does not cover the body, or a signing scheme we could not confirm): its
+    # ``parse`` marks those events ``requires_confirmation``, and the worker believes them only
+    # once ``fetch_status`` has confirmed them from the provider's API (which it must implement).
+    needs_confirmation: ClassVar[bool] = False
+
+    # --- Checkout (and ``checkout_enabled`` below) ---------------------------------------------
+    # True when the checkout is a prompt on the payer's phone (M-Pesa's STK push): the pay page
+    # and the REST checkout ask for the number first.
+    checkout_requires_phone: ClassVar[bool] = False
     # True when the provider's checkout refuses a payer without an email address (Paystack's and
     # Flutterwave's initialize APIs): the pay page and the REST checkout then ask for one.
     checkout_requires_email: ClassVar[bool] = False
+
+    # --- Refunds (and ``refund_available``, ``refund_status_available`` below) -------------------
     # True when sending ``refund`` again with the same idempotency key is documented to return
     # the first refund instead of making a second one (Stripe's Idempotency-Key): a refund whose
     # answer was lost may then be sent again by itself. Elsewhere staff check first.
@@ -210,6 +230,39 @@ class ProviderAdapter:
     # both reports land on one ledger key. Paystack's and Chapa's carry no refund id: their
     # reports are matched to our refund requests by amount (``payments.services``).
     refund_events_name_the_refund: ClassVar[bool] = True
+
+    # --- The provider's API --------------------------------------------------------------------
+    # Name of the setting holding the provider API's base URL (the real host by default).
+    api_base_url_setting: ClassVar[str | None] = None
+    # Seconds before a call to the provider's API gives up (``ProviderUnavailable``: retry later).
+    api_timeout_seconds: ClassVar[float] = 10.0
+    # A substring that marks the provider's test keys (``"sk_test_"``); "" when keys do not say.
+    # A test-mode account must hold a test key and a live account a live one (``secret_api_key``).
+    test_key_marker: ClassVar[str] = ""
+
+    # --- Capabilities that follow from the methods implemented ----------------------------------
+
+    @property
+    def checkout_enabled(self) -> bool:
+        """True when parents may be offered this provider's checkout: the adapter implements
+        ``create_checkout``. An adapter may also switch it off (the dummy's follows
+        ``DUMMY_CHECKOUT_ENABLED``, off in production: its checkout takes no money)."""
+        return self._implements("create_checkout")
+
+    @property
+    def refund_available(self) -> bool:
+        """True when the provider has a refund API we call (the adapter implements ``refund``):
+        staff refunds go through it. Elsewhere staff make the refund at the provider and record
+        it by hand."""
+        return self._implements("refund")
+
+    @property
+    def refund_status_available(self) -> bool:
+        """True when the provider's API can be asked where one refund stands (``refund_status``)."""
+        return self._implements("refund_status")
+
+    def _implements(self, method: str) -> bool:
+        return getattr(type(self), method) is not getattr(ProviderAdapter, method)
 
     # --- Webhooks ----------------------------------------------------------------------------
 
@@ -289,21 +342,6 @@ class ProviderAdapter:
         return payload
 
     @staticmethod
-    def hmac_matches(
-        *, secrets: Iterable[str], message: bytes, signature: str, digestmod=hashlib.sha256
-    ) -> bool:
-        """True when ``signature`` (hex) is the HMAC of ``message`` under any of ``secrets``.
-
-        Compared with ``hmac.compare_digest`` so timing reveals nothing about the expected value.
-        """
-        provided = signature.strip().lower().encode("ascii", "replace")
-        matched = False
-        for secret in secrets:
-            expected = hmac.new(secret.encode("utf-8"), message, digestmod).hexdigest().encode("ascii")
-            matched |= hmac.compare_digest(expected, provided)
-        return matched
-
-    @staticmethod
     def validate(model: type[pydantic.BaseModel], payload: dict[str, Any], *, event_type: str = ""):
         """Validate ``payload`` with ``model``; a failure becomes ``PayloadInvalid`` with one
         ``{"field", "message"}`` per problem."""
@@ -365,6 +403,46 @@ class ProviderAdapter:
         if not isinstance(data, dict):
             raise ProviderUnavailable(f"{self.display_name} answered with unexpected JSON")
         return data
+
+
+class HmacHeaderAdapter(ProviderAdapter):
+    """A provider that signs each webhook with one header: an HMAC of the raw body keyed with the
+    account's webhook secret (SurePay, Paystack, Chapa, the dummy). A subclass names the header
+    and says how the HMAC is made; the check is written here, once. Every secret the account
+    holds is tried (the current one and, during a rotation, the previous one), each compared
+    with ``hmac.compare_digest`` so timing reveals nothing about the expected value."""
+
+    signature_header: ClassVar[str]
+    # The hash function, by ``hashlib``'s name: "sha256", "sha512".
+    hmac_algorithm: ClassVar[str] = "sha256"
+    # How the header writes the HMAC: "hex" (either case) or "base64".
+    hmac_encoding: ClassVar[str] = "hex"
+    # What comes before the HMAC in the header (the dummy's ``sha256=``); "" for nothing.
+    signature_prefix: ClassVar[str] = ""
+
+    def verify_signature(
+        self, *, body: bytes, headers: Mapping[str, str], account: ProviderAccount, query: Mapping[str, str]
+    ) -> None:
+        header = headers.get(self.signature_header, "")
+        if not header:
+            raise SignatureMissing(f"Missing {self.signature_header} header")
+        if not header.startswith(self.signature_prefix) or not self.hmac_matches(
+            secrets=account.webhook_secrets(), message=body, signature=header.removeprefix(self.signature_prefix)
+        ):
+            raise SignatureInvalid(f"{self.signature_header} does not match the body")
+
+    def hmac_matches(self, *, secrets: Iterable[str], message: bytes, signature: str) -> bool:
+        """True when ``signature`` is the HMAC of ``message`` under any of ``secrets``."""
+        provided = signature.strip()
+        if self.hmac_encoding == "hex":
+            provided = provided.lower()
+        provided_bytes = provided.encode("ascii", "replace")
+        matched = False
+        for secret in secrets:
+            digest = hmac.new(secret.encode("utf-8"), message, self.hmac_algorithm)
+            expected = digest.hexdigest() if self.hmac_encoding == "hex" else base64.b64encode(digest.digest()).decode()
+            matched |= hmac.compare_digest(expected.encode("ascii"), provided_bytes)
+        return matched
 
 
 # --- What an accepted event must satisfy -----------------------------------------------------------

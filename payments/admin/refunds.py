@@ -78,6 +78,7 @@ class RefundRequestAdmin(SchoolScopedAdmin):
             else:
                 self.message_user(request, f"Refund {refund.get_status_display().lower()}.", messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:payments_refundrequest_change", args=[refund.pk]))
+        adapter = services.refund_adapter(payment=refund.payment)  # None: refunded by hand
         context = {
             **self.admin_site.each_context(request),
             "title": f"Resolve {refund}",
@@ -86,7 +87,7 @@ class RefundRequestAdmin(SchoolScopedAdmin):
             "refund": refund,
             "form": form,
             "provider_name": selectors.provider_display_name(refund.payment.provider),
-            "idempotent": getattr(services.refund_adapter(payment=refund.payment), "refund_idempotent", False),
+            "idempotent": adapter is not None and adapter.refund_idempotent,
         }
         return TemplateResponse(
             request, "admin/payments/refundrequest/resolve.html", context, status=400 if form.errors else 200

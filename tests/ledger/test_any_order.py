@@ -22,19 +22,13 @@ from hypothesis import strategies as st
 
 from core.money import from_minor, to_minor
 from core.status import PaymentStatus as S
-from fakes.flutterwave import FakeFlutterwave
-from fakes.webhooks import (
-    Delivery,
-    Params,
-    flutterwave_delivery,
-    flutterwave_event,
-    paystack_delivery,
-    paystack_event,
-    stripe_delivery,
-    stripe_event,
-)
 from payments import selectors
 from payments.models import Payment, WebhookEvent
+from providers.flutterwave.fake import FakeFlutterwave
+from providers.flutterwave.wire import flutterwave_delivery, flutterwave_event
+from providers.paystack.wire import paystack_delivery, paystack_event
+from providers.stripe.wire import stripe_delivery, stripe_event
+from providers.wire import Delivery, Params
 from quickbooks_sync import services as books
 from tests.conftest import process_pending, sign
 from tests.ledger.conftest import STUDENT_ID, provider_account

@@ -5,28 +5,26 @@ RefundReceipt of the amount taken back."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django.test import TestCase
 
 from core.status import PaymentStatus as S
-from fakes.webhooks import paystack_delivery, stripe_delivery
 from payments.models import Payment
+from providers.paystack.wire import paystack_delivery
+from providers.stripe.wire import stripe_delivery
 from quickbooks_sync import services as qbo
 from tests.conftest import process_pending
 from tests.factories import report
 from tests.ledger.conftest import provider_account
 from tests.ledger.test_any_order import documents_of
-from tests.providers.helpers import post
+from tests.providers.helpers import payloads_dir, post
 
 pytestmark = pytest.mark.django_db
 
-DOCUMENTED = Path(__file__).parents[1] / "providers" / "payloads"
-
 
 def documented(provider: str, name: str) -> dict:
-    return json.loads((DOCUMENTED / provider / "documented" / f"{name}.json").read_text())
+    return json.loads((payloads_dir(provider) / "documented" / f"{name}.json").read_text())
 
 
 def deliver(client, school, provider, delivery) -> int:

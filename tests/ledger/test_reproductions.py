@@ -12,10 +12,12 @@ from django.test import TestCase
 from django.utils import timezone
 
 from core.status import PaymentStatus as S
-from fakes.flutterwave import FakeFlutterwave
-from fakes.webhooks import Params, flutterwave_delivery, flutterwave_event, paystack_delivery, paystack_event
 from payments import services
 from payments.models import Payment, ReviewFlag, WebhookEvent
+from providers.flutterwave.fake import FakeFlutterwave
+from providers.flutterwave.wire import flutterwave_delivery, flutterwave_event
+from providers.paystack.wire import paystack_delivery, paystack_event
+from providers.wire import Params
 from quickbooks_sync import services as books
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.ledger.conftest import STUDENT_ID, provider_account

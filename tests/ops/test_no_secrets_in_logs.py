@@ -18,9 +18,10 @@ from django.conf import settings
 
 from fakes.quickbooks import FakeQuickBooks
 from fakes.server import serve_in_thread
-from fakes.webhooks import mpesa_callback, mpesa_delivery, Params
 from payments.models import PaymentRequest, StaffMembership
-from providers.mpesa import callback_token
+from providers.mpesa.adapter import callback_token
+from providers.mpesa.wire import mpesa_callback, mpesa_delivery
+from providers.wire import Params
 from tests.conftest import REPO, free_port, wait_for
 from tests.factories import AccountFactory, PaymentFactory, PaymentRequestFactory, SchoolFactory, StudentFactory
 from tests.quickbooks_sync.conftest import CLIENT_ID, CLIENT_SECRET, REALM

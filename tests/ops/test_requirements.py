@@ -14,7 +14,9 @@ import json
 import re
 import subprocess
 import sys
+from fnmatch import fnmatch
 from functools import cache
+from pathlib import Path
 
 import pytest
 from packaging.markers import default_environment
@@ -189,12 +191,21 @@ def test_every_app_and_backend_the_settings_name_comes_from_requirements_txt():
     assert not problems, "\n".join(problems)
 
 
+def in_image(path: Path) -> bool:
+    """Whether the Dockerfile's ``COPY . .`` takes ``path``: no .dockerignore pattern matches it
+    or one of its directories (each provider's own tests, ``providers/*/tests``, stay out)."""
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    patterns = [pattern for pattern in patterns if pattern and not pattern.startswith("#")]
+    parts = path.relative_to(REPO).parts
+    return not any(fnmatch("/".join(parts[:n]), pattern) for pattern in patterns for n in range(1, len(parts) + 1))
+
+
 def first_party_imports() -> dict[str, set[str]]:
     """Top-level modules imported by the image's own code (any import statement, also inside
     functions), with the files importing each."""
     imports: dict[str, set[str]] = {}
     for package in FIRST_PARTY:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted(path for path in (REPO / package).rglob("*.py") if in_image(path)):
             tree = ast.parse(path.read_text(), filename=str(path))
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):

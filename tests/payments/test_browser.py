@@ -294,7 +294,7 @@ def test_the_admin_pages_work_under_the_content_security_policy(chromium, site, 
 def test_a_parent_gives_an_email_for_paystack_at_phone_width(chromium, site, shots, school, student, settings, outside_requests):
     """Paystack's checkout needs the payer's email: the pay page asks for it (staff gave none),
     refuses one Paystack could not use with a clear message, then sends the parent to Paystack."""
-    from fakes.paystack import FakePaystack
+    from providers.paystack.fake import FakePaystack
     from tests.factories import AccountFactory, PaymentRequestFactory
     from tests.providers.helpers import fake_server
 

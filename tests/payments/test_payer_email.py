@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from fakes.flutterwave import FakeFlutterwave
-from fakes.paystack import FakePaystack
 from payments import services
 from payments.api_tokens import api_token_create
 from payments.models import Payment, PaymentRequest
 from providers.base import ReturnUrls
 from providers.errors import ProviderRejected
+from providers.flutterwave.fake import FakeFlutterwave
+from providers.paystack.fake import FakePaystack
 from providers.registry import get_provider
 from tests.factories import AccountFactory, PaymentFactory, PaymentRequestFactory
 from tests.payments.conftest import csrf_token

@@ -17,26 +17,24 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.status import PaymentStatus as S
-from fakes.chapa import FakeChapa
-from fakes.flutterwave import FakeFlutterwave
-from fakes.omise import FakeOmise
-from fakes.paystack import FakePaystack
-from fakes.stripe import FakeStripe, decode_form
-from fakes.webhooks import (
-    chapa_delivery,
-    dumps,
-    flutterwave_delivery,
-    omise_delivery,
-    paystack_delivery,
-    stripe_delivery,
-)
 from payments import services
 from payments.api_tokens import api_token_create
 from payments.ledger import FactKind, FactSource
 from payments.models import AuditLog, MappingStatus, RefundRequest, TransactionFact, WebhookEvent
 from payments.selectors import payment_refund_balance
 from providers.base import ReturnUrls
+from providers.chapa.fake import FakeChapa
+from providers.chapa.wire import chapa_delivery
+from providers.flutterwave.fake import FakeFlutterwave
+from providers.flutterwave.wire import flutterwave_delivery
+from providers.omise.fake import FakeOmise
+from providers.omise.wire import omise_delivery
+from providers.paystack.fake import FakePaystack
+from providers.paystack.wire import paystack_delivery
 from providers.registry import get_provider
+from providers.stripe.fake import FakeStripe, decode_form
+from providers.stripe.wire import stripe_delivery
+from providers.wire import dumps
 from quickbooks_sync import services as books_services
 from quickbooks_sync.models import QboConnection
 from tests.conftest import free_port, process_pending
@@ -146,7 +144,7 @@ def stripe_paid(school, student, stripe):
 
 @pytest.fixture
 def short_stripe_timeout(monkeypatch):
-    import providers.stripe as stripe_module
+    import providers.stripe.adapter as stripe_module
 
     monkeypatch.setattr(stripe_module.StripeProvider, "api_timeout_seconds", 0.5)
     monkeypatch.setattr(stripe_module, "_http_client", None)

@@ -1,29 +1,35 @@
-"""Shared test plumbing for the provider tests: recorded payloads, posting a signed delivery
-through the real endpoint, a fake provider server on a socket, and the dead-letter check."""
+"""Shared test plumbing for the provider tests: recorded payloads (each provider's
+``providers/<slug>/payloads/``, found through the registry), posting a signed delivery through the
+real endpoint, a fake provider server on a socket, and the dead-letter check."""
 
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
 from decimal import Decimal
+from importlib import import_module
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fakes.server import serve_in_thread
-from fakes.webhooks import Delivery
 from payments.models import WebhookEvent
+from providers.registry import provider_package
+from providers.wire import Delivery
 
-PAYLOADS = Path(__file__).parent / "payloads"
+
+def payloads_dir(provider: str) -> Path:
+    """The provider's recorded payloads: ``payloads/`` in its package, found through the registry."""
+    return Path(import_module(provider_package(provider)).__file__).parent / "payloads"
 
 
 def load(provider: str, name: str) -> dict:
     """A recorded payload (numbers as Decimal, as the service decodes them)."""
-    return json.loads((PAYLOADS / provider / f"{name}.json").read_text(), parse_float=Decimal)
+    return json.loads((payloads_dir(provider) / f"{name}.json").read_text(), parse_float=Decimal)
 
 
 def raw(provider: str, name: str) -> bytes:
     """A recorded payload's bytes exactly as stored (what the provider would send)."""
-    return (PAYLOADS / provider / f"{name}.json").read_bytes()
+    return (payloads_dir(provider) / f"{name}.json").read_bytes()
 
 
 def post(client, provider: str, delivery: Delivery, school: str = "ng"):

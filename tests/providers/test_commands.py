@@ -35,6 +35,8 @@ def live_school(transactional_db):
         ("chapa", "chapa-sim", "CHASECK_TEST-sim"),
         ("flutterwave", "flw-sim", "FLWSECK_TEST-sim"),
         ("omise", "b21pc2Utc2lt", "skey_test_sim"),
+        ("surepay", "surepay-sim", ""),
+        ("dummy", "dummy-sim", ""),
     ],
 )
 def test_simulated_webhooks_are_accepted_by_a_live_server(live_server, live_school, provider, secret, api_key):

@@ -1,5 +1,5 @@
 """Every payload the providers publish (their documentation, official SDKs' fixtures, recorded
-deliveries; sources in payloads/<provider>/documented/SOURCES.md), delivered as the provider
+deliveries; sources in providers/<provider>/payloads/documented/SOURCES.md), delivered as the provider
 would, signed, through the real endpoint and worker: the answer, and exactly what is stored.
 
 Refunds and disputes are delivered for a payment that exists (set up through the same service a
@@ -12,7 +12,6 @@ import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db import transaction
@@ -20,32 +19,21 @@ from django.test import TestCase
 
 from core.money import from_minor
 from core.status import PaymentStatus as S
-from fakes.chapa import FakeChapa
-from fakes.flutterwave import FakeFlutterwave
-from fakes.mpesa import FakeDaraja
-from fakes.omise import FakeOmise
 from fakes.server import serve_in_thread
-from fakes.webhooks import (
-    Delivery,
-    chapa_delivery,
-    flutterwave_delivery,
-    mpesa_delivery,
-    omise_delivery,
-    paystack_delivery,
-    stripe_delivery,
-)
 from payments.models import Payment, WebhookEvent
 from payments.services import payment_event_apply
 from providers.base import NormalizedEvent
-from providers.mpesa import callback_token
-from providers.registry import get_provider
+from providers.chapa.fake import FakeChapa
+from providers.flutterwave.fake import FakeFlutterwave
+from providers.mpesa.fake import FakeDaraja
+from providers.omise.fake import FakeOmise
+from providers.registry import get_provider, provider_part, provider_slugs
+from providers.wire import Delivery
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory
-from tests.providers.helpers import post
+from tests.providers.helpers import payloads_dir, post
 
 pytestmark = pytest.mark.django_db
-
-PAYLOADS = Path(__file__).parent / "payloads"
 
 
 @dataclass(frozen=True)
@@ -239,7 +227,7 @@ MPESA_CREDENTIALS = {"consumer_key": "ck_doc", "consumer_secret": "cs_doc", "sho
 
 
 def documented(case: Case) -> bytes:
-    return (PAYLOADS / case.provider / "documented" / f"{case.file}.json").read_bytes()
+    return (payloads_dir(case.provider) / "documented" / f"{case.file}.json").read_bytes()
 
 
 def payload_of(body: bytes) -> dict:
@@ -275,23 +263,14 @@ def succeeded_payment(account, event: NormalizedEvent, amount: int, currency: st
 
 
 def delivery_for(case: Case, body: bytes, payment: Payment | None) -> Delivery:
+    """Signed as the provider signs it: its package's wire module, found through the registry."""
     secret = SECRETS[case.provider]
-    if case.provider == "stripe":
-        return stripe_delivery(body, [secret])
-    if case.provider == "paystack":
-        return paystack_delivery(body, secret if not case.live else "sk_live_documented")
-    if case.provider == "flutterwave":
-        payload = payload_of(body)
-        if "type" in payload and "data" in payload:  # v4
-            return Delivery(body, {"flutterwave-signature": secret})
-        return flutterwave_delivery(body, secret)
-    if case.provider == "omise":
-        return omise_delivery(body, [secret])
-    if case.provider == "chapa":
-        return chapa_delivery(body, secret)
-    if case.provider == "mpesa":
-        return mpesa_delivery(body, callback_token(secret, payment.pk if payment else "unknown"))
-    raise AssertionError(case.provider)
+    if case.provider == "paystack" and case.live:
+        secret = "sk_live_documented"  # Paystack signs with the account's (live) secret key
+    if case.provider == "flutterwave" and "type" in (payload := payload_of(body)) and "data" in payload:
+        return Delivery(body, {"flutterwave-signature": secret})  # v4's header
+    wire = provider_part(case.provider, "wire")
+    return wire.signed_delivery(body, secret=secret, payment_id=payment.pk if payment else "unknown")
 
 
 @pytest.fixture(scope="module")
@@ -434,6 +413,6 @@ def test_documented_payload(client, school, apis, case):
 
 def test_every_documented_payload_is_under_test():
     on_disk = {
-        (path.parent.parent.name, path.stem) for path in PAYLOADS.glob("*/documented/*.json")
+        (provider, path.stem) for provider in provider_slugs() for path in (payloads_dir(provider) / "documented").glob("*.json")
     }
     assert on_disk == {(case.provider, case.file) for case in CASES}

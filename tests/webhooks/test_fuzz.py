@@ -1,5 +1,5 @@
 """Property-based: correctly signed, structure-aware mutations of every recorded payload of every
-provider (tests/providers/payloads/<provider>/*.json, picked up by themselves) are posted to the
+provider (providers/<provider>/payloads/**/*.json, picked up by themselves) are posted to the
 real endpoint. Whatever the body:
 
 - the answer is never a 5xx (the test client raises on a server error);
@@ -18,42 +18,38 @@ import hashlib
 import json
 import re
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fakes.webhooks import (
-    chapa_delivery,
-    flutterwave_delivery,
-    mpesa_delivery,
-    omise_delivery,
-    paystack_delivery,
-    stripe_delivery,
-)
-from fakes.webhooks import Delivery, hmac_hex
-from payments.models import Payment, WebhookEvent
-from providers.mpesa import callback_token
-from providers.registry import get_provider
+from payments.models import WebhookEvent
+from providers.chapa.wire import chapa_delivery
+from providers.dummy.wire import dummy_delivery
+from providers.flutterwave.wire import flutterwave_delivery
+from providers.mpesa.adapter import callback_token
+from providers.mpesa.wire import mpesa_delivery
+from providers.omise.wire import omise_delivery
+from providers.paystack.wire import paystack_delivery
+from providers.registry import get_provider, provider_slugs
+from providers.stripe.wire import stripe_delivery
+from providers.surepay.wire import surepay_delivery
+from providers.wire import Delivery
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory
 from tests.fuzzing import count, hostile_text, mutated_json
+from tests.providers.helpers import payloads_dir
 
 pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
-PAYLOADS = Path(__file__).resolve().parents[1] / "providers" / "payloads"
 SECRET = "whsec_fuzz_secret_1"
 
 
-def _surepay(body, account):
-    return Delivery(body, {"X-Signature": hmac_hex(SECRET.encode(), body)})
-
-
-# How each provider signs a delivery (fakes/webhooks.py, written from the providers' documentation).
+# How each provider signs a delivery (its package's wire.py, written from the provider's documentation).
 SIGNERS = {
-    "surepay": _surepay,
+    "surepay": lambda body, account: surepay_delivery(body, SECRET),
+    "dummy": lambda body, account: dummy_delivery(body, SECRET),
     "stripe": lambda body, account: stripe_delivery(body, [SECRET]),
     "paystack": lambda body, account: paystack_delivery(body, SECRET),
     "chapa": lambda body, account: chapa_delivery(body, SECRET),
@@ -61,11 +57,11 @@ SIGNERS = {
     "omise": lambda body, account: omise_delivery(body, [SECRET]),
     "mpesa": lambda body, account: mpesa_delivery(body, mpesa_token(body, account)),
 }
-PROVIDERS = sorted(path.name for path in PAYLOADS.iterdir() if path.is_dir())
+PROVIDERS = [slug for slug in provider_slugs() if payloads_dir(slug).is_dir()]
 
 
 def payloads(provider: str) -> list[dict]:
-    return [json.loads(path.read_text(), parse_float=Decimal) for path in sorted((PAYLOADS / provider).rglob("*.json"))]
+    return [json.loads(path.read_text(), parse_float=Decimal) for path in sorted(payloads_dir(provider).rglob("*.json"))]
 
 
 def test_every_provider_with_payloads_can_be_signed():

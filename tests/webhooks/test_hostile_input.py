@@ -15,12 +15,14 @@ import pytest
 
 from core.money import MoneyError, parse_major_amount
 from core.status import PaymentStatus
-from fakes.webhooks import Delivery, mpesa_delivery, paystack_delivery
 from payments.models import AuditLog, Payment, TransactionFact, WebhookEvent
 from providers.base import STORED_TEXT_FIELDS, NormalizedEvent, normalized_event_check, stored_text_limits
 from providers.common import integer_units
 from providers.errors import PayloadInvalid
-from providers.mpesa import callback_token
+from providers.mpesa.adapter import callback_token
+from providers.mpesa.wire import mpesa_delivery
+from providers.paystack.wire import paystack_delivery
+from providers.wire import Delivery
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.factories import AccountFactory, PaymentFactory
 from tests.providers.helpers import post, raw

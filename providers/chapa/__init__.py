@@ -1,0 +1,9 @@
+"""Chapa: ``adapter.py`` (the adapter: verification, parsing, payment API), ``wire.py`` (its
+webhooks as the provider sends them), ``fake.py`` (a fake of its API), ``payloads/`` (recorded
+and documented payloads, with their sources), ``tests/``.
+
+What each part is: docs/adding-a-provider.md."""
+
+from providers.chapa.adapter import ChapaProvider
+
+__all__ = ["ChapaProvider"]

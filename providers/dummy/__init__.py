@@ -1,0 +1,9 @@
+"""The dummy provider (development, demos and tests): ``adapter.py`` (the adapter: verification,
+parsing, payment API), ``wire.py`` (its webhooks as the provider sends them), ``payloads/``
+(recorded and documented payloads, with their sources), ``tests/``.
+
+What each part is: docs/adding-a-provider.md."""
+
+from providers.dummy.adapter import DummyProvider
+
+__all__ = ["DummyProvider"]

@@ -1,0 +1,9 @@
+"""Flutterwave: ``adapter.py`` (the adapter: verification, parsing, payment API), ``wire.py`` (its
+webhooks as the provider sends them), ``fake.py`` (a fake of its API), ``payloads/`` (recorded
+and documented payloads, with their sources), ``tests/``.
+
+What each part is: docs/adding-a-provider.md."""
+
+from providers.flutterwave.adapter import FlutterwaveProvider
+
+__all__ = ["FlutterwaveProvider"]
