@@ -14,7 +14,7 @@ from django.utils import timezone
 from core.money import format_minor
 from core.status import PaymentStatus
 from dashboard.selectors import staff_dashboard
-from payments import selectors
+from payments import selectors as payment_selectors
 from quickbooks_sync.selectors import reconciliation
 
 
@@ -61,7 +61,7 @@ def dashboard_view(request: HttpRequest):
         ("Staff refunds whose provider answer was lost (check its dashboard)", board.refunds_in_doubt,
          _link("admin:payments_refundrequest_changelist", status__exact="in_doubt")),
     ]  # fmt: skip
-    books = reconciliation(schools=selectors.schools_for_user(user=request.user))
+    books = reconciliation(schools=payment_selectors.schools_for_user(user=request.user))
     context = {
         **admin.site.each_context(request),
         "title": f"Today, {today:%A %d %B %Y}",

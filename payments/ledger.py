@@ -42,7 +42,6 @@ from core.money import format_minor
 from core.status import PaymentStatus
 from payments.state import CHARGE_RANK
 
-S = PaymentStatus
 
 
 class FactKind(models.TextChoices):
@@ -137,7 +136,7 @@ def ledger_fold(facts: Iterable[FactLike], *, initial_status: str, currency: str
     conflicts: list[str] = []
     charges = [fact for fact in facts if fact.kind == FactKind.CHARGE]
     status = max([initial_status, *(fact.status for fact in charges)], key=lambda value: (CHARGE_RANK[value], value))
-    if status == S.SUCCEEDED:
+    if status == PaymentStatus.SUCCEEDED:
         received, currency = _received(charges, currency, conflicts)
     usable = []
     for fact in facts:
@@ -152,8 +151,8 @@ def ledger_fold(facts: Iterable[FactLike], *, initial_status: str, currency: str
     money_reported = any(state == RefundStatus.SUCCEEDED for state, _ in refunds.values()) or bool(disputes) or (
         snapshot_total > 0
     )
-    if status != S.SUCCEEDED:
-        if money_reported and status == S.FAILED:
+    if status != PaymentStatus.SUCCEEDED:
+        if money_reported and status == PaymentStatus.FAILED:
             conflicts.append("refunds or disputes are reported for a payment the provider says failed")
         return Ledger(
             status=status,
@@ -190,13 +189,13 @@ def ledger_fold(facts: Iterable[FactLike], *, initial_status: str, currency: str
     charged_back = -sum(m.amount_minor for m in movements if m.key.startswith("chargeback:"))
     disputed = sum(amount for state, amount in disputes.values() if state == DisputeStatus.OPEN)
     if disputed:
-        status = S.DISPUTED
+        status = PaymentStatus.DISPUTED
     elif charged_back:
-        status = S.CHARGED_BACK
+        status = PaymentStatus.CHARGED_BACK
     elif refunded and refunded >= received:
-        status = S.REFUNDED
+        status = PaymentStatus.REFUNDED
     elif refunded:
-        status = S.PARTIALLY_REFUNDED
+        status = PaymentStatus.PARTIALLY_REFUNDED
     return Ledger(
         status=status,
         currency=currency,
@@ -219,7 +218,7 @@ def _best(facts: list[FactLike]) -> list[FactLike]:
 
 def _received(charges: list[FactLike], currency: str, conflicts: list[str]) -> tuple[int, str]:
     """The amount and currency received, as the most trusted source reports the success."""
-    successes = [fact for fact in charges if fact.status == S.SUCCEEDED and fact.amount_minor is not None]
+    successes = [fact for fact in charges if fact.status == PaymentStatus.SUCCEEDED and fact.amount_minor is not None]
     if not successes:
         conflicts.append("the payment succeeded but no amount was reported")
         return 0, currency

@@ -17,25 +17,32 @@ from __future__ import annotations
 
 from core.status import PaymentStatus
 
-S = PaymentStatus
 
 # The outcome of the charge itself, before refunds and disputes are looked at. When sources
 # disagree the higher rank wins, whatever the order they came in: a success outranks everything
 # (money confirmed as received is never dropped), a provider's failure outranks our own
 # cancellation or expiry, and any of those outranks "still open".
 CHARGE_RANK: dict[str, int] = {
-    S.PENDING: 0,
-    S.PROCESSING: 1,
-    S.AWAITING_REVIEW: 1,
-    S.EXPIRED: 2,
-    S.CANCELLED: 3,
-    S.FAILED: 4,
-    S.SUCCEEDED: 5,
+    PaymentStatus.PENDING: 0,
+    PaymentStatus.PROCESSING: 1,
+    PaymentStatus.AWAITING_REVIEW: 1,
+    PaymentStatus.EXPIRED: 2,
+    PaymentStatus.CANCELLED: 3,
+    PaymentStatus.FAILED: 4,
+    PaymentStatus.SUCCEEDED: 5,
 }
 
 # States in which the school received the money (some of it may have gone back since).
-SETTLED_STATES = frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.DISPUTED, S.CHARGED_BACK})
+SETTLED_STATES = frozenset(
+    {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.DISPUTED,
+        PaymentStatus.CHARGED_BACK,
+    }
+)
 # States a payment can still leave without any money moving: the janitor keeps asking about them.
-OPEN_STATES = frozenset({S.PENDING, S.PROCESSING, S.AWAITING_REVIEW})
+OPEN_STATES = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.AWAITING_REVIEW})
 # A provider's transaction not settled yet.
-IN_FLIGHT_STATES = (S.PENDING, S.PROCESSING)
+IN_FLIGHT_STATES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)

@@ -21,10 +21,6 @@ README = REPO / "README.md"
 DOCS = REPO / "docs"
 README_MAX_LINES = 200
 
-# Pages other changes write: a link to one of them is checked once it exists. Empty this set when
-# they are in the repository.
-WRITTEN_ELSEWHERE = {"docs/architecture.md", "docs/adding-a-provider.md"}
-
 # The README's "Try it" section, byte for byte: the cURL command and the two answers it shows
 # are what every HTTP answer must stay (tests/quickbooks_sync/test_demo_and_admin.py sends the
 # same payload).
@@ -138,8 +134,7 @@ def test_every_relative_link_leads_to_a_file_and_a_heading():
                 problems.append(f"{where} leaves the repository")
                 continue
             if not linked.exists():
-                if relative not in WRITTEN_ELSEWHERE:
-                    problems.append(f"{where}: no such file")
+                problems.append(f"{where}: no such file")
                 continue
             if anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 problems.append(f"{where}: no heading with anchor #{anchor} in {relative}")
@@ -181,9 +176,7 @@ def test_no_page_cites_an_issue_tracker_or_notes_outside_the_repository():
 
 
 def test_the_readme_and_the_index_lead_to_every_page():
-    pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")} | {
-        name.removeprefix("docs/") for name in WRITTEN_ELSEWHERE
-    }
+    pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
     from_index = {
         (DOCS / target.partition("#")[0]).resolve().relative_to(DOCS).as_posix()
         for _, target in links(DOCS / "index.md")

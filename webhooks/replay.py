@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ops.context import current_request_id
-from payments import locks
+from payments import locks as payment_locks
 from payments.audit import audit_record
 from payments.models import AuditLog, WebhookEvent
 from providers.errors import PayloadInvalid, PayloadMalformed
@@ -58,7 +58,7 @@ def webhook_event_replay(*, event_id: int, actor) -> ReplayResult:
     """
     with transaction.atomic():
         # A revived dead letter gets its provider event id, a key.
-        event = locks.webhook_event(event_id, key_change=True)
+        event = payment_locks.webhook_event(event_id, key_change=True)
         previous = event.status
         if previous not in REPLAYABLE:
             return ReplayResult(

@@ -38,7 +38,7 @@ from config.metrics import webhook_processed
 from core.errors import PermanentError, TransientError
 from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
-from payments import locks
+from payments import locks as payment_locks
 from payments.audit import audit_record
 from payments.models import AuditLog, Payment, ProviderAccount, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
@@ -386,7 +386,7 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                locked = locks.webhook_event(event.pk, related=())
+                locked = payment_locks.webhook_event(event.pk, related=())
                 if locked.applied_at is not None:
                     event.payment_id = locked.payment_id
                     return "applied before"
@@ -435,7 +435,7 @@ def webhook_event_fail(*, event_id: int, error: str) -> None:
     """Retries are exhausted or the failure is permanent: leave it visibly failed for staff.
     The event, its payment's mapping state and the audit entry change together."""
     with transaction.atomic():
-        event = locks.webhook_event(event_id)
+        event = payment_locks.webhook_event(event_id)
         if event.payment_id is not None:
             payment_mapping_fail(payment_id=event.payment_id, error=error)
         WebhookEvent.objects.filter(pk=event_id).update(

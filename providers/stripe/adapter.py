@@ -50,7 +50,7 @@ from providers.errors import (
 S = PaymentStatus
 
 # Stripe's zero-decimal currencies: the integer is the whole amount (UGX 5000 -> 5000).
-# https://stripe.com/docs/currencies (archived copy, see shared/reference/providers.md 1.5).
+# https://stripe.com/docs/currencies (archived copy, see docs/reference/providers.md 1.5).
 # UGX is on this list; whether Stripe adds a two-decimal backwards-compatibility rule for UGX is
 # unconfirmed: we follow the published list, and a session's amount that is not what we asked
 # for is taken as confirmed by the payment rules, so check UGX in the sandbox before going live.

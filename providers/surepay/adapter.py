@@ -1,4 +1,4 @@
-"""SurePay and similar school-fee aggregators: the generic aggregator scheme of DESIGN.md.
+"""SurePay and similar school-fee aggregators: the generic aggregator scheme of docs/design.md.
 
 - ``X-School-Code``: the school's code (or the school code in the webhook URL).
 - ``X-Signature``: hex HMAC-SHA256 of the raw body, keyed with the account's webhook secret.
