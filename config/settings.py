@@ -327,7 +327,7 @@ QBO_ENVIRONMENT = (env_str("QBO_ENVIRONMENT") or ("production" if IS_PRODUCTION 
 if QBO_ENVIRONMENT not in {"sandbox", "production"}:
     raise ImproperlyConfigured(f"QBO_ENVIRONMENT must be sandbox or production, got {QBO_ENVIRONMENT!r}")
 QBO_REDIRECT_URI = env_str("QBO_REDIRECT_URI") or f"{PUBLIC_BASE_URL}/qbo/callback/"
-# Reference §1.1 and §2.1: the discovery document names Intuit's OAuth endpoints; only the data
+# docs/reference/quickbooks.md §1.1 and §2.1: the discovery document names Intuit's OAuth endpoints; only the data
 # host differs between sandbox and production.
 QBO_API_BASE_URL = (
     env_str("QBO_API_BASE_URL")
@@ -374,7 +374,7 @@ QBO_SYNC_RUN_SECONDS = env_int("QBO_SYNC_RUN_SECONDS", 120)
 # company's concurrent requests). 1 with SQLite, which cannot take parallel writers.
 QBO_SYNC_CONCURRENCY = env_int("QBO_SYNC_CONCURRENCY", 4 if DATABASE_URL else 1)
 if not IS_PRODUCTION and (QBO_API_BASE_URL.startswith("http://")):
-    # Reference §6.2: python-quickbooks' OAuth2Session refuses plain http. Only ever for a local
+    # docs/reference/quickbooks.md §6.2: python-quickbooks' OAuth2Session refuses plain http. Only ever for a local
     # fake; production refuses such URLs below.
     import os as _os
 

@@ -2,7 +2,7 @@
 the pause after a 429, and short-lived locks (one sync lane per school, one token refresh per
 connection).
 
-Reference §4.1: per company, 500 requests a minute, 10 a second, 10 at once, and 40 batch calls
+docs/reference/quickbooks.md §4.1: per company, 500 requests a minute, 10 a second, 10 at once, and 40 batch calls
 a minute. The limiter enforces all of them *before* a request is sent, in one atomic Lua script
 on Redis' own clock, so workers on different hosts agree. Without ``REDIS_URL`` (development,
 inline tasks in one process) an in-process stand-in with the same rules is used.

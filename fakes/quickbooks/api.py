@@ -76,7 +76,7 @@ class AccountingApi:
             token = self._access.get(auth[len("Bearer ") :]) if auth.startswith("Bearer ") else None
             company = self.companies.get(realm)
             if token is None or token.grant.revoked or token.expires_at < time.time() or token.grant.realm != realm:
-                # Reference §2.3: 401 bodies use a lower-case envelope.
+                # docs/reference/quickbooks.md §2.3: 401 bodies use a lower-case envelope.
                 detail = "Token expired" if token is not None and token.expires_at < time.time() else "Token invalid"
                 return _json(401, {
                     "fault": {"error": [{"message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",

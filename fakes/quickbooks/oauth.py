@@ -83,7 +83,7 @@ class OAuthEndpoints:
                 if code is None or code["redirect_uri"] != form.get("redirect_uri"):
                     return invalid
                 if code["used"]:
-                    # Reference §1.3: exchanging a code twice invalidates what it issued.
+                    # docs/reference/quickbooks.md §1.3: exchanging a code twice invalidates what it issued.
                     if code["grant"] is not None:
                         code["grant"].revoked = True
                     return invalid

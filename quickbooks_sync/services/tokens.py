@@ -108,7 +108,7 @@ def qbo_tokens_refresh(*, connection_id: int, stale_version: int | None = None) 
     stored tokens are still that version, e.g. after a 401), and persist the rotated refresh
     token.
 
-    Reference §1.5: every refresh may return a new refresh token and only the newest keeps
+    docs/reference/quickbooks.md §1.5: every refresh may return a new refresh token and only the newest keeps
     working. Refreshes of one connection are serialized by a Redis lock (never a database lock
     across the network call); the result is stored under the row lock only if nobody stored
     newer tokens meanwhile (``token_version``), so the newest refresh token is never lost.

@@ -44,7 +44,7 @@ def fake_qbo(settings, monkeypatch):
     # Parallel sends run in threads with their own database connections, which cannot see a
     # test's uncommitted rows: tests of that path use transactional_db and set it themselves.
     settings.QBO_SYNC_CONCURRENCY = 1
-    # Reference §6.2: python-quickbooks' OAuth2Session needs this for a plain-http fake.
+    # docs/reference/quickbooks.md §6.2: python-quickbooks' OAuth2Session needs this for a plain-http fake.
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     yield fake
     server.stop()
