@@ -366,13 +366,17 @@ QBO_THROTTLE_PAUSE_SECONDS = float(env_str("QBO_THROTTLE_PAUSE_SECONDS", "60") o
 QBO_TOKEN_REFRESH_MARGIN_SECONDS = env_int("QBO_TOKEN_REFRESH_MARGIN_SECONDS", 300)
 # Sync: documents per round (one invoice look-up serves a whole round), attempts before a
 # transient failure is left visibly failed, how long a worker's claim on a document lasts.
-QBO_SYNC_CHUNK_SIZE = env_int("QBO_SYNC_CHUNK_SIZE", 50)
+QBO_SYNC_CHUNK_SIZE = env_int("QBO_SYNC_CHUNK_SIZE", 120)
 QBO_SYNC_MAX_ATTEMPTS = env_int("QBO_SYNC_MAX_ATTEMPTS", 10)
 QBO_SYNC_CLAIM_SECONDS = env_int("QBO_SYNC_CLAIM_SECONDS", 300)
 QBO_SYNC_RUN_SECONDS = env_int("QBO_SYNC_RUN_SECONDS", 120)
 # Documents of one round sent at once (threads of the worker; the limiter still caps the
 # company's concurrent requests). 1 with SQLite, which cannot take parallel writers.
 QBO_SYNC_CONCURRENCY = env_int("QBO_SYNC_CONCURRENCY", 4 if DATABASE_URL else 1)
+# Documents sent in one batch call (docs/reference/quickbooks.md §6.5): at most 30, Intuit's
+# recommendation; 1 sends every document on its own. Batches drain a backlog 2.4 times faster
+# than single calls within the company's limits (40 batch calls or 500 calls a minute).
+QBO_SYNC_BATCH_SIZE = max(1, min(30, env_int("QBO_SYNC_BATCH_SIZE", 30)))
 if not IS_PRODUCTION and (QBO_API_BASE_URL.startswith("http://")):
     # docs/reference/quickbooks.md §6.2: python-quickbooks' OAuth2Session refuses plain http. Only ever for a local
     # fake; production refuses such URLs below.

@@ -209,6 +209,16 @@ def fault_from(exc: qb_exceptions.QuickbooksException, *, intuit_tid: str = "") 
     return QboFault(message, code=str(code) if code else "", detail=detail, intuit_tid=intuit_tid)
 
 
+def item_fault(fault: dict) -> Exception:
+    """One batch item's ``Fault`` (a batch call answers 200 with a fault per refused item) in
+    this app's vocabulary, as ``fault_from`` maps a call's."""
+    try:
+        QboClient.handle_exceptions(fault)
+    except qb_exceptions.QuickbooksException as exc:
+        return fault_from(exc)
+    return QboFault("QuickBooks refused the document without saying why")
+
+
 def qbo_client_build(*, realm_id: str, access_token: str, refresh_token: str) -> QboClient:
     """A client for one company with a current access token (so the library does not refresh,
     docs/reference/quickbooks.md §6.1). Amounts are exact ``Decimal``s both ways (``use_decimal``)."""

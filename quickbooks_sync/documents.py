@@ -38,6 +38,13 @@ def request_id_for(*, realm_id: str, kind: str, payment_id: uuid.UUID | str, ste
     return str(uuid.uuid5(REQUEST_ID_NAMESPACE, name))
 
 
+def batch_request_id_for(*, request_ids: list[str]) -> str:
+    """The ``requestid`` of one batch call: 36 characters (the most a batch's may have,
+    docs/reference/quickbooks.md §3), the same for the same documents in the same order, so a
+    batch sent again is answered from QuickBooks' memory with item ids that still match."""
+    return str(uuid.uuid5(REQUEST_ID_NAMESPACE, "batch:" + ",".join(request_ids)))
+
+
 def marker_for(*, kind: str, payment_id: uuid.UUID | str, step: str = "") -> str:
     """Written into the document's PrivateNote: how a look-up recognises our own document
     (PrivateNote is not filterable, so candidates are found by customer and date)."""

@@ -129,7 +129,7 @@ class AccountingApi:
                 200, {"CompanyInfo": {"Id": "1", "CompanyName": company.name, "Country": "UG"}, "time": _now_iso()}
             )
         if rest == "batch" and request.method == "POST":
-            return self.batch(company, _loads(request.body))
+            return self.batch(company, _loads(request.body), request_id=params.get("requestid"))
         match = re.fullmatch(r"([a-z]+)(?:/(\d+))?", rest)
         if not match or match.group(1) not in _ENTITY_BY_PATH:
             raise _Fault(400, "500", "Unsupported Operation", f"Operation {rest} is not supported.", "ValidationFault")
@@ -197,11 +197,25 @@ class AccountingApi:
             return {}
         return {query.entity: page, "startPosition": query.start, "maxResults": len(page)}
 
-    def batch(self, company: Company, body: dict) -> Response:
+    def batch(self, company: Company, body: dict, *, request_id: str | None = None) -> Response:
+        """Items run one after the other and a fault of one does not stop the others (§6.5). A
+        batch ``requestid`` is at most 36 characters, and its item ids at most 10 (§3)."""
         items = body.get("BatchItemRequest") or []
         if len(items) > BATCH_MAX_ITEMS:
             raise _Fault(400, "1040", "Batch size exceeds allowed limit", f"at most {BATCH_MAX_ITEMS} items")
-        answers = []
+        if request_id and (len(request_id) > 36 or any(len(str(item.get("bId", ""))) > 10 for item in items)):
+            raise _Fault(
+                400, "2050", "String length is either shorter or longer than supported by specification", "requestid"
+            )
+        with self.lock:
+            cached = company.request_ids.get(request_id) if request_id and self.dedupe_request_ids else None
+        if cached is not None:
+            if self.request_id_replay == "fault600":
+                raise _Fault(
+                    400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault"
+                )
+            return cached
+        answers, entities = [], set()
         for item in items:
             entity = next((key for key in item if key in _ENTITY_BY_PATH.values()), None)
             try:
@@ -210,9 +224,20 @@ class AccountingApi:
                 with self.lock:
                     created = self.create(company, entity, item[entity])
                 answers.append({"bId": item.get("bId"), entity: created})
+                entities.add(entity)
             except _Fault as fault:
                 answers.append({"bId": item.get("bId"), "Fault": fault.body()["Fault"]})
-        return _json(200, {"BatchItemResponse": answers, "time": _now_iso()})
+        response = _json(200, {"BatchItemResponse": answers, "time": _now_iso()})
+        with self.lock:
+            if request_id:
+                company.request_ids[request_id] = response
+            # ``drop_next_create``: the documents are stored, the answer never arrives.
+            index = next((i for i, wanted in enumerate(self._drop_creates) if wanted is None or wanted in entities), None)
+            if index is not None and entities:
+                self._drop_creates.pop(index)
+        if index is not None and entities:
+            raise _DropConnection()
+        return response
 
     # --- Creates: what QBO checks before it accepts a document --------------------------------
 

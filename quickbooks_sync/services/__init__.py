@@ -9,20 +9,22 @@ How a payment reaches QuickBooks exactly once:
 2. ``qbo_school_sync`` runs one *lane* per school (a Redis lock): it claims due records in
    rounds, resolves the students' customers (cached in ``QboCustomer``, else found by name or
    batch-created: customer names are unique in QuickBooks, so a batch can never duplicate one),
-   reads the open invoices of a whole round in one query, then creates each document on its own
-   with a deterministic ``requestid``. One lane per company keeps invoice balances consistent
+   reads the open invoices of a whole round in one query, then creates the documents in batch
+   calls of up to 30 (a document alone as a single create with a deterministic ``requestid``). One lane per company keeps invoice balances consistent
    between rounds and fits Intuit's advice (docs/reference/quickbooks.md §4.1).
 3. Before a create is sent its record is marked ``in_doubt`` with the exact body; after the
    answer it is ``synced`` with QuickBooks' id. A record found in doubt (a timeout, a dropped
    answer, a crash) is looked up in QuickBooks (by customer and date, recognised by the marker
    in its PrivateNote) before anything is sent again, and a resend repeats the same body under
-   the same ``requestid``, which QuickBooks de-duplicates as a second guard.
+   the same ``requestid``, which QuickBooks de-duplicates as a second guard (a batch's own
+   ``requestid`` plays that part for its documents).
 
 No database lock is held across a network call: records are claimed with a short
 ``SELECT ... FOR UPDATE SKIP LOCKED`` and written back in short transactions.
 
 The modules, bottom up: ``lane`` (wake, claim, pause), ``tokens`` (the session and OAuth tokens),
-``outcomes`` (what becomes of a record), ``rounds`` (one round of sends), ``sync`` (the entry
+``outcomes`` (what becomes of a record), ``sends`` (batch and single creates, look-ups),
+``rounds`` (one round: customers, invoices, plans), ``sync`` (the entry
 point and a school's run), ``connection`` (staff connect and configure), ``backlog`` (the scan).
 """
 

@@ -4,30 +4,20 @@ create each document on its own (looking it up first when a send is in doubt).""
 from __future__ import annotations
 
 import logging
-import threading
 from decimal import Decimal
 
-from django.conf import settings
-from django.db import connections
 from django.utils import timezone
 from quickbooks.objects import Customer
 
 from core.money import format_minor, from_minor
-from payments.audit import audit_record
-from payments.models import AuditLog
 from quickbooks_sync import documents
 from quickbooks_sync.errors import (
-    QboAuthError,
-    QboAuthLost,
-    QboDuplicateRequest,
-    QboFault,
-    QboNotConfigured,
-    QboThrottled,
     QboUnavailable,
 )
 from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer, QboPaymentSync, SyncStatus
-from quickbooks_sync.services.lane import ACTOR, _Work
-from quickbooks_sync.services.outcomes import _finish_failed, _finish_refused_transient, _finish_synced, _retry_later
+from quickbooks_sync.services.lane import _Work
+from quickbooks_sync.services.outcomes import _finish_failed, _finish_synced
+from quickbooks_sync.services.sends import _ADJUSTMENT_WORDS, _adjustment_type, _landed, _quote, _send_all
 from quickbooks_sync.services.tokens import QboSession
 
 logger = logging.getLogger(__name__)
@@ -59,54 +49,6 @@ def _batch_sync(*, session: QboSession, batch: list[_Work]) -> None:
     finally:
         if any(item.record.status == SyncStatus.SYNCED for item in batch):
             QboConnection.objects.filter(pk=connection.pk).update(last_synced_at=timezone.now())
-
-
-# Errors that stop a whole round: the company is throttled, the token refused, QuickBooks down.
-_ROUND_STOPPERS = (QboThrottled, QboAuthError, QboAuthLost, QboUnavailable, QboNotConfigured)
-
-
-def _send_all(session: QboSession, items: list[_Work]) -> None:
-    """Send the round's documents, up to ``QBO_SYNC_CONCURRENCY`` at once: QuickBooks answers
-    in hundreds of milliseconds, so one request at a time would stay far below the company's
-    limit. Every plan was made up front (invoice balances included), so the order of the
-    creates does not matter. The first error that concerns the whole company stops the rest,
-    which stay claimed for ``_release``."""
-    concurrency = min(settings.QBO_SYNC_CONCURRENCY, len(items))
-    if concurrency <= 1:
-        for item in items:
-            _send(session, item)
-        return
-    pending = list(reversed(items))
-    lock = threading.Lock()
-    stopped: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            while True:
-                with lock:
-                    if stopped or not pending:
-                        return
-                    item = pending.pop()
-                try:
-                    _send(session, item)
-                except _ROUND_STOPPERS as exc:
-                    with lock:
-                        stopped.append(exc)
-                except BaseException as exc:  # noqa: BLE001 - a bug: stop the round, re-raised below
-                    with lock:
-                        stopped.append(exc)
-        finally:
-            connections.close_all()  # this thread's own database connection
-
-    threads = [threading.Thread(target=worker, name=f"qbo-send-{i}") for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if stopped:
-        # A throttle or a refused token says more about what to do next than an outage.
-        stopped.sort(key=lambda exc: 0 if isinstance(exc, (QboThrottled, QboAuthError, QboAuthLost)) else 1)
-        raise stopped[0]
 
 
 def _precondition(item: _Work, connection: QboConnection) -> str:
@@ -220,15 +162,6 @@ def _plan(*, session: QboSession, items: list[_Work]) -> None:
         record.request_body = body
 
 
-# What an adjustment is called in its document.
-_ADJUSTMENT_WORDS = {"refund": "Refund", "chargeback": "Chargeback (dispute lost)", "correction": "Correction"}
-
-
-def _adjustment_type(record: QboAdjustmentSync) -> str:
-    """Money out is a RefundReceipt (docs/reference/quickbooks.md §2.8); money in again a SalesReceipt (§2.7)."""
-    return "RefundReceipt" if record.direction == QboAdjustmentSync.Direction.OUT else "SalesReceipt"
-
-
 def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int, str], dict[int, str]]:
     """QuickBooks customer ids of these students: known ones from ``QboCustomer``; the rest
     found by display name in one query, and the still-missing ones created in one batch call.
@@ -296,10 +229,6 @@ def _customers_resolve(*, session: QboSession, students: list) -> tuple[dict[int
     return known, errors
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _customers_by_name(session: QboSession, names: list[str], *, include_inactive: bool = False) -> dict[str, str]:
     found: dict[str, str] = {}
     for start in range(0, len(names), 50):
@@ -338,110 +267,3 @@ def _open_invoices(*, session: QboSession, customer_ids: list[str]) -> dict[str,
         start += 1000
 
 
-def _landed(session: QboSession, item: _Work) -> dict | None:
-    """The document an earlier attempt created, if QuickBooks has it. Candidates are found by
-    customer and date (both filterable), then recognised by our marker in PrivateNote (not
-    filterable). Every type an attempt may have sent is searched, the last one first. More than
-    one match means a duplicate exists already: the oldest is kept, and staff are told.
-    Sets ``record.txn_type`` to the type found."""
-    record, payment = item.record, item.payment
-    if isinstance(record, QboAdjustmentSync):
-        customer, types = payment.qbo_sync.customer_id, [_adjustment_type(record)]
-        marker = documents.marker_for(kind="adjustment", payment_id=payment.pk, step=record.step)
-    else:
-        customer = record.customer_id
-        types = sorted(("Payment", "SalesReceipt"), key=lambda entity: entity != record.txn_type)
-        marker = documents.marker_for(kind="payment", payment_id=payment.pk)
-    if not customer:
-        return None  # never planned, so never sent
-    for entity in types:
-        matches, start = [], 1
-        while True:
-            rows = session.query(
-                f"SELECT * FROM {entity} WHERE CustomerRef = {_quote(customer)} AND TxnDate = {_quote(record.txn_date.isoformat())} "
-                f"STARTPOSITION {start} MAXRESULTS 1000"
-            ).get(entity, [])
-            matches += [row for row in rows if marker in str(row.get("PrivateNote") or "")]
-            if len(rows) < 1000:
-                break
-            start += 1000
-        if not matches:
-            continue
-        matches.sort(key=lambda row: int(row["Id"]) if str(row["Id"]).isdigit() else 0)
-        if len(matches) > 1:
-            logger.error(
-                "payment %s has %d documents in QuickBooks: %s", payment.pk, len(matches), [m["Id"] for m in matches]
-            )
-            audit_record(
-                action="qbo.duplicate_found",
-                actor_type=AuditLog.ActorType.SYSTEM,
-                actor=ACTOR,
-                school_id=payment.school_id,
-                target=payment,
-                details={"txn_type": entity, "txn_ids": [m["Id"] for m in matches]},
-            )
-        record.txn_type = entity
-        return matches[0]
-    return None
-
-
-def _send(session: QboSession, item: _Work) -> None:
-    """Create one document. The record says ``in_doubt`` from before the request leaves until
-    its answer is stored.
-
-    Doubt is sticky: once an earlier attempt of this record may have landed, a refusal of a
-    later one proves nothing about the earlier, so the record stays in doubt and the next
-    attempt (or a staff retry) looks it up before sending anything."""
-    record, payment = item.record, item.payment
-    connection = session.connection
-    if session.lane is not None:
-        session.lane.renew()
-    session.client()  # a token refresh that fails does so before anything is marked
-    was_in_doubt = record.in_doubt
-    adjustment = isinstance(record, QboAdjustmentSync)
-    record.realm_id = connection.realm_id
-    record.request_id = documents.request_id_for(
-        realm_id=connection.realm_id, kind="adjustment" if adjustment else "payment", payment_id=payment.pk,
-        step=record.step if adjustment else "0", revision=record.revision,
-    )  # fmt: skip
-    record.in_doubt = True
-    record.attempts += 1
-    fields = ["realm_id", "request_id", "request_body", "in_doubt", "attempts", "txn_type", "details", "updated_at"]
-    if isinstance(record, QboPaymentSync):
-        fields.append("customer_id")
-    record.save(update_fields=fields)
-    try:
-        created = session.create(record.txn_type, record.request_body, record.request_id)
-    except (QboThrottled, QboAuthError) as exc:
-        # Refused before QuickBooks did anything: this request created nothing; not an attempt.
-        _finish_refused_transient(
-            record, error=str(exc), retry_in=getattr(exc, "retry_after", None), in_doubt=was_in_doubt
-        )
-        raise
-    except QboUnavailable as exc:
-        _retry_later(record, payment, error=str(exc), in_doubt=exc.outcome_unknown or was_in_doubt)
-        raise
-    except QboDuplicateRequest:
-        found = _landed(session, item)
-        if found is not None:
-            _finish_synced(session, item, found, via="requestid")
-        else:
-            _retry_later(
-                record,
-                payment,
-                error="QuickBooks has seen this request before; waiting for its document",
-                in_doubt=True,
-            )
-        return
-    except QboFault as fault:
-        _finish_failed(
-            record,
-            payment,
-            error=str(fault),
-            code=fault.code,
-            intuit_tid=fault.intuit_tid,
-            refused=True,
-            in_doubt=was_in_doubt,
-        )
-        return
-    _finish_synced(session, item, created, via="create")

@@ -93,6 +93,13 @@ class QboSession:
     def read(self, entity: str, object_id: str) -> dict:
         return self._call(lambda qb: qb.get_single_object(entity, object_id))[entity]
 
+    def batch(self, body: dict, request_id: str) -> list[dict]:
+        """One batch call: each item's answer, a document or a ``Fault`` (an item's fault does
+        not raise; an error of the call does)."""
+        return self._call(
+            lambda qb: qb.post(f"{qb.api_url}/company/{qb.company_id}/batch", body_json(body), request_id=request_id)
+        ).get("BatchItemResponse", [])
+
     def batch_create(self, objects: list):
         return self._call(lambda qb: batch_create(objects, qb=qb))
 

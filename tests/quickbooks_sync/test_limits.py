@@ -155,6 +155,7 @@ class TestAgainstTheFake:
 
     def test_the_shared_limiter_keeps_both_lanes_under_the_limit(self, limits, fake_qbo, connection):
         limits.QBO_SYNC_CONCURRENCY = 4  # two lanes of four threads: eight senders, one limit
+        limits.QBO_SYNC_BATCH_SIZE = 1  # one call per document: the most calls to pace
         # As in production our windows are a little longer than the company's
         # (QBO_LIMIT_MARGIN_MS): the fake counts arrivals, and busy threads on two cores delay
         # some by tens of milliseconds, a lot against a scaled 200 ms "second".
@@ -176,6 +177,7 @@ class TestAgainstTheFake:
         fake_qbo.per_second = 5
         limits.QBO_LIMIT_PER_SECOND = 10_000
         limits.QBO_THROTTLE_PAUSE_SECONDS = 1
+        limits.QBO_SYNC_BATCH_SIZE = 1
         schools = self.setup_schools(fake_qbo, connection, count=10)
         self.sync_in_parallel(schools)
         assert fake_qbo.throttled > 0
