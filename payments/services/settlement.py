@@ -14,6 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from config.celery import enqueue_on_commit
+
 from core.status import PaymentStatus
 from payments import locks, selectors
 from payments.audit import audit_record
@@ -243,6 +245,9 @@ def payment_settle(
         note = f"{note}; {outcome.summary}"
     if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held):
         payment_offer_to_books_on_commit(payment_id=payment.pk)
+    if first_settled:
+        # The parent's confirmation and receipt (payments.services.notices), once per payment.
+        enqueue_on_commit("payments.tasks.payment_receipt_issue", str(payment.pk))
     return PaymentChange(payment, created, applied, from_status, payment.status, note)
 
 
