@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from config.celery import enqueue_on_commit
-
 from core.status import PaymentStatus
 from payments import locks, selectors
 from payments.audit import audit_record

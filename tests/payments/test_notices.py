@@ -15,7 +15,7 @@ from payments.models import AuditLog, Notice, PaymentRequest
 from payments.services import notice_deliver, notices_sweep, payment_request_send
 from tests.conftest import wait_for
 from tests.payments.conftest import csrf_token
-from tests.payments.messaging import AT_KEY, AT_SENDER, AT_USERNAME, sms_gateway, smtp_server  # noqa: F401
+from tests.payments.messaging import AT_KEY, AT_SENDER, AT_USERNAME
 from tests.payments.test_api import api_for
 
 pytestmark = pytest.mark.django_db
