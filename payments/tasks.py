@@ -52,7 +52,17 @@ def notice_deliver_task(self, notice_id: str) -> str:
     return outcome.status
 
 
-@shared_task(acks_late=True, name="payments.tasks.payment_receipt_issue")
+# Idempotent (one receipt, one confirmation per channel: unique rows), so any failure (the database
+# gone for a moment) is simply retried, with backoff.
+@shared_task(
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    max_retries=8,
+    name="payments.tasks.payment_receipt_issue",
+)
 def payment_receipt_issue_task(payment_id: str) -> int:
     return len(services.payment_receipt_issue(payment_id=uuid.UUID(payment_id)))
 

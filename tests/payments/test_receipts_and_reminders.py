@@ -48,6 +48,8 @@ def published(monkeypatch):
 
 
 def test_settling_a_payment_enqueues_its_receipt_once_after_commit(payment_request, dummy_account, published, django_capture_on_commit_callbacks):
+    payment_request.parent_phone = "0772 123 456"
+    payment_request.save()
     payment = intent(payment_request, dummy_account)
     with django_capture_on_commit_callbacks(execute=True):
         settle(payment)
@@ -56,6 +58,13 @@ def test_settling_a_payment_enqueues_its_receipt_once_after_commit(payment_reque
     assert [call for call in published if call[0] == "payments.tasks.payment_receipt_issue"] == [
         ("payments.tasks.payment_receipt_issue", (str(payment.pk),))
     ]
+
+
+def test_a_payment_with_nobody_to_tell_enqueues_nothing(payment_request, dummy_account, published, django_capture_on_commit_callbacks):
+    payment = intent(payment_request, dummy_account)
+    with django_capture_on_commit_callbacks(execute=True):
+        settle(payment)
+    assert "payments.tasks.payment_receipt_issue" not in [task for task, _ in published]
 
 
 def test_a_failed_payment_gets_no_receipt(payment_request, dummy_account):
