@@ -11,15 +11,15 @@ import pytest
 
 from payments.models import Notice, PaymentReceipt
 from tests.conftest import wait_for
-from tests.payments.test_browser import (  # noqa: F401 - fixtures
-    PHONE,
-    chromium,
-    no_csp_violations,
-    open_phone,
-    outside_requests,
-    shots,
-    site,
-)
+from tests.payments import test_browser as browser
+from tests.payments.test_browser import PHONE, open_phone
+
+# The browser fixtures of the parents' browser tests (Chromium, the CSP watch, screenshots).
+chromium = browser.chromium
+no_csp_violations = browser.no_csp_violations
+outside_requests = browser.outside_requests
+shots = browser.shots
+site = browser.site
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
