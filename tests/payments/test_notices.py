@@ -364,3 +364,63 @@ def test_a_worker_sends_what_the_api_queued(celery_worker, staff, school, studen
     wait_for(lambda: smtp_server.to("mother@example.org"))
     wait_for(lambda: Notice.objects.get().status == "sent")
     assert len(smtp_server.messages) == 1
+
+
+# --- At the same moment ---------------------------------------------------------------------------
+
+
+def run_together(*calls):
+    """Run each call in its own thread (its own database connection), released at once."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(len(calls))
+    results, errors = [None] * len(calls), []
+
+    def run(index, call):
+        try:
+            barrier.wait()
+            results[index] = call()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_calls_with_one_idempotency_key_at_once_make_one_send(staff, school, student):
+    from tests.factories import PaymentRequestFactory
+
+    payment_request = PaymentRequestFactory(school=school, student=student, parent_email="mother@example.org")
+    clients = [api_for(staff), api_for(staff)]
+    responses = run_together(
+        *[
+            lambda client=client: client.post(
+                SEND.format(payment_request.pk), {"channel": "email"}, format="json", HTTP_IDEMPOTENCY_KEY="same-key"
+            )
+            for client in clients
+        ]
+    )
+    assert sorted(response.status_code for response in responses) == [200, 202]
+    assert responses[0].json()["id"] == responses[1].json()["id"]
+    assert Notice.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_delivering_one_notice_at_once_send_one_message(school, student, smtp_server):
+    from tests.factories import PaymentRequestFactory
+
+    payment_request = PaymentRequestFactory(school=school, student=student, parent_email="mother@example.org")
+    notice = payment_request_send(payment_request_id=payment_request.pk, channel="email", actor="bursar").notice
+    statuses = run_together(lambda: deliver(notice.pk), lambda: deliver(notice.pk), lambda: deliver(notice.pk))
+    assert sorted(statuses) == ["sent", "skipped", "skipped"]
+    assert len(smtp_server.messages) == 1
