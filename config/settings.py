@@ -15,6 +15,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_ip_networks, env_list, env_str
+from config.messages import message_beat_schedule, message_settings
 from ops.logs import json_formatter_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -288,6 +289,14 @@ CELERY_BEAT_SCHEDULE["refunds-recheck-due"] = {
     "task": "payments.tasks.refund_requests_recheck_due",
     "schedule": env_int("REFUND_RECHECK_INTERVAL_SECONDS", 300),
 }
+
+# --- Messages to parents: pay links, reminders, receipts (config/messages.py) ----------------
+globals().update(
+    message_settings(
+        app_env=APP_ENV, local_fakes=_LOCAL_FAKES, fakes_base_url=FAKES_BASE_URL, public_base_url=PUBLIC_BASE_URL
+    )
+)
+CELERY_BEAT_SCHEDULE.update(message_beat_schedule())
 REST_FRAMEWORK = {
     # Tokens only: no session cookie authenticates an API call, so the API needs no CSRF token.
     "DEFAULT_AUTHENTICATION_CLASSES": ["payments.api.authentication.HashedTokenAuthentication"],

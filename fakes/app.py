@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from fakes.africastalking import FakeAfricasTalking
 from fakes.directory import FakeDirectory
 from fakes.quickbooks import build_demo_quickbooks
 from fakes.server import PrefixRouter
@@ -12,7 +13,7 @@ from providers.registry import provider_part, provider_slugs
 def build_fakes(*, public_url: str | None = None) -> PrefixRouter:
     """One router with every fake mounted. ``public_url``: where a browser reaches this server,
     when the service reaches it by another name (compose)."""
-    mounts = {"/directory": FakeDirectory()}
+    mounts = {"/directory": FakeDirectory(), "/africastalking": FakeAfricasTalking()}
     # Every registered payment provider's API, from its package's fake.py (``FAKE``), under
     # /<slug>: where the development settings point its API (config/settings.py). Each accepts
     # its demo key (see README "Providers").

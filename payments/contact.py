@@ -46,3 +46,29 @@ def validate_parent_phone(value: str) -> None:
         parent_phone_clean(value)
     except ContactInvalid as exc:
         raise ValidationError(str(exc)) from exc
+
+
+# The country calling code of a school's national numbers (``0712 345 678``), by its currency.
+# Currencies shared by several countries (XOF, XAF) have none: staff type ``+225 ...`` there.
+CALLING_CODES = {
+    "UGX": "256", "KES": "254", "TZS": "255", "RWF": "250", "NGN": "234", "GHS": "233",
+    "ETB": "251", "ZAR": "27", "ZMW": "260", "MWK": "265", "THB": "66",
+}  # fmt: skip
+
+
+def parent_phone_international(phone: str, *, currency: str) -> str:
+    """A parent's number in international form for an SMS gateway: ``+256712345678``. A number
+    typed with ``+`` (or ``00``) keeps its country; a national one (leading ``0``) gets the
+    school's, from its currency."""
+    cleaned = parent_phone_clean(phone)
+    digits = re.sub(r"\D", "", cleaned)
+    if cleaned.startswith("+"):
+        return "+" + digits
+    if digits.startswith("00"):
+        return "+" + digits[2:]
+    code = CALLING_CODES.get(currency)
+    if code is None:
+        raise ContactInvalid(f"{cleaned!r}: give the number with its country code (+...).")
+    if digits.startswith(code) and len(digits) > 10:
+        return "+" + digits
+    return f"+{code}{digits.lstrip('0')}"

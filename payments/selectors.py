@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,12 +10,14 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.urls import reverse
 
+from core.money import format_minor
 from core.status import PaymentStatus
 from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
     AuditLog,
     Payment,
     PaymentMethod,
+    PaymentReceipt,
     PaymentRequest,
     ProviderAccount,
     RefundRequest,
@@ -317,3 +320,56 @@ def payment_refund_balance(*, payment: Payment) -> RefundBalance:
 
 def refund_requests_for_user(*, user) -> QuerySet[RefundRequest]:
     return RefundRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("payment", "school")
+
+
+# --- Receipts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiptView:
+    """What a receipt says, for its page and its PDF alike."""
+
+    receipt: PaymentReceipt
+    school_name: str
+    number: str
+    title: str  # "Payment received" or what became of the money since
+    lines: list[tuple[str, str]]
+
+
+def receipt_by_token(*, token: str) -> ReceiptView | None:
+    """The receipt whose address holds ``token``, or None. Reads the payment as it is now, so a
+    refund since is shown on the receipt."""
+    if not token or len(token) > 64:
+        return None
+    receipt = (
+        PaymentReceipt.objects.select_related("payment__school", "payment__student", "payment__payment_request__student")
+        .filter(token=token)
+        .first()
+    )
+    if receipt is None:
+        return None
+    payment = receipt.payment
+    student = payment.student or (payment.payment_request.student if payment.payment_request else None)
+    zone = zoneinfo.ZoneInfo(getattr(payment.school, "time_zone", "") or settings.TIME_ZONE)
+    paid_at = (payment.settled_at or payment.created_at).astimezone(zone)
+    if payment.is_manual:
+        how = payment.get_method_display()
+    else:
+        how = provider_display_name(payment.provider)
+    lines = [("Receipt number", receipt.number), ("Date paid", f"{paid_at:%d %B %Y, %H:%M} ({zone.key})")]
+    if student is not None:
+        lines.append(("Student", f"{student.full_name} ({student.student_number})".strip() if student.full_name else student.student_number))
+    if payment.payment_request is not None:
+        lines.append(("For", payment.payment_request.description))
+    lines += [("Amount paid", payment.amount_display), ("Paid by", how)]
+    reference = payment.manual_reference or payment.external_txn_id or payment.reference or ""
+    if reference:
+        lines.append(("Reference", reference))
+    title = "Payment received"
+    if payment.refunded_amount_minor:
+        lines.append(("Refunded since", format_minor(payment.refunded_amount_minor, payment.currency)))
+        title = "Payment received, refunded" if payment.status == PaymentStatus.REFUNDED else "Payment received, partly refunded"
+    if payment.charged_back_amount_minor:
+        lines.append(("Charged back", format_minor(payment.charged_back_amount_minor, payment.currency)))
+        title = "Payment received, charged back"
+    return ReceiptView(receipt, payment.school.name, receipt.number, title, lines)

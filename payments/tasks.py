@@ -36,3 +36,42 @@ def refund_requests_recheck_due_task() -> int:
 @shared_task(acks_late=True, name="payments.tasks.refund_request_recheck")
 def refund_request_recheck_task(refund_request_id: str) -> str:
     return services.refund_request_recheck(refund_request_id=uuid.UUID(refund_request_id))
+
+
+# --- Messages to parents (payments.services.notices) ---------------------------------------------
+
+
+# Idempotent: only the worker that claims the queued notice sends it; a redelivered message finds
+# it claimed or done. A transient failure is retried with backoff (the notice keeps its state).
+@shared_task(bind=True, acks_late=True, max_retries=None, name="payments.tasks.notice_deliver")
+def notice_deliver_task(self, notice_id: str) -> str:
+    outcome = services.notice_deliver(notice_id=uuid.UUID(notice_id))
+    if outcome.retry_in is not None:
+        # A second past the notice's next_attempt_at, so the retry finds it due.
+        raise self.retry(countdown=outcome.retry_in + 1)
+    return outcome.status
+
+
+# Idempotent (one receipt, one confirmation per channel: unique rows), so any failure (the database
+# gone for a moment) is simply retried, with backoff.
+@shared_task(
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=30,
+    retry_backoff_max=3600,
+    retry_jitter=True,
+    max_retries=8,
+    name="payments.tasks.payment_receipt_issue",
+)
+def payment_receipt_issue_task(payment_id: str) -> int:
+    return len(services.payment_receipt_issue(payment_id=uuid.UUID(payment_id)))
+
+
+@shared_task(name="payments.tasks.payment_reminders_due")
+def payment_reminders_due_task() -> int:
+    return len(services.payment_reminders_due())
+
+
+@shared_task(name="payments.tasks.notices_sweep")
+def notices_sweep_task() -> int:
+    return len(services.notices_sweep())

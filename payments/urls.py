@@ -9,5 +9,7 @@ urlpatterns = [
     path("pay/<str:token>/manual", views.pay_manual_view, name="pay-manual"),
     path("payments/<uuid:payment_id>/thanks", views.payment_thanks_view, name="payment-thanks"),
     path("payments/<uuid:payment_id>/status", views.payment_status_view, name="payment-status"),
+    path("receipts/<str:token>/", views.receipt_view, name="receipt"),
+    path("receipts/<str:token>/receipt.pdf", views.receipt_pdf_view, name="receipt-pdf"),
     path("payments/simulate/<uuid:payment_id>", views.payment_simulate_view, name="payment-simulate"),
 ]

@@ -283,3 +283,30 @@ def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpRe
         {"payment": payment, "form": form, "recorded": recorded},
         status=400 if request.method == "POST" else 200,
     )
+
+
+# --- Receipts: at an unguessable address, as a page and a PDF ------------------------------------
+
+
+@never_cache
+@require_GET
+@rate_limited("pay_page")
+def receipt_view(request: HttpRequest, token: str) -> HttpResponse:
+    view = selectors.receipt_by_token(token=token)
+    if view is None:
+        return render(request, "payments/receipt_unknown.html", status=404)
+    return render(request, "payments/receipt.html", {"view": view})
+
+
+@never_cache
+@require_GET
+@rate_limited("pay_page")
+def receipt_pdf_view(request: HttpRequest, token: str) -> HttpResponse:
+    from payments.receipt_pdf import receipt_pdf
+
+    view = selectors.receipt_by_token(token=token)
+    if view is None:
+        return render(request, "payments/receipt_unknown.html", status=404)
+    response = HttpResponse(receipt_pdf(view.receipt), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="receipt-{view.number}.pdf"'
+    return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from payments import selectors, services
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.forms import CsvImportForm, PaymentRequestAdminForm
-from payments.models import Payment, PaymentRequest
+from payments.models import AuditLog, Notice, Payment, PaymentRequest
 
 
 class PaymentInline(admin.TabularInline):
@@ -28,6 +28,26 @@ class PaymentInline(admin.TabularInline):
         return False
 
 
+class NoticeInline(admin.TabularInline):
+    """Every message sent to the parent about this request: pay links, reminders, receipts."""
+
+    model = Notice
+    fk_name = "payment_request"
+    verbose_name = "message to the parent"
+    verbose_name_plural = "Messages to the parent"
+    fields = ("created_at", "kind", "channel", "recipient", "status", "sent_at", "last_error", "requested_by")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(PaymentRequest)
 class PaymentRequestAdmin(SchoolScopedAdmin):
     form = PaymentRequestAdminForm
@@ -35,8 +55,8 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
     list_filter = ("status", "school")
     search_fields = ("student__student_number", "student__full_name", "description")
     date_hierarchy = "created_at"
-    actions = ["cancel_requests"]
-    inlines = [PaymentInline]
+    actions = ["cancel_requests", "send_by_email", "send_by_sms"]
+    inlines = [PaymentInline, NoticeInline]
     change_list_template = "admin/payments/paymentrequest/change_list.html"
 
     def get_inlines(self, request, obj):
@@ -46,13 +66,17 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
         if obj is None:
             return ()
         # What the parent is asked to pay never changes under them: cancel and create a new one.
-        return ("school", "student", "amount_display", "status", "pay_link", "paid_payment", "paid_at", "created_by")
+        return (
+            "school", "student", "amount_display", "status", "pay_link", "send_to_parent", "paid_payment", "paid_at",
+            "created_by",
+        )  # fmt: skip
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("school", "student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone")
         return (
             "pay_link",
+            "send_to_parent",
             "school",
             "student",
             "description",
@@ -101,6 +125,63 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
     def pay_link(self, obj):
         return format_html('<a href="{0}" target="_blank" rel="noopener">{0}</a>', obj.pay_url)
 
+    @admin.display(description="Send to the parent")
+    def send_to_parent(self, obj):
+        if obj.status != PaymentRequest.Status.OPEN:
+            return "Only an open request's pay link can be sent."
+        # Buttons of the change form itself (formaction): its CSRF token goes with them, and the
+        # page needs no form of its own (forms cannot nest).
+        buttons = []
+        for channel, label, contact in (
+            (Notice.Channel.EMAIL, "Send the pay link by email", obj.parent_email),
+            (Notice.Channel.SMS, "Send the pay link by SMS", obj.parent_phone),
+        ):
+            url = reverse("admin:payments_paymentrequest_send", args=[obj.pk, channel])
+            if contact:
+                buttons.append(format_html(
+                    '<button type="submit" class="button" formaction="{}" formmethod="post" formnovalidate>{}</button> ', url, label
+                ))  # fmt: skip
+        if not buttons:
+            return "Add the parent's email address or phone number (and save) to send the pay link."
+        return format_html("".join(["{}"] * len(buttons)), *buttons)
+
+    def _send(self, request, queryset, channel: str) -> None:
+        sent, refused = 0, []
+        for payment_request in queryset:
+            try:
+                services.payment_request_send(
+                    payment_request_id=payment_request.pk, channel=channel,
+                    actor_type=AuditLog.ActorType.STAFF, actor=request.user.get_username(),
+                )  # fmt: skip
+                sent += 1
+            except services.NoticeRefused as exc:
+                refused.append(f"{payment_request.student}: {exc.detail}")
+        way = "email" if channel == Notice.Channel.EMAIL else "SMS"
+        if sent:
+            self.message_user(request, f"Sending {sent} pay link(s) by {way}.", messages.SUCCESS)
+        for reason in refused[:20]:
+            self.message_user(request, f"Not sent: {reason}", messages.WARNING)
+
+    @admin.action(description="Send the pay link by email", permissions=["change"])
+    def send_by_email(self, request, queryset):
+        self._send(request, queryset, Notice.Channel.EMAIL)
+
+    @admin.action(description="Send the pay link by SMS", permissions=["change"])
+    def send_by_sms(self, request, queryset):
+        self._send(request, queryset, Notice.Channel.SMS)
+
+    def send_view(self, request: HttpRequest, object_id: str, channel: str):
+        """The change page's send buttons: POST only, staff of the request's school."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        if channel not in Notice.Channel.values:
+            raise Http404("No such channel")
+        self._send(request, PaymentRequest.objects.filter(pk=obj.pk), channel)
+        return HttpResponseRedirect(reverse("admin:payments_paymentrequest_change", args=[obj.pk]))
+
     @admin.action(description="Cancel the selected open payment requests", permissions=["change"])
     def cancel_requests(self, request, queryset):
         cancelled = 0
@@ -111,7 +192,12 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
 
     def get_urls(self):
         return [
-            path("import/", self.admin_site.admin_view(self.import_view), name="payments_paymentrequest_import")
+            path("import/", self.admin_site.admin_view(self.import_view), name="payments_paymentrequest_import"),
+            path(
+                "<path:object_id>/send/<str:channel>/",
+                self.admin_site.admin_view(self.send_view),
+                name="payments_paymentrequest_send",
+            ),
         ] + super().get_urls()
 
     def import_view(self, request: HttpRequest):

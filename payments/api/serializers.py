@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from payments.models import Payment, PaymentRequest, RefundRequest
+from payments.models import Notice, Payment, PaymentRequest, RefundRequest
 
 
 class PaymentRequestSerializer(serializers.ModelSerializer):
@@ -153,3 +153,23 @@ class RefundRequestSerializer(serializers.ModelSerializer):
 
 class RefundErrorSerializer(ErrorSerializer):
     refund = RefundRequestSerializer(required=False, help_text="The refund, when one was recorded.")
+
+
+class NoticeSendSerializer(serializers.Serializer):
+    channel = serializers.ChoiceField(choices=Notice.Channel.values)
+
+
+class NoticeSerializer(serializers.ModelSerializer):
+    payment_request_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Notice
+        fields = [
+            "id", "payment_request_id", "kind", "channel", "recipient", "status", "attempts", "last_error",
+            "created_at", "sent_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class NoticeErrorSerializer(ErrorSerializer):
+    notice = NoticeSerializer(required=False)

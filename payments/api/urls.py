@@ -11,6 +11,7 @@ urlpatterns = [
     path("payment-requests/<int:pk>/", views.PaymentRequestDetailView.as_view(), name="api-payment-request"),
     path("payment-requests/<int:pk>/checkout", views.PaymentRequestCheckoutView.as_view(), name="api-payment-request-checkout"),
     path("payment-requests/<int:pk>/cancel", views.PaymentRequestCancelView.as_view(), name="api-payment-request-cancel"),
+    path("payment-requests/<int:pk>/send", views.PaymentRequestSendView.as_view(), name="api-payment-request-send"),
     path("payments/", views.PaymentListView.as_view(), name="api-payments"),
     path("payments/<uuid:pk>/", views.PaymentDetailView.as_view(), name="api-payment"),
     path("payments/<uuid:pk>/refunds", views.PaymentRefundsView.as_view(), name="api-payment-refunds"),

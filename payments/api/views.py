@@ -16,6 +16,9 @@ from payments.api.serializers import (
     CheckoutRequestSerializer,
     CheckoutResponseSerializer,
     ErrorSerializer,
+    NoticeErrorSerializer,
+    NoticeSendSerializer,
+    NoticeSerializer,
     PaymentRequestCreateSerializer,
     PaymentRequestSerializer,
     PaymentSerializer,
@@ -161,6 +164,62 @@ class PaymentRequestCancelView(APIView):
         except services.PaymentRequestStateError as exc:
             return _error(409, "request_not_open", str(exc))
         return Response(PaymentRequestSerializer(payment_request).data)
+
+
+# NoticeRefused codes -> HTTP status.
+NOTICE_REFUSAL_STATUS = {
+    "request_not_open": status.HTTP_409_CONFLICT,
+    "idempotency_key_reused": status.HTTP_409_CONFLICT,
+    "no_email": status.HTTP_400_BAD_REQUEST,
+    "no_phone": status.HTTP_400_BAD_REQUEST,
+    "idempotency_key_invalid": status.HTTP_400_BAD_REQUEST,
+    "channel_invalid": status.HTTP_400_BAD_REQUEST,
+}
+
+
+class PaymentRequestSendView(APIView):
+    @extend_schema(
+        request=NoticeSendSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Send the same key again (a retry after a lost answer) to get the same send back, never a second message.",
+            )
+        ],
+        responses={
+            202: OpenApiResponse(NoticeSerializer, description="Queued: the message goes out in the background."),
+            200: OpenApiResponse(NoticeSerializer, description="The same Idempotency-Key again: the send already made."),
+            400: OpenApiResponse(NoticeErrorSerializer, description="`no_email`, `no_phone`, or field errors."),
+            404: ErrorSerializer,
+            409: OpenApiResponse(NoticeErrorSerializer, description="`request_not_open`, `idempotency_key_reused`."),
+        },
+        summary="Send a payment request's pay link to the parent",
+        description="Emails or texts (`channel`: `email` or `sms`) the pay link to the parent contact of the "
+        "request. Each call without a key is a new message (a re-send); the message's state is in the answer "
+        "(`queued`, then `sent`, `failed` or `in_doubt`).",
+    )
+    def post(self, request, pk: int):
+        payment_request = selectors.payment_requests_for_user(user=request.user).filter(pk=pk).first()
+        if payment_request is None:
+            return _error(404, "not_found", "No such payment request.")
+        body = NoticeSendSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            queued = services.payment_request_send(
+                payment_request_id=payment_request.pk,
+                channel=body.validated_data["channel"],
+                actor_type=AuditLog.ActorType.STAFF,
+                actor=request.user.get_username(),
+                client_key=request.headers.get("Idempotency-Key", ""),
+            )
+        except services.NoticeRefused as exc:
+            extra = {"notice": NoticeSerializer(exc.notice).data} if exc.notice is not None else {}
+            return _error(NOTICE_REFUSAL_STATUS.get(exc.code, 409), exc.code, exc.detail, **extra)
+        data = NoticeSerializer(queued.notice).data
+        return Response(data, status=status.HTTP_202_ACCEPTED if queued.created else status.HTTP_200_OK)
 
 
 class PaymentListView(generics.ListAPIView):

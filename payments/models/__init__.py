@@ -18,6 +18,7 @@ from payments.models.money import (
     new_pay_token,
     receipt_upload_to,
 )
+from payments.models.notices import Notice, PaymentReceipt, new_receipt_token
 from payments.models.records import AuditLog, WebhookEvent
 from payments.models.schools import (
     CURRENCY_CHOICES,
@@ -36,8 +37,10 @@ __all__ = [
     "MANUAL_METHODS",
     "MANUAL_PROVIDER",
     "MappingStatus",
+    "Notice",
     "Payment",
     "PaymentMethod",
+    "PaymentReceipt",
     "PaymentRequest",
     "ProviderAccount",
     "ProviderStudentLink",
@@ -49,6 +52,7 @@ __all__ = [
     "TransactionFact",
     "WebhookEvent",
     "new_pay_token",
+    "new_receipt_token",
     "receipt_upload_to",
     "validate_currency",
 ]

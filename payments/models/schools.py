@@ -23,6 +23,27 @@ def validate_currency(value: str) -> None:
         raise ValidationError(str(exc)) from exc
 
 
+def reminder_days(value: str) -> list[int]:
+    """``"7, 1"`` -> ``[1, 7]``: the days of a school's reminder setting. Raises ``ValueError``
+    with a message for staff."""
+    days = set()
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 90:
+            raise ValueError(f"{item!r} is not a number of days from 1 to 90.")
+        days.add(int(item))
+    return sorted(days)
+
+
+def validate_reminder_days(value: str) -> None:
+    try:
+        reminder_days(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
 class School(models.Model):
     code = models.SlugField(
         max_length=32, unique=True, help_text="Lower-case code; providers send it as X-School-Code."
@@ -30,6 +51,16 @@ class School(models.Model):
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
     active = models.BooleanField(default=True)
+    # Reminders of open payment requests with a due date. Off (blank) unless the school asks:
+    # each SMS costs the school money, and parents should hear from it only as it chooses.
+    reminder_days_before = models.CharField(
+        max_length=64, blank=True, default="", validators=[validate_reminder_days],
+        help_text="Remind parents this many days before the due date, comma-separated (e.g. 7,1). Blank: no reminder.",
+    )  # fmt: skip
+    reminder_days_after = models.CharField(
+        max_length=64, blank=True, default="", validators=[validate_reminder_days],
+        help_text="Remind parents of an unpaid request this many days after the due date (e.g. 1,7). Blank: no reminder.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -7,6 +7,7 @@
 - ``checkout``: "Pay now"; ``manual``: payments reported by a parent, reviewed by staff;
 - ``janitor``: asking providers about payments not settled;
 - ``refunds`` and ``refund_sync``: staff refunds, and keeping them in step with the ledger;
+- ``notices``: pay links, reminders and receipts sent to parents;
 - ``requests``: payment requests and CSV import; ``onboarding``: schools and provider accounts;
 - ``dummy``: the dummy provider's checkout page.
 
@@ -57,6 +58,18 @@ from payments.services.mapping import (  # noqa: F401
     payment_student_assign,
     payment_student_map,
     student_upsert,
+)
+from payments.services.notices import (  # noqa: F401
+    NoticeDelivery,
+    NoticeQueued,
+    NoticeRefused,
+    notice_deliver,
+    notices_sweep,
+    payment_receipt_get_or_create,
+    payment_receipt_issue,
+    payment_reminders_due,
+    payment_request_send,
+    school_today,
 )
 from payments.services.onboarding import (  # noqa: F401
     OnboardingError,

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from config.celery import enqueue_on_commit
 from core.status import PaymentStatus
 from payments import locks, selectors
 from payments.audit import audit_record
@@ -243,7 +244,21 @@ def payment_settle(
         note = f"{note}; {outcome.summary}"
     if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held):
         payment_offer_to_books_on_commit(payment_id=payment.pk)
+    if first_settled and _payer_contact_known(payment):
+        # The parent's confirmation and receipt (payments.services.notices), once per payment.
+        enqueue_on_commit("payments.tasks.payment_receipt_issue", str(payment.pk))
     return PaymentChange(payment, created, applied, from_status, payment.status, note)
+
+
+def _payer_contact_known(payment: Payment) -> bool:
+    """Whether a confirmation has anyone to go to: the request's parent contact or the payer's."""
+    payer = payment.payer if isinstance(payment.payer, dict) else {}
+    if payer.get("email") or payer.get("phone"):
+        return True
+    if payment.payment_request_id is None:
+        return False
+    payment_request = payment.payment_request
+    return bool(payment_request.parent_email or payment_request.parent_phone)
 
 
 def payment_offer_to_books_on_commit(*, payment_id: uuid.UUID) -> None:

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 
 from payments.models import StaffMembership
 from tests.factories import AccountFactory, PaymentRequestFactory, SchoolFactory, StudentFactory
+from tests.payments.messaging import sms_gateway, smtp_server  # noqa: F401 - fixtures of the messages to parents
 
 
 @pytest.fixture(autouse=True)
