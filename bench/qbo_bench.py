@@ -196,7 +196,10 @@ def seed(args) -> int:
 
 
 def make_payments(school_id: int, count: int, label: str, rng: random.Random) -> list:
-    from payments.models import MappingStatus, Payment, ProviderAccount, Student
+    from django.utils import timezone
+
+    from payments.ledger import FactKind, FactSource
+    from payments.models import MappingStatus, Payment, ProviderAccount, Student, TransactionFact
 
     account = ProviderAccount.objects.get(school_id=school_id)
     students = list(Student.objects.filter(school_id=school_id).order_by("student_number"))
@@ -215,6 +218,17 @@ def make_payments(school_id: int, count: int, label: str, rng: random.Random) ->
         for i in range(count)
     ]
     Payment.objects.bulk_create(payments)
+    # The provider's report that settled each payment: the ledger (and so the books) follow it.
+    TransactionFact.objects.bulk_create(
+        [
+            TransactionFact(
+                school_id=school_id, account=account, payment=payment, kind=FactKind.CHARGE, status="succeeded",
+                amount_minor=payment.amount_minor, currency="UGX", occurred_at=timezone.now(),
+                source=FactSource.PROVIDER_EVENT, txn_id=payment.external_txn_id,
+            )  # fmt: skip
+            for payment in payments
+        ]
+    )
     return payments
 
 
