@@ -128,7 +128,7 @@ class InstallmentAmountForm(forms.Form):
 class ManualPaymentForm(forms.Form):
     method = forms.ChoiceField(
         label=gettext_lazy("How did you pay?"),
-        choices=[(method.value, gettext_lazy(method.label)) for method in MANUAL_METHODS],
+        choices=[(method.value, method.label) for method in MANUAL_METHODS],
         widget=forms.RadioSelect,
     )
     reference = forms.CharField(

@@ -397,10 +397,10 @@ def not_found_view(request: HttpRequest, exception=None) -> HttpResponse:
     APPEND_SLASH would."""
     if not request.path.endswith("/") and request.method in ("GET", "HEAD"):
         try:
-            resolve(request.path + "/")
+            match = resolve(request.path + "/")
         except Resolver404:
-            pass
-        else:
+            match = None
+        if match is not None and match.url_name != "not-found":
             query = request.META.get("QUERY_STRING", "")
             return redirect(request.path + "/" + (f"?{query}" if query else ""), permanent=True)
     with translation.override(_picked_language(request)):

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from core.money import format_minor
 from core.status import PaymentStatus
@@ -102,9 +103,10 @@ def receipt_upload_to(instance: Payment, filename: str) -> str:
 
 class PaymentMethod(models.TextChoices):
     PROVIDER = "provider", "Payment provider"
-    BANK_TRANSFER = "bank_transfer", "Bank transfer"
-    MOBILE_MONEY = "mobile_money", "Mobile money"
-    CASH = "cash", "Cash"
+    # Translated: parents read these on their pages (docs/parents.md).
+    BANK_TRANSFER = "bank_transfer", gettext_lazy("Bank transfer")
+    MOBILE_MONEY = "mobile_money", gettext_lazy("Mobile money")
+    CASH = "cash", gettext_lazy("Cash")
 
 
 MANUAL_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.MOBILE_MONEY, PaymentMethod.CASH)

@@ -5,8 +5,8 @@ from knox.crypto import hash_token
 from knox.models import AuthToken
 
 from core.status import PaymentStatus
-from payments import services
 from demo.seed import demo_seed
+from payments import services
 from payments.models import PaymentRequest, StaffMembership, Student
 from providers.base import NormalizedStatus
 
