@@ -184,3 +184,18 @@ def test_two_tabs_choosing_different_parts_start_one_payment(live_server, in_par
     refused = next(response for response in responses if response.status_code == 409)
     assert "is already under way." in refused.text
     assert Payment.objects.count() == 1
+
+
+def test_staff_let_one_request_be_paid_in_parts(client, payment_request, staff, dummy_account):
+    client.force_login(staff)
+    url = f"/admin/payments/paymentrequest/{payment_request.pk}/change/"
+    response = client.post(
+        url,
+        {"description": payment_request.description, "installments_allowed": "true", "installment_min_minor": "100000",
+         "parent_email": "", "parent_phone": "", "payments-TOTAL_FORMS": "0", "payments-INITIAL_FORMS": "0"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    payment_request.refresh_from_db()
+    assert (payment_request.installments_allowed, payment_request.installment_min_minor) == (True, 100_000)
+    html = client.get(f"/pay/{payment_request.token}/").content.decode()
+    assert "You may pay in parts of at least UGX 100,000." in html
