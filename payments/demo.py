@@ -27,6 +27,17 @@ DEMO_BURSAR_USERNAME = "bursar"
 DEMO_STUDENTS = [("STU-0001", "Amina Nakato"), ("STU-0002", "Brian Okello"), ("STU-0003", "Grace Atim")]
 DEMO_REQUEST_DESCRIPTION = "Term 1 fees"
 DEMO_REQUEST_AMOUNT_MINOR = 450_000  # UGX has no minor unit: UGX 450,000
+# Test-mode accounts whose provider API is the local fake (fakes/app.py), with the fake's keys:
+# "Pay with Stripe" goes to the fake's hosted checkout, which posts a webhook signed with this
+# secret (rundemo registers the endpoint on the fake, as a merchant does in Stripe's dashboard).
+DEMO_STRIPE_API_KEY = "sk_test_fake"
+DEMO_STRIPE_WEBHOOK_SECRET = "whsec_demo_stripe"
+# M-Pesa takes Kenyan shillings: a second, Kenyan demo school, paid through the fake's "phone".
+DEMO_KENYA_SCHOOL_CODE = "nrb"
+DEMO_KENYA_STUDENT = ("KE-0001", "Wanjiru Kamau")
+DEMO_KENYA_REQUEST_AMOUNT_MINOR = 150_000  # KES 1,500.00
+DEMO_MPESA_CREDENTIALS = {"consumer_key": "ck_fake", "consumer_secret": "cs_fake", "shortcode": "174379", "passkey": "pk_fake"}
+DEMO_MPESA_SECRET = "mpesa-demo-callback-secret"
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,10 @@ class DemoLogin:
     # An open payment request's pay link, and the bursar's API token (the walkthroughs in docs/parents.md).
     pay_path: str = ""
     api_token: str = ""
+    # The Kenyan school's pay link (M-Pesa), and the webhook endpoints to register on the fakes:
+    # (provider, school code, signing secret).
+    kenya_pay_path: str = ""
+    webhook_endpoints: tuple[tuple[str, str, str], ...] = ()
 
 
 def payments_demo_seed() -> DemoLogin:
@@ -51,6 +66,13 @@ def payments_demo_seed() -> DemoLogin:
             account.webhook_secret = secret
             account.active = True
             account.save()
+        stripe = ProviderAccount.objects.filter(school=school, provider="stripe").first() or ProviderAccount(
+            school=school, provider="stripe"
+        )
+        stripe.api_key, stripe.webhook_secret = DEMO_STRIPE_API_KEY, DEMO_STRIPE_WEBHOOK_SECRET
+        stripe.test_mode = stripe.active = True
+        stripe.save()
+        kenya_pay_path = _demo_kenya_school()
         password = _demo_admin_password()
         user = get_user_model().objects.filter(username=DEMO_ADMIN_USERNAME).first()
         if user is None:
@@ -60,7 +82,39 @@ def payments_demo_seed() -> DemoLogin:
             user.set_password(password)
         user.save()
         pay_path, api_token = _demo_parents_pay(school, password=password)
-    return DemoLogin(DEMO_ADMIN_USERNAME, password, pay_path, api_token)
+    return DemoLogin(
+        DEMO_ADMIN_USERNAME,
+        password,
+        pay_path,
+        api_token,
+        kenya_pay_path,
+        (("stripe", DEMO_SCHOOL_CODE, DEMO_STRIPE_WEBHOOK_SECRET),),
+    )
+
+
+def _demo_kenya_school() -> str:
+    """A Kenyan school paid by M-Pesa (test mode, the fake Daraja) with an open request."""
+    from payments.services import payment_request_create, payment_request_draft
+
+    school, _ = School.objects.update_or_create(
+        code=DEMO_KENYA_SCHOOL_CODE, defaults={"name": "Nairobi Hills Academy", "currency": "KES", "active": True, "language": "sw"}
+    )
+    account = ProviderAccount.objects.filter(school=school, provider="mpesa").first() or ProviderAccount(
+        school=school, provider="mpesa"
+    )
+    account.credentials, account.webhook_secret = DEMO_MPESA_CREDENTIALS, DEMO_MPESA_SECRET
+    account.test_mode = account.active = True
+    account.save()
+    number, name = DEMO_KENYA_STUDENT
+    Student.objects.update_or_create(school=school, student_number=number, defaults={"full_name": name})
+    payment_request = PaymentRequest.objects.filter(school=school, status=PaymentRequest.Status.OPEN).first()
+    if payment_request is None:
+        draft = payment_request_draft(
+            school=school, student_number=number, description=DEMO_REQUEST_DESCRIPTION,
+            amount_minor=DEMO_KENYA_REQUEST_AMOUNT_MINOR, parent_phone="0708374149",
+        )  # fmt: skip
+        payment_request = payment_request_create(school=school, draft=draft)
+    return payment_request.pay_path
 
 
 def _demo_parents_pay(school: School, *, password: str) -> tuple[str, str]:

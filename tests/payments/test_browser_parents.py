@@ -148,3 +148,61 @@ def test_the_home_page_and_an_unknown_address(browse, site, shots, db):  # noqa:
     response = page.goto(f"{site}/no/such/page")
     assert response.status == 404
     assert page.locator("h1").inner_text() == "Page not found"
+
+
+@pytest.fixture
+def demo_fakes(settings, tmp_path):
+    """``make run``'s demo data and fakes: every fake provider on one port, its hosted pages
+    there, the demo's webhook endpoints registered on them."""
+    from demo.seed import demo_fakes_connect, demo_seed
+    from fakes.app import build_fakes
+    from fakes.server import serve_in_thread
+
+    settings.BASE_DIR = tmp_path
+    fakes = build_fakes()
+    server = serve_in_thread(fakes)
+    for prefix, fake in fakes.by_prefix.items():
+        fake.public_url = f"{server.base_url}{prefix}"
+    settings.STRIPE_API_BASE_URL = f"{server.base_url}/stripe"
+    settings.MPESA_SANDBOX_API_BASE_URL = settings.MPESA_API_BASE_URL = f"{server.base_url}/mpesa"
+    login = demo_seed()
+    demo_fakes_connect(fakes=fakes, login=login, public_base_url=settings.PUBLIC_BASE_URL)
+    yield login, server.base_url
+    server.stop()
+
+
+def test_the_demo_pays_with_stripe_and_m_pesa_through_their_fakes(chromium, site, shots, demo_fakes):  # noqa: F811
+    login, fakes_url = demo_fakes
+    context = chromium.new_context(**PHONE)
+    page = context.new_page()
+
+    # Stripe: the fake's hosted checkout, its signed webhook, back to the thanks page.
+    page.goto(f"{site}{login.pay_path}")
+    assert page.get_by_test_id("test-banner").is_visible()
+    assert "Stripe: Card 4242 4242 4242 4242" in page.get_by_test_id("test-banner").inner_text()
+    page.get_by_role("button", name="Pay with Stripe").click()
+    page.wait_for_url(f"{fakes_url}/stripe/checkout/**")
+    shots(page, "1-stripe-checkout")
+    page.get_by_role("button", name="Pay", exact=True).click()
+    page.wait_for_url(f"{site}/payments/*/thanks")
+    page.locator(".state.paid").wait_for(timeout=20_000)
+    shots(page, "2-stripe-paid")
+    stripe_request = PaymentRequest.objects.get(token=login.pay_path.split("/")[2])
+    assert stripe_request.status == PaymentRequest.Status.PAID
+    assert Payment.objects.get(pk=stripe_request.paid_payment_id).provider == "stripe"
+
+    # M-Pesa: the prompt goes to the fake's "phone", whose PIN sends Daraja's callback.
+    page.goto(f"{site}{login.kenya_pay_path}?lang=en")
+    page.get_by_role("button", name="Send M-Pesa (Daraja) prompt").click()
+    page.wait_for_url(f"{site}/payments/*/thanks")
+    phone = context.new_page()
+    phone.goto(f"{fakes_url}/mpesa/phone")
+    shots(phone, "3-mpesa-phone")
+    phone.get_by_role("button", name="Enter PIN and pay").click()
+    assert "Paid. The callback was delivered (HTTP 202)." in phone.inner_text("main")
+    page.locator(".state.paid").wait_for(timeout=30_000)
+    shots(page, "4-mpesa-paid")
+    kenya_request = PaymentRequest.objects.get(token=login.kenya_pay_path.split("/")[2])
+    assert kenya_request.status == PaymentRequest.Status.PAID
+    assert Payment.objects.get(pk=kenya_request.paid_payment_id).provider == "mpesa"
+    context.close()
