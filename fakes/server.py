@@ -75,6 +75,24 @@ def html_page(status: int, title: str, body: str, headers: dict[str, str] | None
     return status, {"Content-Type": "text/html; charset=utf-8", **(headers or {})}, page.encode()
 
 
+def checkout_page(provider: str, amount: str, hint: str) -> Response:
+    """A fake provider's hosted checkout: the amount, its test details, Pay and Cancel."""
+    body = (
+        f"<p>{html.escape(provider)} test checkout (local fake): no money moves. {html.escape(hint)}</p>"
+        f"<p>Amount: <strong>{html.escape(amount)}</strong></p>"
+        '<form method="post"><button type="submit" name="action" value="pay">Pay</button> '
+        '<button type="submit" name="action" value="back">Cancel</button></form>'
+    )
+    return html_page(200, f"{provider} checkout", body)
+
+
+def hmac_hex(secret: bytes, message: bytes, algorithm: str = "sha256") -> str:
+    import hashlib
+    import hmac
+
+    return hmac.new(secret, message, getattr(hashlib, algorithm)).hexdigest()
+
+
 def redirect(url: str) -> Response:
     return 303, {"Location": url}, b""
 

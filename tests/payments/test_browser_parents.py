@@ -163,7 +163,8 @@ def demo_fakes(settings, tmp_path):
     server = serve_in_thread(fakes)
     for prefix, fake in fakes.by_prefix.items():
         fake.public_url = f"{server.base_url}{prefix}"
-    settings.STRIPE_API_BASE_URL = f"{server.base_url}/stripe"
+    for slug in ("stripe", "paystack", "flutterwave", "chapa", "omise"):
+        setattr(settings, f"{slug.upper()}_API_BASE_URL", f"{server.base_url}/{slug}")
     settings.MPESA_SANDBOX_API_BASE_URL = settings.MPESA_API_BASE_URL = f"{server.base_url}/mpesa"
     login = demo_seed()
     demo_fakes_connect(fakes=fakes, login=login, public_base_url=settings.PUBLIC_BASE_URL)
@@ -206,3 +207,31 @@ def test_the_demo_pays_with_stripe_and_m_pesa_through_their_fakes(chromium, site
     assert kenya_request.status == PaymentRequest.Status.PAID
     assert Payment.objects.get(pk=kenya_request.paid_payment_id).provider == "mpesa"
     context.close()
+
+
+@pytest.mark.parametrize(
+    ("school_code", "button", "hosted"),
+    [
+        ("ng", "Pay with Flutterwave", "/flutterwave/checkout/"),
+        ("nrb", "Pay with Paystack", "/paystack/checkout/"),
+        ("add", "Pay with Chapa", "/chapa/checkout/"),
+        ("bkk", "Pay with Omise", "/omise/offsites/"),
+    ],
+)
+def test_every_hosted_checkout_of_the_demo_completes(chromium, site, shots, demo_fakes, school_code, button, hosted):  # noqa: F811
+    """Paystack, Flutterwave, Chapa and Omise: the fake's page, its signed webhook, "Paid"."""
+    login, fakes_url = demo_fakes
+    pay_path = login.pay_path if school_code == "ng" else dict(login.regional_pay_paths)[school_code]
+    context = chromium.new_context(**LAPTOP)
+    page = context.new_page()
+    page.goto(f"{site}{pay_path}?lang=en")
+    page.get_by_role("button", name=button).click()
+    page.wait_for_url(f"{fakes_url}{hosted}**")
+    page.get_by_role("button", name="Pay", exact=True).click()
+    page.wait_for_url(f"{site}/payments/*/thanks**")
+    page.locator(".state.paid").wait_for(timeout=30_000)
+    shots(page, f"paid-{school_code}")
+    context.close()
+    paid = PaymentRequest.objects.get(token=pay_path.split("/")[2])
+    assert paid.status == PaymentRequest.Status.PAID
+    assert Payment.objects.get(pk=paid.paid_payment_id).provider == button.rsplit(" ", 1)[1].lower()

@@ -31,9 +31,9 @@ class Command(RunserverCommand):
             f"  School Directory stand-in: http://127.0.0.1:{port}/directory (SCHOOL_API_BASE_URL={settings.SCHOOL_API_BASE_URL})\n"
             f"  Django admin: http://localhost:{self.port}/admin/  login: {login.username} / {login.password}"
             f" (superuser; school staff: bursar / the same password)\n"
-            f"  A parent's pay link: {settings.PUBLIC_BASE_URL}{login.pay_path} (dummy, Stripe: fake checkout)\n"
-            f"  A Kenyan parent's pay link (M-Pesa): {settings.PUBLIC_BASE_URL}{login.kenya_pay_path}"
-            f"; the payer's phone: http://127.0.0.1:{port}/mpesa/phone\n"
+            f"  A parent's pay link: {settings.PUBLIC_BASE_URL}{login.pay_path} (dummy, Stripe, Flutterwave)\n"
+            + "".join(f"  Pay link of school {code}: {settings.PUBLIC_BASE_URL}{path}\n" for code, path in login.regional_pay_paths)
+            + f"  (nrb: M-Pesa and Paystack; add: Chapa; bkk: Omise. M-Pesa's phone: http://127.0.0.1:{port}/mpesa/phone)\n"
             f"  REST API (docs: {settings.PUBLIC_BASE_URL}/api/docs/): Authorization: Token {login.api_token}\n"
             f"  Tasks run {'inline (no REDIS_URL)' if settings.CELERY_TASK_ALWAYS_EAGER else 'on Celery workers'}; "
             f"database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}\n"
