@@ -110,6 +110,18 @@ FR = {
     "We are waiting for %(name)s to confirm your payment of %(amount)s. This page updates by itself.": "Nous attendons que %(name)s confirme votre paiement de %(amount)s. Cette page se met à jour toute seule.",
     "You can leave this page: the school is told as soon as the payment is confirmed.": "Vous pouvez quitter cette page : l'école est prévenue dès que le paiement est confirmé.",
     "Back to the payment request": "Retour à la demande de paiement",
+    "Already paid": "Déjà payé",
+    "No longer open": "Plus ouverte",
+    "Link not found": "Lien introuvable",
+    "%(description)s for %(student)s (%(amount)s) was paid on %(date)s. Thank you.": "%(description)s pour %(student)s (%(amount)s) a été payé le %(date)s. Merci.",
+    "There is nothing more to pay on this link.": "Il n'y a plus rien à payer avec ce lien.",
+    "This payment request is no longer open": "Cette demande de paiement n'est plus ouverte",
+    "%(school)s has withdrawn %(description)s. Nothing is due on this link.": "%(school)s a retiré %(description)s. Rien n'est dû avec ce lien.",
+    "If you think this is a mistake, please contact the school.": "Si vous pensez qu'il s'agit d'une erreur, veuillez contacter l'école.",
+    "Payment not found": "Paiement introuvable",
+    "We could not find this payment. Please check the link, or open the pay link the school sent you.": "Nous n'avons pas trouvé ce paiement. Vérifiez le lien, ou ouvrez le lien de paiement envoyé par l'école.",
+    "This pay link is not valid": "Ce lien de paiement n'est pas valide",
+    "We could not find anything to pay at this address. Please check that you copied the whole link, or ask the school for a new one.": "Nous n'avons rien trouvé à payer à cette adresse. Vérifiez que vous avez copié tout le lien, ou demandez-en un nouveau à l'école.",
 }
 
 SW = {
@@ -219,6 +231,18 @@ SW = {
     "We are waiting for %(name)s to confirm your payment of %(amount)s. This page updates by itself.": "Tunasubiri %(name)s ithibitishe malipo yako ya %(amount)s. Ukurasa huu unajisasisha wenyewe.",
     "You can leave this page: the school is told as soon as the payment is confirmed.": "Unaweza kuondoka kwenye ukurasa huu: shule inajulishwa mara tu malipo yanapothibitishwa.",
     "Back to the payment request": "Rudi kwenye ombi la malipo",
+    "Already paid": "Tayari imelipwa",
+    "No longer open": "Haipo wazi tena",
+    "Link not found": "Kiungo hakikupatikana",
+    "%(description)s for %(student)s (%(amount)s) was paid on %(date)s. Thank you.": "%(description)s ya %(student)s (%(amount)s) ililipwa tarehe %(date)s. Asante.",
+    "There is nothing more to pay on this link.": "Hakuna zaidi cha kulipa kwenye kiungo hiki.",
+    "This payment request is no longer open": "Ombi hili la malipo halipo wazi tena",
+    "%(school)s has withdrawn %(description)s. Nothing is due on this link.": "%(school)s imeondoa %(description)s. Hakuna kinachodaiwa kwenye kiungo hiki.",
+    "If you think this is a mistake, please contact the school.": "Kama unadhani hili ni kosa, tafadhali wasiliana na shule.",
+    "Payment not found": "Malipo hayakupatikana",
+    "We could not find this payment. Please check the link, or open the pay link the school sent you.": "Hatukuweza kupata malipo haya. Tafadhali kagua kiungo, au fungua kiungo cha malipo ambacho shule ilikutumia.",
+    "This pay link is not valid": "Kiungo hiki cha malipo si sahihi",
+    "We could not find anything to pay at this address. Please check that you copied the whole link, or ask the school for a new one.": "Hatukupata chochote cha kulipa kwenye anwani hii. Hakikisha umenakili kiungo chote, au omba shule ikupe kipya.",
 }
 
 

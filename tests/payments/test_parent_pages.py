@@ -117,3 +117,26 @@ def test_an_unknown_address_is_a_plain_404_in_every_setting(client, db, settings
 def test_a_missing_trailing_slash_still_redirects(client, db):
     response = client.get("/admin")
     assert (response.status_code, response["Location"]) == (301, "/admin/")
+
+
+def test_a_paid_link_says_so_in_the_parents_language(client, payment_request, dummy_account):
+    from core.status import PaymentStatus
+    from payments.services import payment_provider_status_apply
+    from providers.base import NormalizedStatus
+
+    payment = services.payment_checkout_start(payment_request_id=payment_request.pk, provider="dummy").payment
+    payment_provider_status_apply(
+        payment_id=payment.pk, status=NormalizedStatus(status=PaymentStatus.SUCCEEDED, amount_minor=450_000, currency="UGX"),
+        source="test",
+    )  # fmt: skip
+    html = client.get(f"/pay/{payment_request.token}/?lang=fr").content.decode()
+    assert "<h1>Déjà payé</h1>" in html
+    assert "Term 1 fees pour Amina Nakato (450\u202f000\u00a0UGX) a été payé le" in html
+
+
+def test_a_server_error_is_a_plain_page(rf):
+    from payments.views import server_error_view
+
+    response = server_error_view(rf.get("/pay/x/"))
+    assert response.status_code == 500
+    assert "<h1>Something went wrong on our side</h1>" in response.content.decode()
