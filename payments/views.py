@@ -407,6 +407,10 @@ def not_found_view(request: HttpRequest, exception=None) -> HttpResponse:
         return render(request, "404.html", status=404)
 
 
+# For the metrics: an unknown address keeps the "unmatched" route label (ops.middleware).
+not_found_view.unmatched_route = True
+
+
 def server_error_view(request: HttpRequest) -> HttpResponse:
     """The 500 page: static, so it cannot fail in turn."""
     return render(request, "500.html", status=500)
