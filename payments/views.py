@@ -109,6 +109,8 @@ def _render_pay_page(
         )
         if amount_form.is_valid():
             chosen_minor = amount_form.cleaned_data["amount"]
+        else:
+            status = 400  # the amount typed is refused, as a refused POST is
     elif amount_form is not None and amount_form.is_valid():
         chosen_minor = amount_form.cleaned_data["amount"]
     if installments.allowed and amount_form is None:

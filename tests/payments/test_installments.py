@@ -137,6 +137,10 @@ def test_a_refused_amount_is_listed_at_the_top(client, in_parts, dummy_account, 
     summary = re.search(r'<div class="error-summary" id="error-summary".*?</div>', html, re.S).group(0)
     assert f'<li><a href="#id_amount">{message}</a></li>' in summary
     assert Payment.objects.filter(status=PaymentStatus.PENDING).count() == 0
+    # The same amount typed in the "Continue" step (a GET) is refused the same way.
+    response = client.get(f"/pay/{in_parts.token}/", {"amount": amount})
+    assert response.status_code == 400
+    assert f'<li><a href="#id_amount">{message}</a></li>' in response.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
