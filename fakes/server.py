@@ -75,13 +75,15 @@ def html_page(status: int, title: str, body: str, headers: dict[str, str] | None
     return status, {"Content-Type": "text/html; charset=utf-8", **(headers or {})}, page.encode()
 
 
-def checkout_page(provider: str, amount: str, hint: str) -> Response:
-    """A fake provider's hosted checkout: the amount, its test details, Pay and Cancel."""
+def checkout_page(provider: str, amount: str, hint: str, *, can_decline: bool = False) -> Response:
+    """A fake provider's hosted checkout: the amount, its test details, Pay, Cancel and, where
+    the provider reports a refused card back to the merchant, Decline."""
+    decline = '<button type="submit" name="action" value="decline">Decline</button> ' if can_decline else ""
     body = (
         f"<p>{html.escape(provider)} test checkout (local fake): no money moves. {html.escape(hint)}</p>"
         f"<p>Amount: <strong>{html.escape(amount)}</strong></p>"
         '<form method="post"><button type="submit" name="action" value="pay">Pay</button> '
-        '<button type="submit" name="action" value="back">Cancel</button></form>'
+        f'{decline}<button type="submit" name="action" value="back">Cancel</button></form>'
     )
     return html_page(200, f"{provider} checkout", body)
 

@@ -78,16 +78,18 @@ class FakeFlutterwave(FakeApp):
         if txn is None:
             return json_response(404, {"status": "error", "message": "No transaction was found", "data": None})
         if request.method != "POST":
-            return checkout_page("Flutterwave", f"{txn['currency']} {txn['amount']}", "Test card 5531 8866 5214 2950.")
-        if form_fields(request).get("action") == "back":
+            return checkout_page("Flutterwave", f"{txn['currency']} {txn['amount']}", "Test card 5531 8866 5214 2950.", can_decline=True)
+        action = form_fields(request).get("action")
+        if action == "back":
             return redirect(f"{txn['redirect_url']}?status=cancelled&tx_ref={tx_ref}")
-        if txn["status"] != "successful":
-            txn = self.settle(tx_ref)
+        if txn["status"] == "pending":
+            # A declined card is a charge.completed with status "failed".
+            txn = self.settle(tx_ref, "successful" if action == "pay" else "failed")
             data = {key: txn[key] for key in ("id", "tx_ref", "flw_ref", "amount", "currency", "status", "customer")}
             data.update(charged_amount=txn["amount"], processor_response="Approved by Financial Institution", payment_type="card")
             self.deliver(dumps({"event": "charge.completed", "data": data, "event.type": "CARD_TRANSACTION"}),
                          lambda body, secret: {"verif-hash": secret})
-        return redirect(f"{txn['redirect_url']}?status=successful&tx_ref={tx_ref}&transaction_id={txn['id']}")
+        return redirect(f"{txn['redirect_url']}?status={txn['status']}&tx_ref={tx_ref}&transaction_id={txn['id']}")
 
     def handle(self, request: Request) -> Response:
         if (match := re.fullmatch(r"/checkout/([\w.=-]+)", request.path)) and self.public_url:

@@ -12,7 +12,8 @@ refund starts in ("closed", or "pending"), ``close_refund(refund_id)``; ``charge
 Hosted page (the demo): with ``public_url`` set, ``authorize_uri`` is this fake's page
 ``/offsites/<charge id>``; "Pay" settles the charge, delivers a ``charge.complete`` event signed
 as the adapter checks it (``Omise-Signature``: hex HMAC-SHA256 of "<timestamp>.<body>", keyed
-with the secret base64-decoded) and returns to the charge's ``return_uri``.
+with the secret base64-decoded) and returns to the charge's ``return_uri``; "Decline" does the
+same for a failed charge.
 """
 
 from __future__ import annotations
@@ -65,9 +66,14 @@ class FakeOmise(FakeApp):
         if charge is None:
             return _error(404, "not_found", "charge was not found")
         if request.method != "POST":
-            return checkout_page("Omise", f"{charge['currency'].upper()} {charge['amount']} (smallest unit)", "Test card 4242 4242 4242 4242.")
-        if form_fields(request).get("action") != "back" and charge["status"] == "pending":
-            charge = self.settle(charge_id)
+            return checkout_page(
+                "Omise", f"{charge['currency'].upper()} {charge['amount']} (smallest unit)", "Test card 4242 4242 4242 4242.",
+                can_decline=True,
+            )
+        action = form_fields(request).get("action")
+        if action in ("pay", "decline") and charge["status"] == "pending":
+            # A declined card: charge.complete with status "failed" (https://docs.omise.co/charges-api).
+            charge = self.settle(charge_id, "successful" if action == "pay" else "failed")
             event = {"object": "event", "id": f"evnt_test_{next(self._ids):019d}", "livemode": False, "key": "charge.complete",
                      "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": dict(charge)}  # fmt: skip
             self.deliver(json.dumps(event).encode(), omise_signature_headers)

@@ -235,3 +235,22 @@ def test_every_hosted_checkout_of_the_demo_completes(chromium, site, shots, demo
     paid = PaymentRequest.objects.get(token=pay_path.split("/")[2])
     assert paid.status == PaymentRequest.Status.PAID
     assert Payment.objects.get(pk=paid.paid_payment_id).provider == button.rsplit(" ", 1)[1].lower()
+
+
+@pytest.mark.parametrize(("school_code", "button"), [("bkk", "Pay with Omise"), ("ng", "Pay with Flutterwave")])
+def test_a_card_declined_on_a_fake_checkout_reads_as_declined(chromium, site, shots, demo_fakes, school_code, button):  # noqa: F811
+    login, fakes_url = demo_fakes
+    pay_path = login.pay_path if school_code == "ng" else dict(login.regional_pay_paths)[school_code]
+    context = chromium.new_context(**PHONE)
+    page = context.new_page()
+    page.goto(f"{site}{pay_path}")
+    page.get_by_role("button", name=button).click()
+    page.wait_for_url(f"{fakes_url}/**")
+    page.get_by_role("button", name="Decline").click()
+    page.wait_for_url(f"{site}/payments/*/thanks**")
+    page.locator(".state.failed").wait_for(timeout=30_000)
+    assert page.locator("h1").inner_text() == "Payment declined"
+    assert page.get_by_role("link", name="Try again").is_visible()
+    shots(page, f"declined-{school_code}")
+    context.close()
+    assert PaymentRequest.objects.get(token=pay_path.split("/")[2]).status == PaymentRequest.Status.OPEN
