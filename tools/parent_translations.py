@@ -246,6 +246,31 @@ SW = {
 }
 
 
+# Texts with a plural: the English singular -> (singular, plural) in each language.
+PLURALS = {
+    "fr": {
+        "Please try again in %(seconds)s second. Nothing you sent was lost: a payment you started is still there.": (
+            "Veuillez réessayer dans %(seconds)s seconde. Rien de ce que vous avez envoyé n'est perdu : un paiement commencé est toujours là.",
+            "Veuillez réessayer dans %(seconds)s secondes. Rien de ce que vous avez envoyé n'est perdu : un paiement commencé est toujours là.",
+        ),
+    },
+    "sw": {
+        "Please try again in %(seconds)s second. Nothing you sent was lost: a payment you started is still there.": (
+            "Tafadhali jaribu tena baada ya sekunde %(seconds)s. Hakuna ulichotuma kilichopotea: malipo uliyoanza bado yapo.",
+            "Tafadhali jaribu tena baada ya sekunde %(seconds)s. Hakuna ulichotuma kilichopotea: malipo uliyoanza bado yapo.",
+        ),
+    },
+}
+FR.update({
+    "Please wait a moment": "Veuillez patienter un instant",
+    "Too many requests came from your connection in a short time.": "Trop de demandes sont venues de votre connexion en peu de temps.",
+})
+SW.update({
+    "Please wait a moment": "Tafadhali subiri kidogo",
+    "Too many requests came from your connection in a short time.": "Maombi mengi mno yametoka kwenye muunganisho wako kwa muda mfupi.",
+})
+
+
 def _po_text(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -270,6 +295,19 @@ def fill(path: str, table: dict[str, str]) -> int:
         return f'{found.group(1)}msgstr "{_po_text(table[english])}"\n'
 
     content = re.sub(r'^(msgid ((?:".*"\n)+))msgstr (?:".*"\n?)+', translate, content, flags=re.M)
+    plurals = PLURALS.get(path.split("/")[-3], {})
+
+    def translate_plural(found: re.Match) -> str:
+        english = "".join(re.findall(r'"(.*)"', found.group(2)))
+        if english not in plurals:
+            return found.group(0)
+        one, many = plurals[english]
+        return f'{found.group(1)}msgstr[0] "{_po_text(one)}"\nmsgstr[1] "{_po_text(many)}"\n'
+
+    content = re.sub(
+        r'^(msgid ((?:".*"\n)+)msgid_plural (?:".*"\n)+)msgstr\[0\] (?:".*"\n)+msgstr\[1\] (?:".*"\n?)+',
+        translate_plural, content, flags=re.M,
+    )  # fmt: skip
     content = re.sub(r"#, fuzzy\n(?=#|msgid \"[^\"])", "", content)
     extra = [english for english in table if english not in seen]
     content = content.rstrip("\n") + "\n" + "".join(

@@ -140,3 +140,15 @@ def test_a_server_error_is_a_plain_page(rf):
     response = server_error_view(rf.get("/pay/x/"))
     assert response.status_code == 500
     assert "<h1>Something went wrong on our side</h1>" in response.content.decode()
+
+
+def test_the_plural_waits_are_translated():
+    from django.utils import translation
+    from django.utils.translation import ngettext
+
+    english = "Please try again in %(seconds)s second. Nothing you sent was lost: a payment you started is still there."
+    plural = english.replace("second.", "seconds.")
+    with translation.override("fr"):
+        assert ngettext(english, plural, 2) % {"seconds": 2} == (
+            "Veuillez réessayer dans 2 secondes. Rien de ce que vous avez envoyé n'est perdu : un paiement commencé est toujours là."
+        )
