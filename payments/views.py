@@ -15,7 +15,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve, reverse
 from django.utils import translation
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.money import from_minor
@@ -70,6 +72,7 @@ def _error_summary(error: str, *forms) -> list[tuple[str, str]]:
 def _test_banner(accounts) -> list[tuple[str, list[str]]]:
     """(provider name, its test card or phone numbers) for each test-mode way to pay."""
     return [(name, sandbox.test_details(slug)) for slug, name, test_mode in accounts if test_mode]
+
 
 # Seconds between refreshes of the thanks page without JavaScript (meta refresh), and between
 # polls of the status endpoint with it.
@@ -385,6 +388,7 @@ def home_view(request: HttpRequest) -> HttpResponse:
     "View site")."""
     with translation.override(_picked_language(request)):
         response = render(request, "payments/home.html", {"lang_path": reverse("home")})
+    patch_vary_headers(response, ["Cookie"])  # the language comes from the parent's cookie
     return response
 
 
@@ -393,6 +397,7 @@ def _picked_language(request: HttpRequest) -> str:
     return asked if asked in LANGUAGE_CODES else "en"
 
 
+@csrf_exempt  # it changes nothing: a POST to an unknown address is a 404, not a CSRF refusal
 def not_found_view(request: HttpRequest, exception=None) -> HttpResponse:
     """Every unknown address, in any setting (DEBUG included): a plain page, never Django's
     technical one. An address that only lacks its trailing slash is sent to it, as

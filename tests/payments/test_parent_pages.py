@@ -114,6 +114,18 @@ def test_an_unknown_address_is_a_plain_404_in_every_setting(client, db, settings
     assert "Django" not in html and "URLconf" not in html
 
 
+def test_a_post_to_an_unknown_address_is_a_404_not_a_csrf_refusal(db):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/no/such/form", {"a": "1"})
+    assert response.status_code == 404
+    assert "<h1>Page not found</h1>" in response.content.decode()
+
+
+def test_the_home_page_varies_with_the_language_cookie(client, db):
+    assert "Cookie" in client.get("/")["Vary"]
+
+
 def test_a_missing_trailing_slash_still_redirects(client, db):
     response = client.get("/admin")
     assert (response.status_code, response["Location"]) == (301, "/admin/")
