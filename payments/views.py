@@ -83,15 +83,22 @@ def _client_ip(request: HttpRequest) -> str:
     return client_address(request)
 
 
+def _school_test_banner(school) -> list[tuple[str, list[str]]]:
+    return _test_banner((o.slug, o.display_name, o.test_mode) for o in selectors.checkout_options(school=school))
+
+
 def _closed_page(request: HttpRequest, payment_request: PaymentRequest | None) -> HttpResponse | None:
     """The clear page for a link that cannot be paid, or None when it is open."""
     if payment_request is None:
         return render(request, "payments/pay_unavailable.html", {"reason": "unknown"}, status=404)
     if payment_request.status == PaymentRequest.Status.PAID:
-        return render(request, "payments/pay_unavailable.html", {"reason": "paid", "payment_request": payment_request})
-    if payment_request.status == PaymentRequest.Status.CANCELLED or not payment_request.school.active:
-        return render(request, "payments/pay_unavailable.html", {"reason": "cancelled", "payment_request": payment_request})
-    return None
+        reason = "paid"
+    elif payment_request.status == PaymentRequest.Status.CANCELLED or not payment_request.school.active:
+        reason = "cancelled"
+    else:
+        return None
+    context = {"reason": reason, "payment_request": payment_request, "test_banner": _school_test_banner(payment_request.school)}
+    return render(request, "payments/pay_unavailable.html", context)
 
 
 def _asks_email(option, payment_request) -> bool:
@@ -325,10 +332,11 @@ def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResp
         "status_url": reverse("payment-status", args=[payment.pk]),
         "provider_name": selectors.provider_display_name(payment.provider) if not payment.is_manual else "",
         "phone": mask_phone(payment.payer["phone"]) if payment.payer.get("phone") else "",
-        "test_banner": _test_banner(
-            [(payment.provider, context_name, True)]
-            if payment.account is not None and payment.account.test_mode
-            else []
+        # A provider payment: its account's test details; a manual report: the school's.
+        "test_banner": (
+            _test_banner([(payment.provider, context_name, payment.account.test_mode)])
+            if payment.account is not None
+            else _school_test_banner(payment.school)
         ),
         "balance_minor": selectors.request_installments(payment_request=payment.payment_request).balance_minor
         if state == "paid" and payment.payment_request is not None and payment.payment_request.status == PaymentRequest.Status.OPEN

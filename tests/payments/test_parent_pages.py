@@ -82,6 +82,17 @@ def test_a_test_mode_account_puts_a_banner_with_its_test_details_on_every_page(c
         assert 'data-testid="test-banner"' in client.get(page).content.decode(), page
 
 
+def test_the_banner_stays_on_a_paid_link_and_after_a_report(client, payment_request, school):
+    AccountFactory(school=school, provider="dummy", webhook_secret="dummy-secret", test_mode=True)
+    response = client.post(
+        f"/pay/{payment_request.token}/manual", {"method": "cash", "amount": "450,000", "reference": ""}
+    )
+    assert 'data-testid="test-banner"' in client.get(response["Location"]).content.decode()
+    payment_request.status, payment_request.cancelled_at = "cancelled", payment_request.created_at
+    payment_request.save()
+    assert 'data-testid="test-banner"' in client.get(f"/pay/{payment_request.token}/").content.decode()
+
+
 def test_a_live_account_has_no_banner(client, payment_request, dummy_account):
     assert "test-banner" not in client.get(f"/pay/{payment_request.token}/").content.decode()
 
