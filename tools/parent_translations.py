@@ -262,10 +262,28 @@ PLURALS = {
     },
 }
 FR.update({
+    "Dummy payment provider": "Prestataire de paiement fictif",
+    "Dummy payment provider (development)": "Prestataire de paiement fictif (développement)",
+    "Pay %(school)s": "Payer %(school)s",
+    "This is the dummy provider: no money moves. It answers like a real provider, with a signed webhook to the school's service.": "C'est le prestataire fictif : aucun argent ne circule. Il répond comme un vrai prestataire, par un webhook signé au service de l'école.",
+    "You already answered this payment (%(outcome)s). Answering again sends the same webhook again.": "Vous avez déjà répondu à ce paiement (%(outcome)s). Répondre à nouveau renvoie le même webhook.",
+    "Asked": "Demandé",
+    "Pay": "Payer",
+    "Decline the payment": "Refuser le paiement",
+    "Cancel and go back": "Annuler et revenir",
     "Please wait a moment": "Veuillez patienter un instant",
     "Too many requests came from your connection in a short time.": "Trop de demandes sont venues de votre connexion en peu de temps.",
 })
 SW.update({
+    "Dummy payment provider": "Mtoa huduma wa malipo wa majaribio",
+    "Dummy payment provider (development)": "Mtoa huduma wa malipo wa majaribio (maendeleo)",
+    "Pay %(school)s": "Lipa %(school)s",
+    "This is the dummy provider: no money moves. It answers like a real provider, with a signed webhook to the school's service.": "Huyu ni mtoa huduma wa majaribio: hakuna pesa inayohamishwa. Anajibu kama mtoa huduma halisi, kwa webhook iliyosainiwa kwa huduma ya shule.",
+    "You already answered this payment (%(outcome)s). Answering again sends the same webhook again.": "Tayari umejibu malipo haya (%(outcome)s). Kujibu tena kunatuma webhook ile ile tena.",
+    "Asked": "Kilichoombwa",
+    "Pay": "Lipa",
+    "Decline the payment": "Kataa malipo",
+    "Cancel and go back": "Ghairi na urudi",
     "Please wait a moment": "Tafadhali subiri kidogo",
     "Too many requests came from your connection in a short time.": "Maombi mengi mno yametoka kwenye muunganisho wako kwa muda mfupi.",
 })

@@ -116,7 +116,7 @@ def test_the_page_reads_in_french_and_shows_the_test_mode_banner(browse, site, s
     page.get_by_role("button", name="Payer avec Dummy (development)").click()
     page.wait_for_url(f"{site}/payments/simulate/**")
     assert page.get_by_test_id("test-banner").is_visible()
-    page.get_by_role("button", name="Decline the payment").click()
+    page.get_by_role("button", name="Refuser le paiement").click()
     page.wait_for_url(f"{site}/payments/*/thanks")
     page.locator(".state.failed").wait_for(timeout=20_000)
     assert page.locator("h1").inner_text() == "Paiement refusé"
