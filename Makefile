@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test test-ledger-long fuzz install worker beat bench bench-hostile soak image clean
+.PHONY: run test test-ledger-long fuzz install worker beat bench bench-hostile soak image clean messages
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -31,6 +31,15 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py rundemo $(RUN_ADDR)
+
+# The parent pages' translations: extract the English, fill French and Swahili from
+# tools/parent_translations.py, compile. Needs Debian's gettext (msgfmt); the compiled .mo files
+# are committed, so neither the image nor CI needs it.
+MESSAGE_IGNORES := $(foreach d,.venv tests docs staticfiles quickbooks_sync dashboard webhooks fakes providers demo ops directory_client core config tools bench templates/admin,-i "$(d)/*")
+messages: install
+	$(PY) manage.py makemessages -l fr -l sw $(MESSAGE_IGNORES)
+	$(PY) tools/parent_translations.py
+	$(PY) manage.py compilemessages -l fr -l sw
 
 test: install
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) APP_ENV=test DB_CONN_MAX_AGE=0 \

@@ -434,6 +434,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LANGUAGE_CODE = "en-us"
+# The parent pages' languages (docs/parents.md); each school picks its default. The compiled
+# catalogues are committed (locale/*/LC_MESSAGES/django.mo): the image needs no gettext.
+LANGUAGES = [("en", "English"), ("fr", "Français"), ("sw", "Kiswahili")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

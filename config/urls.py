@@ -3,6 +3,11 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from dashboard.views import dashboard_view
+from payments.views import not_found_view
+
+# Plain pages for a parent who meets an error, never Django's technical ones.
+handler404 = "payments.views.not_found_view"
+handler500 = "payments.views.server_error_view"
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would take it for an app label.
@@ -20,4 +25,6 @@ urlpatterns = [
     path("api/", include("payments.api.urls")),
     path("", include("payments.urls")),
     path("qbo/", include("quickbooks_sync.urls")),
+    # Last: any other address is the plain 404 page, even with DEBUG on (the demo runs so).
+    re_path(r"^(?!static/|media/).*$", not_found_view, name="not-found"),
 ]

@@ -161,3 +161,19 @@ def format_minor(amount_minor: int, currency: str) -> str:
     places = exponent(currency)
     major = from_minor(amount_minor, currency)
     return f"{currency_code(currency)} {major:,.{places}f}"
+
+
+# How each parent-page language writes an amount (CLDR's currency patterns): French puts the code
+# after the figure and groups with a narrow no-break space; Swahili writes it as English does.
+_LANGUAGE_FORMATS = {"fr": ("\u202f", ",", "{number}\u00a0{code}")}
+
+
+def format_minor_for(amount_minor: int, currency: str, language: str) -> str:
+    """``format_minor`` in a language's way: ``450 000 UGX`` in French, ``UGX 450,000`` otherwise."""
+    spec = _LANGUAGE_FORMATS.get((language or "en").split("-")[0])
+    if spec is None:
+        return format_minor(amount_minor, currency)
+    group, decimal, pattern = spec
+    places = exponent(currency)
+    number = f"{from_minor(amount_minor, currency):,.{places}f}".replace(",", "\0").replace(".", decimal).replace("\0", group)
+    return pattern.format(number=number, code=currency_code(currency))

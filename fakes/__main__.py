@@ -15,7 +15,7 @@ def main() -> None:
         "--public-url", help="where a browser reaches this server, if not where the service does (compose: http://localhost:8001)"
     )
     args = parser.parse_args()
-    server = serve_in_thread(build_fakes(public_url=args.public_url), host=args.host, port=args.port)
+    server = serve_in_thread(build_fakes(public_url=args.public_url or f"http://{args.host}:{args.port}"), host=args.host, port=args.port)
     print(f"fakes listening on {server.base_url}", flush=True)
     try:
         while True:

@@ -21,5 +21,7 @@ def build_fakes(*, public_url: str | None = None) -> PrefixRouter:
         fake = provider_part(slug, "fake")
         if fake is not None:
             mounts[f"/{slug}"] = fake.FAKE()
+            # Its hosted checkout (or M-Pesa's phone) is on this server, where the browser is sent.
+            mounts[f"/{slug}"].public_url = f"{public_url.rstrip('/')}/{slug}" if public_url else ""
     mounts["/qbo"] = build_demo_quickbooks(browser_base_url=f"{public_url.rstrip('/')}/qbo" if public_url else None)
     return PrefixRouter(mounts)

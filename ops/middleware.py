@@ -85,7 +85,8 @@ class HttpMetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        if match is not None and match.route:
+        # A catch-all page for unknown addresses (marked ``unmatched_route``) matched nothing real.
+        if match is not None and match.route and not getattr(match.func, "unmatched_route", False):
             route = route_label(match.route)
         else:
             route = _PROBE_ROUTES.get(request.path_info, UNMATCHED_ROUTE)

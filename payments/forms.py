@@ -8,9 +8,11 @@ from datetime import datetime
 from django import forms
 from django.conf import settings
 from django.utils.text import capfirst
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from core.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
-from core.money import MoneyError, exponent, parse_major_amount
+from core.money import MoneyError, exponent, format_minor, parse_major_amount
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from payments import receipts
 from payments.contact import ContactInvalid, parent_email_clean
@@ -24,7 +26,7 @@ def amount_field(label: str, currency: str, **kwargs) -> forms.CharField:
     return forms.CharField(
         label=f"{label} ({currency})",
         max_length=32,
-        help_text=f"For example {example}",
+        help_text=_("For example %(example)s") % {"example": example},
         widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
         **kwargs,
     )
@@ -44,9 +46,9 @@ class PhoneForm(forms.Form):
     """The payer's number for an on-phone prompt; the provider comes from the button pressed."""
 
     phone = forms.CharField(
-        label="M-Pesa phone number",
+        label=gettext_lazy("M-Pesa phone number"),
         max_length=20,
-        help_text="The phone that will receive the payment prompt, for example 0712 345 678.",
+        help_text=gettext_lazy("The phone that will receive the payment prompt, for example 0712 345 678."),
         widget=forms.TextInput(attrs={"inputmode": "tel", "autocomplete": "tel"}),
     )
 
@@ -62,10 +64,10 @@ class PayerEmailForm(forms.Form):
     Flutterwave) when staff did not give the request one. Checked again by the checkout service."""
 
     email = forms.CharField(
-        label="Your email address",
+        label=gettext_lazy("Your email address"),
         max_length=254,
-        help_text="The payment provider sends your receipt there.",
-        error_messages={"required": "Enter your email address: the payment provider needs it."},
+        help_text=gettext_lazy("The payment provider sends your receipt there."),
+        error_messages={"required": gettext_lazy("Enter your email address: the payment provider needs it.")},
         widget=forms.EmailInput(attrs={"autocomplete": "email", "inputmode": "email"}),
     )
 
@@ -76,38 +78,85 @@ class PayerEmailForm(forms.Form):
             raise forms.ValidationError(str(exc)) from exc
 
 
+def parent_amount_clean(value: str, currency: str) -> int:
+    """``clean_amount`` in a parent's words: never the parser's own message."""
+    try:
+        minor = parse_major_amount(value.strip(), currency)
+    except MoneyError as exc:
+        places = exponent(currency)
+        if places == 0 and "." in value:
+            raise forms.ValidationError(
+                _("Write the amount without decimals: %(currency)s has none.") % {"currency": currency}
+            ) from exc
+        example = "120,000" if places == 0 else "1,500." + "0" * places
+        raise forms.ValidationError(
+            _("Write the amount in figures only, for example %(example)s.") % {"example": example}
+        ) from exc
+    if minor <= 0:
+        raise forms.ValidationError(_("Enter an amount greater than zero."))
+    return minor
+
+
+class InstallmentAmountForm(forms.Form):
+    """How much a parent pays now, of a request that may be paid in parts. The checkout service
+    checks the bounds again under the request's lock."""
+
+    def __init__(self, *args, payment_request: PaymentRequest, installments, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = payment_request.currency
+        self.installments = installments
+        self.fields["amount"] = amount_field(_("Amount to pay now"), self.currency)
+        self.fields["amount"].help_text = _("Between %(low)s and %(high)s.") % {
+            "low": format_minor(installments.smallest_minor, self.currency),
+            "high": format_minor(installments.balance_minor, self.currency),
+        }
+
+    def clean_amount(self) -> int:
+        minor = parent_amount_clean(self.cleaned_data["amount"], self.currency)
+        terms = self.installments
+        if minor > terms.balance_minor:
+            raise forms.ValidationError(
+                _("That is more than is due. Pay at most %(high)s.") % {"high": format_minor(terms.balance_minor, self.currency)}
+            )
+        if minor < terms.smallest_minor:
+            raise forms.ValidationError(
+                _("Pay at least %(low)s at a time.") % {"low": format_minor(terms.smallest_minor, self.currency)}
+            )
+        return minor
+
+
 class ManualPaymentForm(forms.Form):
     method = forms.ChoiceField(
-        label="How did you pay?",
+        label=gettext_lazy("How did you pay?"),
         choices=[(method.value, method.label) for method in MANUAL_METHODS],
         widget=forms.RadioSelect,
     )
     reference = forms.CharField(
-        label="Reference",
+        label=gettext_lazy("Reference"),
         max_length=128,
         required=False,
-        help_text="The bank or mobile-money transaction reference, or the cash receipt number.",
+        help_text=gettext_lazy("The bank or mobile-money transaction reference, or the cash receipt number."),
     )
     receipt = forms.FileField(
-        label="Receipt (optional)",
+        label=gettext_lazy("Receipt (optional)"),
         required=False,
-        help_text=f"A photo or PDF of the receipt: {receipts.ACCEPTED_TYPES}.",
         widget=forms.ClearableFileInput(attrs={"accept": receipts.ACCEPT_ATTRIBUTE}),
     )
 
     def __init__(self, *args, payment_request: PaymentRequest, **kwargs):
         super().__init__(*args, **kwargs)
         self.currency = payment_request.currency
-        self.fields["amount"] = amount_field("Amount paid", self.currency)
-        self.fields["receipt"].help_text += (
-            f" At most {receipts.size_text(settings.MANUAL_RECEIPT_MAX_BYTES)}."
-        )
+        self.fields["amount"] = amount_field(_("Amount paid"), self.currency)
+        self.fields["receipt"].help_text = _("A photo or PDF of the receipt: %(types)s. At most %(size)s.") % {
+            "types": receipts.ACCEPTED_TYPES,
+            "size": receipts.size_text(settings.MANUAL_RECEIPT_MAX_BYTES),
+        }
         if not self.is_bound:
             self.initial.setdefault("amount", payment_request.amount_display.split(" ", 1)[1])
         self.order_fields(["method", "amount", "reference", "receipt"])
 
     def clean_amount(self) -> int:
-        return clean_amount(self.cleaned_data["amount"], self.currency)
+        return parent_amount_clean(self.cleaned_data["amount"], self.currency)
 
     def clean_receipt(self):
         receipt = self.cleaned_data.get("receipt")
@@ -121,7 +170,7 @@ class ManualPaymentForm(forms.Form):
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("method") and cleaned["method"] != PaymentMethod.CASH and not cleaned.get("reference", "").strip():
-            self.add_error("reference", "Enter the reference of your transfer.")
+            self.add_error("reference", _("Enter the reference of your transfer."))
         return cleaned
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.urls import reverse
 
 from core.money import format_minor
@@ -198,8 +198,44 @@ def payment_request_for_token(*, token: str) -> PaymentRequest | None:
 
 
 @dataclass(frozen=True)
+class Installments:
+    """How a request may be paid: in parts or not, the smallest part, what was paid so far."""
+
+    allowed: bool
+    minimum_minor: int | None
+    paid_minor: int
+    amount_minor: int
+
+    @property
+    def balance_minor(self) -> int:
+        return max(self.amount_minor - self.paid_minor, 0)
+
+    @property
+    def smallest_minor(self) -> int:
+        """The least a parent may choose now: the minimum, or the whole balance when less is left."""
+        if not self.allowed:
+            return self.balance_minor
+        return min(self.minimum_minor or 1, self.balance_minor)
+
+
+def request_installments(*, payment_request: PaymentRequest) -> Installments:
+    """The request's own setting wins over its school's; "paid so far" is the sum of what each
+    settled payment counted toward it (``Payment.applied_minor``)."""
+    school = payment_request.school
+    allowed = payment_request.installments_allowed
+    if allowed is None:
+        allowed = school.installments_allowed
+    minimum = payment_request.installment_min_minor
+    if minimum is None and payment_request.currency == school.currency:
+        minimum = school.installment_min_minor
+    paid = payment_request.payments.aggregate(total=Sum("applied_minor"))["total"] or 0
+    return Installments(bool(allowed), minimum, paid, payment_request.amount_minor)
+
+
+@dataclass(frozen=True)
 class PayPage:
     payment_request: PaymentRequest
+    installments: Installments
     options: list[CheckoutOption]
     # A checkout already under way (shown as "continue" or "choose another way").
     in_flight: Payment | None
@@ -217,10 +253,21 @@ def pay_page(*, payment_request: PaymentRequest) -> PayPage:
     ).first()
     return PayPage(
         payment_request=payment_request,
+        installments=request_installments(payment_request=payment_request),
         options=checkout_options(school=payment_request.school) if payment_request.school.active else [],
         in_flight=in_flight,
         awaiting_review=list(payments.filter(status=PaymentStatus.AWAITING_REVIEW)),
     )
+
+
+def parent_page_language(*, token: str | None = None, payment_id=None) -> str:
+    """The default language of a parent page: its school's."""
+    school = None
+    if token and len(token) <= 64:
+        school = School.objects.filter(payment_requests__token=token).values_list("language", flat=True).first()
+    elif payment_id:
+        school = School.objects.filter(payments__pk=payment_id).values_list("language", flat=True).first()
+    return school or "en"
 
 
 def payment_for_parent(*, payment_id) -> Payment | None:

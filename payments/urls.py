@@ -3,6 +3,7 @@ from django.urls import path
 from payments import views
 
 urlpatterns = [
+    path("", views.home_view, name="home"),
     path("pay/<str:token>/", views.pay_view, name="pay"),
     path("pay/<str:token>/checkout", views.pay_checkout_view, name="pay-checkout"),
     path("pay/<str:token>/abandon", views.pay_abandon_view, name="pay-abandon"),

@@ -7,24 +7,72 @@ A paid, cancelled or unknown link is a clear page with a sensible status code, n
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
+from django.utils import translation
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.money import from_minor
 from core.phone import mask_phone
-from payments import receipts, selectors, services
-from payments.forms import ManualPaymentForm, PayerEmailForm, PhoneForm, SimulateForm
+from payments import receipts, sandbox, selectors, services
+from payments.forms import InstallmentAmountForm, ManualPaymentForm, PayerEmailForm, PhoneForm, SimulateForm
 from payments.models import AuditLog, Payment, PaymentRequest
 from payments.ratelimits import client_address, rate_limited
 from providers.registry import get_provider
 
 # Refusals of what the payer typed (answered 400, not 409: nothing else is in the way).
-PAYER_INPUT_REFUSALS = ("phone_invalid", "email_required", "email_invalid")
+PAYER_INPUT_REFUSALS = ("phone_invalid", "email_required", "email_invalid", "amount_invalid")
+
+# The parent's choice of language (the switch on every page), kept for a year.
+LANGUAGE_COOKIE = "parent_language"
+LANGUAGE_CODES = {code for code, _name in settings.LANGUAGES}
+
+
+def parent_language(view):
+    """Draw the page in the parent's language: the one they picked (``?lang=``, then kept in a
+    cookie), else the school's default, else English."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        asked = request.GET.get("lang", "")
+        language = asked if asked in LANGUAGE_CODES else request.COOKIES.get(LANGUAGE_COOKIE, "")
+        if language not in LANGUAGE_CODES:
+            language = selectors.parent_page_language(token=kwargs.get("token"), payment_id=kwargs.get("payment_id"))
+        with translation.override(language):
+            request.LANGUAGE_CODE = language
+            response = view(request, *args, **kwargs)
+        if asked in LANGUAGE_CODES:
+            response.set_cookie(LANGUAGE_COOKIE, asked, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
+        response.headers.setdefault("Content-Language", language)
+        return response
+
+    return wrapper
+
+
+def _error_summary(error: str, *forms) -> list[tuple[str, str]]:
+    """Every problem on the page, as (message, link to the field): shown at the top, focused."""
+    items = [(error, "")] if error else []
+    for form in forms:
+        if form is None or not form.is_bound:
+            continue
+        for name, errors in form.errors.items():
+            anchor = f"#{form[name].id_for_label}" if name in form.fields else ""
+            items.extend((str(message), anchor) for message in errors)
+    return items
+
+
+def _test_banner(accounts) -> list[tuple[str, list[str]]]:
+    """(provider name, its test card or phone numbers) for each test-mode way to pay."""
+    return [(name, sandbox.test_details(slug)) for slug, name, test_mode in accounts if test_mode]
+
 
 # Seconds between refreshes of the thanks page without JavaScript (meta refresh), and between
 # polls of the status endpoint with it.
@@ -35,15 +83,22 @@ def _client_ip(request: HttpRequest) -> str:
     return client_address(request)
 
 
+def _school_test_banner(school) -> list[tuple[str, list[str]]]:
+    return _test_banner((o.slug, o.display_name, o.test_mode) for o in selectors.checkout_options(school=school))
+
+
 def _closed_page(request: HttpRequest, payment_request: PaymentRequest | None) -> HttpResponse | None:
     """The clear page for a link that cannot be paid, or None when it is open."""
     if payment_request is None:
         return render(request, "payments/pay_unavailable.html", {"reason": "unknown"}, status=404)
     if payment_request.status == PaymentRequest.Status.PAID:
-        return render(request, "payments/pay_unavailable.html", {"reason": "paid", "payment_request": payment_request})
-    if payment_request.status == PaymentRequest.Status.CANCELLED or not payment_request.school.active:
-        return render(request, "payments/pay_unavailable.html", {"reason": "cancelled", "payment_request": payment_request})
-    return None
+        reason = "paid"
+    elif payment_request.status == PaymentRequest.Status.CANCELLED or not payment_request.school.active:
+        reason = "cancelled"
+    else:
+        return None
+    context = {"reason": reason, "payment_request": payment_request, "test_banner": _school_test_banner(payment_request.school)}
+    return render(request, "payments/pay_unavailable.html", context)
 
 
 def _asks_email(option, payment_request) -> bool:
@@ -52,10 +107,26 @@ def _asks_email(option, payment_request) -> bool:
 
 
 def _render_pay_page(
-    request, payment_request, *, status=200, error="", phone_form=None, email_form=None, manual_form=None
+    request, payment_request, *, status=200, error="", phone_form=None, email_form=None, manual_form=None, amount_form=None
 ):
     page = selectors.pay_page(payment_request=payment_request)
     in_flight = page.in_flight
+    installments = page.installments
+    chosen_minor = None
+    if installments.allowed and amount_form is None and "amount" in request.GET:
+        amount_form = InstallmentAmountForm(
+            {"amount": request.GET["amount"]}, payment_request=payment_request, installments=installments
+        )
+        if amount_form.is_valid():
+            chosen_minor = amount_form.cleaned_data["amount"]
+        else:
+            status = 400  # the amount typed is refused, as a refused POST is
+    elif amount_form is not None and amount_form.is_valid():
+        chosen_minor = amount_form.cleaned_data["amount"]
+    if installments.allowed and amount_form is None:
+        amount_form = InstallmentAmountForm(payment_request=payment_request, installments=installments)
+    if installments.allowed and chosen_minor is None and installments.smallest_minor == installments.balance_minor:
+        chosen_minor = installments.balance_minor  # nothing to choose: only the balance is left
 
     def bound(form, option):
         return form is not None and form.data.get("provider") == option.slug
@@ -83,6 +154,16 @@ def _render_pay_page(
             for option in page.options
         ],
         "manual_form": manual_form or ManualPaymentForm(payment_request=payment_request),
+        "installments": installments,
+        "amount_form": amount_form,
+        # A request paid in parts asks how much first; its "Pay" buttons carry the chosen amount.
+        "chosen_minor": chosen_minor,
+        "chosen_text": str(from_minor(chosen_minor, payment_request.currency)) if chosen_minor else "",
+        "show_pay_buttons": not page.awaiting_review and (not installments.allowed or chosen_minor is not None),
+        "errors": _error_summary(error, amount_form if amount_form is not None and amount_form.is_bound else None,
+                                 phone_form, email_form, manual_form),
+        "test_banner": _test_banner((o.slug, o.display_name, o.test_mode) for o in page.options),
+        "lang_path": reverse("pay", args=[payment_request.token]),
         "in_flight": in_flight,
         "in_flight_name": selectors.provider_display_name(in_flight.provider) if in_flight else "",
         "in_flight_phone": mask_phone(in_flight.payer.get("phone", "")) if in_flight and in_flight.payer.get("phone") else "",
@@ -91,6 +172,7 @@ def _render_pay_page(
 
 
 @never_cache
+@parent_language
 @require_GET
 @rate_limited("pay_page")
 def pay_view(request: HttpRequest, token: str) -> HttpResponse:
@@ -99,6 +181,7 @@ def pay_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
+@parent_language
 @require_POST
 @rate_limited("pay_checkout")
 def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
@@ -121,11 +204,19 @@ def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
         if not email_form.is_valid():
             return _render_pay_page(request, payment_request, status=400, email_form=email_form)
         payer["email"] = email_form.cleaned_data["email"]
+    amount_minor = None
+    installments = selectors.request_installments(payment_request=payment_request)
+    if installments.allowed and "amount" in request.POST:
+        amount_form = InstallmentAmountForm(request.POST, payment_request=payment_request, installments=installments)
+        if not amount_form.is_valid():
+            return _render_pay_page(request, payment_request, status=400, amount_form=amount_form)
+        amount_minor = amount_form.cleaned_data["amount"]
     try:
         started = services.payment_checkout_start(
             payment_request_id=payment_request.pk,
             provider=provider,
             payer=payer,
+            amount_minor=amount_minor,
             actor_type=AuditLog.ActorType.PARENT,
             actor=_client_ip(request),
         )
@@ -148,6 +239,7 @@ def pay_checkout_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
+@parent_language
 @require_POST
 @rate_limited("pay_checkout")
 def pay_abandon_view(request: HttpRequest, token: str) -> HttpResponse:
@@ -172,6 +264,7 @@ def pay_abandon_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
+@parent_language
 @require_POST
 @rate_limited("pay_manual")
 def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
@@ -219,6 +312,7 @@ def pay_manual_view(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @never_cache
+@parent_language
 @require_GET
 @rate_limited("pay_page")
 def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
@@ -228,6 +322,7 @@ def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResp
     if payment is None:
         return render(request, "payments/pay_unavailable.html", {"reason": "unknown_payment"}, status=404)
     state = selectors.payment_public_state(payment=payment)
+    context_name = selectors.provider_display_name(payment.provider) if not payment.is_manual else ""
     context = {
         "payment": payment,
         "payment_request": payment.payment_request,
@@ -237,6 +332,15 @@ def payment_thanks_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResp
         "status_url": reverse("payment-status", args=[payment.pk]),
         "provider_name": selectors.provider_display_name(payment.provider) if not payment.is_manual else "",
         "phone": mask_phone(payment.payer["phone"]) if payment.payer.get("phone") else "",
+        # A provider payment: its account's test details; a manual report: the school's.
+        "test_banner": (
+            _test_banner([(payment.provider, context_name, payment.account.test_mode)])
+            if payment.account is not None
+            else _school_test_banner(payment.school)
+        ),
+        "balance_minor": selectors.request_installments(payment_request=payment.payment_request).balance_minor
+        if state == "paid" and payment.payment_request is not None and payment.payment_request.status == PaymentRequest.Status.OPEN
+        else 0,
         "can_retry": state == "failed"
         and payment.payment_request is not None
         and payment.payment_request.status == PaymentRequest.Status.OPEN,
@@ -255,6 +359,7 @@ def payment_status_view(request: HttpRequest, payment_id: uuid.UUID) -> JsonResp
 
 
 @never_cache
+@parent_language
 @require_http_methods(["GET", "POST"])
 @rate_limited("pay_checkout")
 def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpResponse:
@@ -280,7 +385,7 @@ def payment_simulate_view(request: HttpRequest, payment_id: uuid.UUID) -> HttpRe
     return render(
         request,
         "payments/simulate.html",
-        {"payment": payment, "form": form, "recorded": recorded},
+        {"payment": payment, "form": form, "recorded": recorded, "test_banner": _test_banner([("dummy", "Dummy", True)])},
         status=400 if request.method == "POST" else 200,
     )
 
@@ -310,3 +415,44 @@ def receipt_pdf_view(request: HttpRequest, token: str) -> HttpResponse:
     response = HttpResponse(receipt_pdf(view.receipt), content_type="application/pdf")
     response["Content-Disposition"] = f'inline; filename="receipt-{view.number}.pdf"'
     return response
+
+
+@require_GET
+def home_view(request: HttpRequest) -> HttpResponse:
+    """``/``: what this service is, for a parent or bursar who lands here (and the admin's
+    "View site")."""
+    with translation.override(_picked_language(request)):
+        response = render(request, "payments/home.html", {"lang_path": reverse("home")})
+    patch_vary_headers(response, ["Cookie"])  # the language comes from the parent's cookie
+    return response
+
+
+def _picked_language(request: HttpRequest) -> str:
+    asked = request.GET.get("lang") or request.COOKIES.get(LANGUAGE_COOKIE, "")
+    return asked if asked in LANGUAGE_CODES else "en"
+
+
+@csrf_exempt  # it changes nothing: a POST to an unknown address is a 404, not a CSRF refusal
+def not_found_view(request: HttpRequest, exception=None) -> HttpResponse:
+    """Every unknown address, in any setting (DEBUG included): a plain page, never Django's
+    technical one. An address that only lacks its trailing slash is sent to it, as
+    APPEND_SLASH would."""
+    if not request.path.endswith("/") and request.method in ("GET", "HEAD"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name != "not-found":
+            query = request.META.get("QUERY_STRING", "")
+            return redirect(request.path + "/" + (f"?{query}" if query else ""), permanent=True)
+    with translation.override(_picked_language(request)):
+        return render(request, "404.html", status=404)
+
+
+# For the metrics: an unknown address keeps the "unmatched" route label (ops.middleware).
+not_found_view.unmatched_route = True
+
+
+def server_error_view(request: HttpRequest) -> HttpResponse:
+    """The 500 page: static, so it cannot fail in turn."""
+    return render(request, "500.html", status=500)

@@ -84,6 +84,8 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
             "due_date",
             "parent_email",
             "parent_phone",
+            "installments_allowed",
+            "installment_min_minor",
             "status",
             "paid_payment",
             "paid_at",
@@ -93,7 +95,10 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is not None:
             kwargs["form"] = admin.ModelAdmin.form
-            kwargs["fields"] = ("description", "due_date", "parent_email", "parent_phone")
+            # Parts: the school's setting unless this request says otherwise (docs/parents.md).
+            kwargs["fields"] = (
+                "description", "due_date", "parent_email", "parent_phone", "installments_allowed", "installment_min_minor",
+            )  # fmt: skip
             return super().get_form(request, obj, change=change, **kwargs)
         form = super().get_form(request, obj, change=change, **kwargs)
         schools = selectors.schools_for_user(user=request.user)

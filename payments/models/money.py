@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from core.money import format_minor
 from core.status import PaymentStatus
@@ -41,6 +42,13 @@ class PaymentRequest(models.Model):
     # (Paystack, Flutterwave) get this one, and the pay page asks the parent only when it is blank.
     parent_email = models.EmailField(blank=True, default="")
     parent_phone = models.CharField(max_length=20, blank=True, default="", validators=[validate_parent_phone])
+    # Blank: the school's setting. The minimum is in the request's minor units.
+    installments_allowed = models.BooleanField(
+        null=True, blank=True, help_text="Parents may pay in parts; blank: as the school's setting says."
+    )
+    installment_min_minor = models.BigIntegerField(
+        null=True, blank=True, help_text="Smallest part, in minor units; blank: the school's minimum."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     token = models.CharField(max_length=64, unique=True, default=new_pay_token, editable=False)
     # The payment whose success settled this request (set by payments.services.payment_finalize).
@@ -58,6 +66,10 @@ class PaymentRequest(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(amount_minor__gt=0), name="payment_request_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(installment_min_minor__isnull=True) | Q(installment_min_minor__gt=0),
+                name="payment_request_installment_min_positive",
+            ),
             # A paid request always says which payment paid it.
             models.CheckConstraint(
                 condition=~Q(status="paid") | Q(paid_payment__isnull=False, paid_at__isnull=False),
@@ -91,9 +103,10 @@ def receipt_upload_to(instance: Payment, filename: str) -> str:
 
 class PaymentMethod(models.TextChoices):
     PROVIDER = "provider", "Payment provider"
-    BANK_TRANSFER = "bank_transfer", "Bank transfer"
-    MOBILE_MONEY = "mobile_money", "Mobile money"
-    CASH = "cash", "Cash"
+    # Translated: parents read these on their pages (docs/parents.md).
+    BANK_TRANSFER = "bank_transfer", gettext_lazy("Bank transfer")
+    MOBILE_MONEY = "mobile_money", gettext_lazy("Mobile money")
+    CASH = "cash", gettext_lazy("Cash")
 
 
 MANUAL_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.MOBILE_MONEY, PaymentMethod.CASH)
@@ -180,6 +193,9 @@ class Payment(models.Model):
     # A succeeded payment that did not settle its request as it stands (payments.services.payment_finalize).
     review_flag = models.CharField(max_length=24, choices=ReviewFlag.choices, blank=True, default="")
     review_flag_reason = models.TextField(blank=True, default="")
+    # How much of this payment counted toward its request's amount (set once, by
+    # payment_finalize under the request's lock): a request's "paid so far" is their sum.
+    applied_minor = models.BigIntegerField(default=0)
 
     # --- Manual payments (bank transfer, mobile money, cash), reviewed by staff ---
     manual_reference = models.CharField(

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from core.fields import EncryptedJSONField, EncryptedTextField
@@ -61,10 +62,28 @@ class School(models.Model):
         max_length=64, blank=True, default="", validators=[validate_reminder_days],
         help_text="Remind parents of an unpaid request this many days after the due date (e.g. 1,7). Blank: no reminder.",
     )  # fmt: skip
+    # Fees in parts: a parent may pay a request in installments, each at least the minimum (in the
+    # school's minor units; blank: any amount). A request can say otherwise.
+    installments_allowed = models.BooleanField(
+        default=False, help_text="Parents may pay a request in parts (each request can say otherwise)."
+    )
+    installment_min_minor = models.BigIntegerField(
+        null=True, blank=True, help_text="Smallest part, in minor units of the school's currency; blank: any amount."
+    )
+    # The language of the parent pages until the parent picks another (docs/parents.md).
+    language = models.CharField(
+        max_length=8, choices=settings.LANGUAGES, default="en", help_text="The parent pages' language until the parent picks another."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["code"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(installment_min_minor__isnull=True) | Q(installment_min_minor__gt=0),
+                name="school_installment_min_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"

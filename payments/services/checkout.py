@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from core.money import format_minor
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from core.status import PaymentStatus
 from payments import locks, selectors
@@ -99,6 +100,7 @@ def payment_checkout_start(
     payment_request_id: int,
     provider: str,
     payer: Mapping[str, Any] | None = None,
+    amount_minor: int | None = None,
     actor_type: str = AuditLog.ActorType.PARENT,
     actor: str = "",
 ) -> CheckoutStarted:
@@ -111,6 +113,9 @@ def payment_checkout_start(
     ``CHECKOUT_WAIT_SECONDS``), and one with another provider refuses the new checkout until
     the payer gives it up (``payment_checkout_abandon``). The provider call happens after that
     lock is released. Raises ``CheckoutRefused`` or ``CheckoutFailed``.
+
+    ``amount_minor``: the part the payer chose, for a request that may be paid in parts; checked
+    under the same lock against the balance and the minimum. None: the whole balance.
     """
     try:
         adapter = get_provider(provider)
@@ -142,8 +147,9 @@ def payment_checkout_start(
     deadline = time.monotonic() + settings.CHECKOUT_WAIT_SECONDS
     while True:
         decision, payment = _checkout_decide(
-            payment_request_id=payment_request_id, adapter=adapter, payer=payer, actor_type=actor_type, actor=actor
-        )
+            payment_request_id=payment_request_id, adapter=adapter, payer=payer, amount_minor=amount_minor,
+            actor_type=actor_type, actor=actor,
+        )  # fmt: skip
         if decision == "reuse":
             return CheckoutStarted(
                 payment=payment,
@@ -192,7 +198,7 @@ def payment_checkout_start(
 
 
 def _checkout_decide(
-    *, payment_request_id: int, adapter, payer: dict, actor_type: str, actor: str
+    *, payment_request_id: int, adapter, payer: dict, amount_minor: int | None, actor_type: str, actor: str
 ) -> tuple[Literal["reuse", "wait", "supersede", "create"], Payment]:
     """Under the request's row lock: reuse or wait for an attempt under way, refuse a new one
     beside it, name one to supersede, or create the payment intent (audit ``payment.intent``).
@@ -218,6 +224,7 @@ def _checkout_decide(
         ).first()
         if account is None or not selectors.provider_supports_checkout(adapter):
             raise CheckoutRefused("provider_unavailable", "This way of paying is not available for this school.")
+        amount_minor = checkout_amount(payment_request=payment_request, amount_minor=amount_minor)
 
         for attempt in payment_request.payments.filter(
             method=PaymentMethod.PROVIDER, status__in=IN_FLIGHT_STATES
@@ -230,6 +237,12 @@ def _checkout_decide(
                     f"A payment with {selectors.provider_display_name(attempt.provider)} is already under way.",
                     attempt,
                 )
+            if attempt.amount_minor != amount_minor:
+                raise CheckoutRefused(
+                    "another_checkout_in_progress",
+                    f"A payment of {format_minor(attempt.amount_minor, attempt.currency)} is already under way.",
+                    attempt,
+                )
             ready = attempt.checkout_created_at is not None or attempt.checkout_error
             return ("reuse" if ready else "wait"), attempt
 
@@ -237,7 +250,7 @@ def _checkout_decide(
             school_id=payment_request.school_id,
             account=account,
             provider=adapter.slug,
-            amount_minor=payment_request.amount_minor,
+            amount_minor=amount_minor,
             currency=payment_request.currency,
             status=PaymentStatus.PENDING,
             status_changed_at=now,
@@ -267,6 +280,33 @@ def _checkout_decide(
         )
     payment.payment_request = payment_request
     return "create", payment
+
+
+def checkout_amount(*, payment_request: PaymentRequest, amount_minor: int | None) -> int:
+    """What this checkout asks for: the whole balance, or the part the payer chose when the
+    request may be paid in parts (at least the minimum, or the whole balance when less is left;
+    at most the balance). Called with the request's row locked, so the balance is current."""
+    terms = selectors.request_installments(payment_request=payment_request)
+    balance = terms.balance_minor
+    if amount_minor is None:
+        return balance
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise CheckoutRefused("amount_invalid", "Enter the amount you want to pay.")
+    if not terms.allowed:
+        if amount_minor != balance:
+            raise CheckoutRefused(
+                "amount_invalid", f"This school takes this fee in one payment of {format_minor(balance, payment_request.currency)}."
+            )
+        return balance
+    if amount_minor > balance:
+        raise CheckoutRefused(
+            "amount_invalid", f"That is more than is due. Pay at most {format_minor(balance, payment_request.currency)}."
+        )
+    if amount_minor < terms.smallest_minor:
+        raise CheckoutRefused(
+            "amount_invalid", f"Pay at least {format_minor(terms.smallest_minor, payment_request.currency)} at a time."
+        )
+    return amount_minor
 
 
 def _attempt_superseded(attempt: Payment, now: datetime) -> bool:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.money import format_minor
-from payments import locks
+from payments import locks, selectors
 from payments.audit import audit_record
 from payments.models import (
     Payment,
@@ -25,11 +25,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FinalizeOutcome:
-    result: Literal["paid", "amount_mismatch", "overpayment", "already_finalized"]
+    result: Literal["paid", "part_paid", "amount_mismatch", "overpayment", "already_finalized"]
     reason: str
 
     @property
     def summary(self) -> str:
+        if self.result == "part_paid":
+            return "part of the request paid"
         return "request paid" if self.result == "paid" else f"request not settled: {self.result}"
 
 
@@ -42,8 +44,11 @@ def payment_finalize(*, payment: Payment, actor_type: str, actor: str = "") -> F
 
     - amount and currency exactly as requested, request open: the request is paid by this
       payment, in this transaction;
-    - a different amount or currency: the request stays open, the payment is flagged
-      ``amount_mismatch`` for staff;
+    - a request that may be paid in parts: the payment counts toward it up to the balance
+      (``applied_minor``); the part that reaches the amount pays the request; more than the
+      balance is kept and flagged ``overpayment``;
+    - a different amount (not in parts) or currency: the request stays open, the payment is
+      flagged ``amount_mismatch`` for staff;
     - the request is already paid by another payment (or cancelled): the money is kept, the
       payment is flagged ``overpayment`` for staff.
 
@@ -56,8 +61,11 @@ def payment_finalize(*, payment: Payment, actor_type: str, actor: str = "") -> F
     paid = format_minor(payment.amount_minor, payment.currency)
     due = format_minor(payment_request.amount_minor, payment_request.currency)
     flag = ""
-    if payment_request.status == PaymentRequest.Status.PAID and payment_request.paid_payment_id == payment.pk:
-        return FinalizeOutcome("already_finalized", "this payment already settled the request")
+    if payment.applied_minor or (
+        payment_request.status == PaymentRequest.Status.PAID and payment_request.paid_payment_id == payment.pk
+    ):
+        return FinalizeOutcome("already_finalized", "this payment already counted toward the request")
+    terms = selectors.request_installments(payment_request=payment_request)
     if payment_request.status == PaymentRequest.Status.PAID:
         outcome = FinalizeOutcome(
             "overpayment", f"{paid} received, but the request was already paid by payment {payment_request.paid_payment_id}"
@@ -66,23 +74,42 @@ def payment_finalize(*, payment: Payment, actor_type: str, actor: str = "") -> F
     elif payment_request.status == PaymentRequest.Status.CANCELLED:
         outcome = FinalizeOutcome("overpayment", f"{paid} received for a cancelled request")
         flag = ReviewFlag.OVERPAYMENT
-    elif (payment.amount_minor, payment.currency) != (payment_request.amount_minor, payment_request.currency):
+    elif payment.currency != payment_request.currency or (
+        not terms.allowed and payment.amount_minor != payment_request.amount_minor
+    ):
         outcome = FinalizeOutcome("amount_mismatch", f"{paid} received, {due} requested")
         flag = ReviewFlag.AMOUNT_MISMATCH
     else:
-        outcome = FinalizeOutcome("paid", f"{paid} received as requested")
-        payment_request.status = PaymentRequest.Status.PAID
-        payment_request.paid_payment = payment
-        payment_request.paid_at = timezone.now()
-        payment_request.save(update_fields=["status", "paid_payment", "paid_at", "updated_at"])
-        audit_record(
-            action="payment_request.paid",
-            actor_type=actor_type,
-            actor=actor,
-            school_id=payment_request.school_id,
-            target=payment_request,
-            details={"payment_id": str(payment.pk)},
-        )
+        # A part (or the whole): it counts up to the balance; more than the balance pays the
+        # request and the rest is kept and flagged, as a payment to a paid request is.
+        balance = terms.balance_minor
+        payment.applied_minor = min(payment.amount_minor, balance)
+        payment.save(update_fields=["applied_minor", "updated_at"])
+        settled = payment.applied_minor == balance
+        if payment.amount_minor > balance:
+            extra = format_minor(payment.amount_minor - balance, payment.currency)
+            outcome = FinalizeOutcome(
+                "overpayment", f"{paid} received, {format_minor(balance, payment.currency)} was due: {extra} over"
+            )
+            flag = ReviewFlag.OVERPAYMENT
+        elif settled:
+            outcome = FinalizeOutcome("paid", f"{paid} received as requested" if payment.amount_minor == payment_request.amount_minor else f"{paid} received, the last part of {due}")
+        else:
+            left = format_minor(balance - payment.applied_minor, payment.currency)
+            outcome = FinalizeOutcome("part_paid", f"{paid} received, {left} of {due} still due")
+        if settled:
+            payment_request.status = PaymentRequest.Status.PAID
+            payment_request.paid_payment = payment
+            payment_request.paid_at = timezone.now()
+            payment_request.save(update_fields=["status", "paid_payment", "paid_at", "updated_at"])
+            audit_record(
+                action="payment_request.paid",
+                actor_type=actor_type,
+                actor=actor,
+                school_id=payment_request.school_id,
+                target=payment_request,
+                details={"payment_id": str(payment.pk)},
+            )
     if flag:
         payment.review_flag = flag
         payment.review_flag_reason = outcome.reason

@@ -12,11 +12,12 @@ Test controls: ``settle(tx_ref, "success" | "failed" | ...)``; ``transactions`` 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl
 
-from fakes.server import FakeApp, Request, Response, json_response
+from fakes.server import FakeApp, Request, Response, checkout_page, form_fields, hmac_hex, json_response, redirect
 
 
 class FakeChapa(FakeApp):
@@ -32,7 +33,27 @@ class FakeChapa(FakeApp):
             self.transactions[tx_ref]["status"] = status
             return self.transactions[tx_ref]
 
+    def _hosted(self, request: Request, tx_ref: str) -> Response:
+        """The demo's hosted checkout: "Pay" settles the transaction, delivers ``charge.success``
+        signed in ``x-chapa-signature`` (hex HMAC-SHA256 of the body) and returns to the
+        ``return_url``."""
+        txn = self.transactions.get(tx_ref)
+        if txn is None:
+            return json_response(404, {"message": "Invalid transaction or Transaction not found", "status": "failed", "data": None})
+        if request.method != "POST":
+            return checkout_page("Chapa", f"{txn['currency']} {txn['amount']}", "Test phone 0900123456 (telebirr).")
+        if form_fields(request).get("action") == "back":
+            return redirect(txn["return_url"])
+        if txn["status"] != "success":
+            txn = self.settle(tx_ref)
+            data = {key: value for key, value in txn.items() if key != "return_url"}
+            body = json.dumps({"event": "charge.success", **data, "payment_method": txn["method"]}).encode()
+            self.deliver(body, lambda body, secret: {"x-chapa-signature": hmac_hex(secret.encode(), body)})
+        return redirect(txn["return_url"])
+
     def handle(self, request: Request) -> Response:
+        if (match := re.fullmatch(r"/checkout/([\w.-]+)", request.path)) and self.public_url:
+            return self._hosted(request, match.group(1))
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return json_response(401, {"message": "Invalid API Key or User doesn't exist", "status": "failed", "data": None})
         if request.method == "POST" and request.path == "/v1/transaction/initialize":
@@ -49,9 +70,11 @@ class FakeChapa(FakeApp):
                     "method": "telebirr", "type": "API", "status": "pending",
                     "reference": f"AP{next(self._ids):010d}", "tx_ref": body["tx_ref"],
                     "customization": body.get("customization"), "meta": body.get("meta"),
+                    "return_url": body.get("return_url") or "",
                 }
             return json_response(200, {"message": "Hosted Link", "status": "success",
-                                       "data": {"checkout_url": f"https://checkout.chapa.test/checkout/payment/{body['tx_ref']}"}})
+                                       "data": {"checkout_url": f"{self.public_url}/checkout/{body['tx_ref']}" if self.public_url
+                                                else f"https://checkout.chapa.test/checkout/payment/{body['tx_ref']}"}})
         if request.method == "GET" and (match := re.fullmatch(r"/v1/transaction/verify/([\w.-]+)", request.path)):
             txn = self.transactions.get(match.group(1))
             if txn is None:

@@ -22,7 +22,7 @@ import itertools
 import re
 from decimal import Decimal, InvalidOperation
 
-from fakes.server import FakeApp, Request, Response
+from fakes.server import FakeApp, Request, Response, checkout_page, form_fields, redirect
 from providers.wire import dumps
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -70,7 +70,30 @@ class FakeFlutterwave(FakeApp):
     def _by_id(self, transaction_id: str) -> dict | None:
         return next((t for t in self.transactions.values() if str(t["id"]) == transaction_id), None)
 
+    def _hosted(self, request: Request, tx_ref: str) -> Response:
+        """The demo's hosted checkout: "Pay" settles the transaction, delivers v3's
+        ``charge.completed`` with the secret hash in ``verif-hash`` and returns to the
+        ``redirect_url`` with ``status``, ``tx_ref`` and ``transaction_id``, as Flutterwave does."""
+        txn = self.transactions.get(tx_ref)
+        if txn is None:
+            return json_response(404, {"status": "error", "message": "No transaction was found", "data": None})
+        if request.method != "POST":
+            return checkout_page("Flutterwave", f"{txn['currency']} {txn['amount']}", "Test card 5531 8866 5214 2950.", can_decline=True)
+        action = form_fields(request).get("action")
+        if action == "back":
+            return redirect(f"{txn['redirect_url']}?status=cancelled&tx_ref={tx_ref}")
+        if txn["status"] == "pending":
+            # A declined card is a charge.completed with status "failed".
+            txn = self.settle(tx_ref, "successful" if action == "pay" else "failed")
+            data = {key: txn[key] for key in ("id", "tx_ref", "flw_ref", "amount", "currency", "status", "customer")}
+            data.update(charged_amount=txn["amount"], processor_response="Approved by Financial Institution", payment_type="card")
+            self.deliver(dumps({"event": "charge.completed", "data": data, "event.type": "CARD_TRANSACTION"}),
+                         lambda body, secret: {"verif-hash": secret})
+        return redirect(f"{txn['redirect_url']}?status={txn['status']}&tx_ref={tx_ref}&transaction_id={txn['id']}")
+
     def handle(self, request: Request) -> Response:
+        if (match := re.fullmatch(r"/checkout/([\w.=-]+)", request.path)) and self.public_url:
+            return self._hosted(request, match.group(1))
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return json_response(401, {"status": "error", "message": "Invalid authorization key", "data": None})
         path, method = request.path, request.method
@@ -96,9 +119,11 @@ class FakeFlutterwave(FakeApp):
                     # Flutterwave answers amounts as JSON numbers in major units.
                     "amount": amount, "currency": body["currency"], "status": "pending",
                     "processor_response": "Pending", "customer": body["customer"], "meta": body.get("meta"),
+                    "redirect_url": body.get("redirect_url") or "",
                 }
             return json_response(200, {"status": "success", "message": "Hosted Link",
-                                       "data": {"link": f"https://checkout.flutterwave.test/v3/hosted/pay/{body['tx_ref']}"}})
+                                       "data": {"link": f"{self.public_url}/checkout/{body['tx_ref']}" if self.public_url
+                                                else f"https://checkout.flutterwave.test/v3/hosted/pay/{body['tx_ref']}"}})
         if method == "GET" and (match := re.fullmatch(r"/v3/transactions/(\d+)/verify", path)):
             txn = self._by_id(match.group(1))
             return self._verify_answer(txn)

@@ -7,15 +7,23 @@ query answers as Daraja does while the payer has not finished: HTTP 500, errorCo
 
 Test controls: ``settle(checkout_request_id, result_code=0, receipt=...)``; ``pushes`` holds each
 push with the callback URL it was given, so a test can post the callback Daraja would send.
+
+The payer's "phone" (the demo, ``make run``): ``/phone`` lists the prompts waiting for a PIN;
+"Enter PIN and pay" settles one and posts Daraja's STK callback to the ``CallBackURL`` the push
+named (https://developer.safaricom.co.ke/APIs/MpesaExpressSimulate, "Callback"); "Cancel"
+answers ResultCode 1032, as a payer dismissing the prompt does.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import itertools
+import json
 import secrets
+import time
 
-from fakes.server import FakeApp, Request, Response, json_response
+from fakes.server import FakeApp, Request, Response, form_fields, html_page, json_response, post_json
 
 
 class FakeDaraja(FakeApp):
@@ -32,7 +40,47 @@ class FakeDaraja(FakeApp):
             push.update(result_code=result_code, receipt=receipt if result_code == 0 else None)
             return push
 
+    def callback_body(self, checkout_request_id: str) -> bytes:
+        """The STK callback Daraja posts once the payer answered (its documented shape)."""
+        push = self.pushes[checkout_request_id]
+        callback = {
+            "MerchantRequestID": push["merchant_request_id"], "CheckoutRequestID": checkout_request_id,
+            "ResultCode": push["result_code"],
+            "ResultDesc": "The service request is processed successfully." if push["result_code"] == 0 else "Request cancelled by user",
+        }  # fmt: skip
+        if push["result_code"] == 0:
+            callback["CallbackMetadata"] = {"Item": [
+                {"Name": "Amount", "Value": push["amount"]}, {"Name": "MpesaReceiptNumber", "Value": push["receipt"]},
+                {"Name": "Balance"}, {"Name": "TransactionDate", "Value": int(time.strftime("%Y%m%d%H%M%S"))},
+                {"Name": "PhoneNumber", "Value": int(push["phone"])},
+            ]}  # fmt: skip
+        return json.dumps({"Body": {"stkCallback": callback}}).encode()
+
+    def _phone(self, request: Request) -> Response:
+        if request.method == "POST":
+            fields = form_fields(request)
+            checkout_id = fields.get("checkout_request_id", "")
+            if checkout_id not in self.pushes or self.pushes[checkout_id]["result_code"] is not None:
+                return html_page(404, "M-Pesa", "<p>No such prompt waiting.</p>")
+            paid = fields.get("action") == "pay"
+            push = self.settle(checkout_id, result_code=0 if paid else 1032, receipt=f"FAKE{secrets.token_hex(3).upper()}")
+            status = post_json(push["callback_url"], self.callback_body(checkout_id), {})
+            note = "Paid" if paid else "Cancelled"
+            return html_page(200, "M-Pesa", f"<p>{note}. The callback was delivered (HTTP {status}).</p><p><a href=\"phone\">Back to the phone</a></p>")
+        waiting = [(key, push) for key, push in self.pushes.items() if push["result_code"] is None]
+        items = "".join(
+            f'<li><form method="post"><p>Pay KES {html.escape(str(push["amount"]))} from {html.escape(str(push["phone"]))}?</p>'
+            f'<input type="hidden" name="checkout_request_id" value="{html.escape(key)}">'
+            '<button type="submit" name="action" value="pay">Enter PIN and pay</button> '
+            '<button type="submit" name="action" value="cancel">Cancel</button></form></li>'
+            for key, push in waiting
+        )
+        body = "<p>The payer's phone (local fake of M-Pesa Express).</p>" + (f"<ul>{items}</ul>" if items else "<p>No prompt is waiting.</p>")
+        return html_page(200, "M-Pesa phone", body)
+
     def handle(self, request: Request) -> Response:
+        if request.path == "/phone" and self.public_url:
+            return self._phone(request)
         if request.path == "/oauth/v1/generate" and request.method == "GET":
             expected = base64.b64encode(f"{self.consumer_key}:{self.consumer_secret}".encode()).decode()
             if request.headers.get("Authorization") != f"Basic {expected}" or request.query.get("grant_type") != ["client_credentials"]:

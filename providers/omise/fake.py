@@ -8,16 +8,34 @@ refund asked for twice is two refunds here.
 
 Test controls: ``settle(charge_id, "successful" | "failed")``; ``refund_status`` is the status a new
 refund starts in ("closed", or "pending"), ``close_refund(refund_id)``; ``charges`` by id.
+
+Hosted page (the demo): with ``public_url`` set, ``authorize_uri`` is this fake's page
+``/offsites/<charge id>``; "Pay" settles the charge, delivers a ``charge.complete`` event signed
+as the adapter checks it (``Omise-Signature``: hex HMAC-SHA256 of "<timestamp>.<body>", keyed
+with the secret base64-decoded) and returns to the charge's ``return_uri``; "Decline" does the
+same for a failed charge.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
+import json
 import re
+import time
 from urllib.parse import parse_qsl
 
-from fakes.server import FakeApp, Request, Response, json_response
+from fakes.server import FakeApp, Request, Response, checkout_page, form_fields, hmac_hex, json_response, redirect
+
+
+def omise_signature_headers(body: bytes, secret: str) -> dict[str, str]:
+    try:
+        key = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        key = secret.encode()
+    timestamp = str(int(time.time()))
+    return {"Omise-Signature": hmac_hex(key, timestamp.encode() + b"." + body), "Omise-Signature-Timestamp": timestamp}
 
 
 class FakeOmise(FakeApp):
@@ -43,7 +61,27 @@ class FakeOmise(FakeApp):
                         return dict(refund)
         raise KeyError(refund_id)
 
+    def _hosted(self, request: Request, charge_id: str) -> Response:
+        charge = self.charges.get(charge_id)
+        if charge is None:
+            return _error(404, "not_found", "charge was not found")
+        if request.method != "POST":
+            return checkout_page(
+                "Omise", f"{charge['currency'].upper()} {charge['amount']} (smallest unit)", "Test card 4242 4242 4242 4242.",
+                can_decline=True,
+            )
+        action = form_fields(request).get("action")
+        if action in ("pay", "decline") and charge["status"] == "pending":
+            # A declined card: charge.complete with status "failed" (https://docs.omise.co/charges-api).
+            charge = self.settle(charge_id, "successful" if action == "pay" else "failed")
+            event = {"object": "event", "id": f"evnt_test_{next(self._ids):019d}", "livemode": False, "key": "charge.complete",
+                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": dict(charge)}  # fmt: skip
+            self.deliver(json.dumps(event).encode(), omise_signature_headers)
+        return redirect(charge["return_uri"])
+
     def handle(self, request: Request) -> Response:
+        if (match := re.fullmatch(r"/offsites/(\w+)", request.path)) and self.public_url:
+            return self._hosted(request, match.group(1))
         expected = "Basic " + base64.b64encode(f"{self.secret_key}:".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return _error(401, "authentication_failure", "authentication failed")
@@ -57,7 +95,8 @@ class FakeOmise(FakeApp):
                 "object": "charge", "id": charge_id, "livemode": not self.secret_key.startswith("skey_test_"),
                 "amount": int(form["amount"]), "currency": form["currency"], "status": "pending", "paid": False,
                 "refunded_amount": 0, "refunds": {"object": "list", "data": []}, "return_uri": form.get("return_uri"),
-                "authorize_uri": f"https://pay.omise.test/offsites/ofsp_test_{n}/pay",
+                "authorize_uri": f"{self.public_url}/offsites/{charge_id}" if self.public_url
+                else f"https://pay.omise.test/offsites/ofsp_test_{n}/pay",
                 "source": {"object": "source", "type": form.get("source[type]")},
                 "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
                 "description": form.get("description"),

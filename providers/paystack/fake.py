@@ -12,15 +12,21 @@ Test controls: ``settle(reference, "success" | "failed" | ...)``; ``process_refu
 "processed" | "failed")``, which returns the ``refund.*`` webhook Paystack sends for it (its
 documented shape: no refund id); ``transactions`` by reference, ``refunds`` by id; ``stall_*``
 delay the next answers (the refund is still made).
+
+Hosted checkout (the demo): with ``public_url`` set, ``authorization_url`` is this fake's page
+``/checkout/<access code>``; "Pay" settles the transaction, delivers ``charge.success`` signed
+as Paystack signs it (``x-paystack-signature``: HMAC-SHA512 of the body with the secret key) and
+returns the browser to the ``callback_url``; "Cancel" goes to the ``metadata.cancel_action``.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
 
-from fakes.server import FakeApp, Request, Response, json_response
+from fakes.server import FakeApp, Request, Response, checkout_page, form_fields, hmac_hex, json_response, redirect
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -96,7 +102,24 @@ class FakePaystack(FakeApp):
             time.sleep(self.stall_seconds)
         return response
 
+    def _hosted(self, request: Request, code: str) -> Response:
+        txn = next((t for t in self.transactions.values() if t.get("access_code") == code), None)
+        if txn is None:
+            return json_response(404, {"status": False, "message": "Not found"})
+        if request.method != "POST":
+            return checkout_page("Paystack", f"{txn['currency']} {txn['amount']} (subunits)", "Test card 4084 0840 8408 4081.")
+        if form_fields(request).get("action") == "back":
+            return redirect((txn.get("metadata") or {}).get("cancel_action") or txn["callback_url"])
+        if txn["status"] != "success":
+            data = dict(self.settle(txn["reference"]), channel="card", paid_at=time.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+            data.pop("access_code", None), data.pop("callback_url", None), data.pop("refunded", None)
+            body = json.dumps({"event": "charge.success", "data": data}).encode()
+            self.deliver(body, lambda body, secret: {"x-paystack-signature": hmac_hex(secret.encode(), body, "sha512")})
+        return redirect(txn["callback_url"])
+
     def _route(self, request: Request) -> Response:
+        if (match := re.fullmatch(r"/checkout/(\w+)", request.path)) and self.public_url:
+            return self._hosted(request, match.group(1))
         if request.headers.get("Authorization") != f"Bearer {self.secret_key}":
             return json_response(401, {"status": False, "message": "Invalid key"})
         if request.method == "POST" and request.path == "/transaction/initialize":
@@ -145,11 +168,14 @@ class FakePaystack(FakeApp):
                 "metadata": body.get("metadata"),
                 "customer": {"email": body["email"]},
                 "refunded": 0,
+                "access_code": code,
+                "callback_url": body.get("callback_url") or "",
             }
         return json_response(
             200,
             {"status": True, "message": "Authorization URL created",
-             "data": {"authorization_url": f"https://checkout.paystack.test/{code}", "access_code": code, "reference": reference}},
+             "data": {"authorization_url": f"{self.public_url}/checkout/{code}" if self.public_url else f"https://checkout.paystack.test/{code}",
+                      "access_code": code, "reference": reference}},
         )  # fmt: skip
 
     def _refund(self, body: dict) -> Response:

@@ -4,16 +4,26 @@ form-encoded requests and Stripe's JSON objects and error shape, as the stripe S
 
 Test controls: ``complete(session_id)`` marks a session paid (creating its PaymentIntent and
 charge), ``expire(session_id)``; ``sessions`` / ``intents`` hold the state.
+
+Hosted checkout (the demo, ``make run``): with ``public_url`` set, a session's ``url`` is this
+fake's page ``/checkout/<session id>``. "Pay" completes the session, delivers a signed
+``checkout.session.completed`` event to each of ``webhook_endpoints`` (as Stripe does,
+https://docs.stripe.com/webhooks#verify-manually) and sends the browser to the session's
+``success_url``; "Back" returns to its ``cancel_url``, as Stripe Checkout's back link does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import html
 import itertools
+import json
 import re
 import time
 from urllib.parse import parse_qsl
 
-from fakes.server import FakeApp, Request, Response, json_response
+from fakes.server import FakeApp, Request, Response, form_fields, html_page, json_response, redirect
 
 
 def decode_form(body: bytes) -> dict:
@@ -94,6 +104,8 @@ class FakeStripe(FakeApp):
     # --- the API ---------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
+        if (match := re.fullmatch(r"/checkout/([\w]+)", request.path)) and self.public_url:
+            return self._hosted_checkout(request, match.group(1))
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Invalid API Key provided", "invalid_request_error")
         key = request.headers.get("Idempotency-Key")
@@ -152,6 +164,30 @@ class FakeStripe(FakeApp):
             return json_response(200, refund)
         return _error(404, f"Unrecognized request URL ({request.method}: {path})", "invalid_request_error")
 
+    def _hosted_checkout(self, request: Request, session_id: str) -> Response:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return html_page(404, "Checkout not found", "<p>This checkout session does not exist.</p>")
+        if request.method == "POST":
+            if form_fields(request).get("action") == "back":
+                return redirect(session["cancel_url"])
+            if session["status"] == "open":
+                session = self.complete(session_id)
+                event = {
+                    "id": self._id("evt_"), "object": "event", "type": "checkout.session.completed",
+                    "created": int(time.time()), "livemode": False, "data": {"object": dict(session)},
+                }  # fmt: skip
+                self.deliver(json.dumps(event).encode(), stripe_signature_header)
+            return redirect(session["success_url"])
+        amount = f"{session['currency'].upper()} {session['amount_total']}"
+        body = (
+            "<p>Stripe test checkout (local fake): no money moves. Test card 4242 4242 4242 4242.</p>"
+            f"<p>Amount: <strong>{html.escape(amount)}</strong> (Stripe's units)</p>"
+            '<form method="post"><button type="submit" name="action" value="pay">Pay</button> '
+            '<button type="submit" name="action" value="back">Back</button></form>'
+        )
+        return html_page(200, "Stripe checkout", body)
+
     def _create_session(self, form: dict) -> Response:
         try:
             item = form["line_items"]["0"]
@@ -178,7 +214,7 @@ class FakeStripe(FakeApp):
                 "payment_intent": None,
                 "success_url": success_url,
                 "cancel_url": cancel_url,
-                "url": f"https://checkout.stripe.test/c/pay/{session_id}",
+                "url": f"{self.public_url}/checkout/{session_id}" if self.public_url else f"https://checkout.stripe.test/c/pay/{session_id}",
                 "livemode": False,
             }
             self.sessions[session_id] = session
@@ -215,6 +251,13 @@ class FakeStripe(FakeApp):
             }  # fmt: skip
             self.refunds[refund["id"]] = refund
             return json_response(200, dict(refund))
+
+
+def stripe_signature_header(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
+    """``Stripe-Signature: t=<unix>,v1=<HMAC-SHA256 of "t.body" with the endpoint's secret>``."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return {"Stripe-Signature": f"t={timestamp},v1={digest}"}
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> Response:

@@ -298,7 +298,8 @@ def test_a_refused_checkout_explains_on_the_pay_page(client, payment_request, du
     response = client.post(f"/pay/{payment_request.token}/checkout", {"provider": "flaky"})
     assert response.status_code == 409
     html = response.content.decode()
-    assert 'role="alert" id="pay-error">A payment with Dummy (development) is already under way.' in html
+    assert 'id="error-summary" role="alert" tabindex="-1" autofocus' in html
+    assert "<li>A payment with Dummy (development) is already under way.</li>" in html
     assert "I did not pay: choose another way" in html
     payment = Payment.objects.get()
     response = client.post(f"/pay/{payment_request.token}/abandon", {"payment_id": str(payment.pk)})
@@ -368,7 +369,9 @@ def test_a_failed_payment_offers_to_try_again(client, payment_request, dummy_acc
         payment_id=payment.pk, status=NormalizedStatus(status=PaymentStatus.FAILED), source="test"
     )
     html = client.get(f"/payments/{payment.pk}/thanks").content.decode()
-    assert '<p class="state failed">Failed</p>' in html
+    assert "<h1>Payment declined</h1>" in html
+    assert '<p class="state failed">Declined</p>' in html
+    assert "Thank you" not in html
     assert f'<a class="button" href="/pay/{payment_request.token}/">Try again</a>' in html
     # Trying again starts a new checkout: the failed one is not in flight.
     assert client.post(f"/pay/{payment_request.token}/checkout", {"provider": "dummy"}).status_code == 302

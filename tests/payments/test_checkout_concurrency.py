@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from payments.api_tokens import api_token_create
 
+from payments.api_tokens import api_token_create
 from payments.models import AuditLog, Payment
 from providers import registry
 from providers.base import CheckoutResult, ProviderAdapter

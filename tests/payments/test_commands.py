@@ -107,6 +107,6 @@ def test_demo_seed_twice_keeps_one_of_everything(settings, tmp_path):
     assert first == second
     assert School.objects.filter(code="ng").count() == 1
     accounts = ProviderAccount.objects.filter(school__code="ng")
-    assert sorted(accounts.values_list("provider", flat=True)) == ["dummy", "surepay"]
+    assert sorted(accounts.values_list("provider", flat=True)) == ["dummy", "flutterwave", "stripe", "surepay"]
     assert accounts.get(provider="surepay").webhook_secret == "sekret"
     assert (tmp_path / ".demo-admin-password").read_text().strip() == first.password

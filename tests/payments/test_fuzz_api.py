@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import settings as hypothesis_settings
-from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: F401 - documented statuses
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import status_code_conformance  # noqa: F401 - documented statuses
 
 from payments.api_tokens import api_token_create
 from tests.factories import StudentFactory

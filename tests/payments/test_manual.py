@@ -94,16 +94,21 @@ def test_an_upload_far_over_the_limit_is_refused_before_it_is_read(client, payme
     ("fields", "field_error"),
     [
         ({"reference": ""}, "Enter the reference of your transfer."),
-        ({"amount": "450,000.50"}, "has decimals but UGX has no minor unit"),
+        ({"amount": "450,000.50"}, "Write the amount without decimals: UGX has none."),
         ({"amount": "0"}, "Enter an amount greater than zero."),
-        ({"amount": "4,50,000"}, "is not a plain positive number"),
+        ({"amount": "4,50,000"}, "Write the amount in figures only, for example 120,000."),
+        ({"amount": "12o,000"}, "Write the amount in figures only, for example 120,000."),
         ({"method": "cheque"}, "Select a valid choice."),
     ],
 )
 def test_the_form_says_what_is_wrong(client, payment_request, fields, field_error):
     response = report(client, payment_request, **fields)
     assert response.status_code == 400
-    assert field_error in response.content.decode()
+    html = response.content.decode()
+    assert field_error in html
+    # Listed at the top too, linked to its field; the parser's own words never reach the parent.
+    assert html.index('id="error-summary"') < html.index('id="manual-heading"')
+    assert "plain positive number" not in html
     assert Payment.objects.count() == 0
 
 

@@ -1,5 +1,11 @@
 // The parents' pages. Loaded from this service (the Content-Security-Policy allows no inline script).
 (function () {
+  // A page drawn after a refused form: move the focus to the list of problems at its top, so a
+  // screen reader reads it and the parent sees it without scrolling (autofocus does the same
+  // where supported).
+  var summary = document.getElementById("error-summary");
+  if (summary) { summary.focus(); }
+
   // One submission per form: a double click sends one request (the server also refuses a second payment).
   document.querySelectorAll("form[data-once]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
