@@ -196,7 +196,8 @@ def test_staff_let_one_request_be_paid_in_parts(client, payment_request, staff, 
     response = client.post(
         url,
         {"description": payment_request.description, "installments_allowed": "true", "installment_min_minor": "100000",
-         "parent_email": "", "parent_phone": "", "payments-TOTAL_FORMS": "0", "payments-INITIAL_FORMS": "0"},
+         "parent_email": "", "parent_phone": "", "payments-TOTAL_FORMS": "0", "payments-INITIAL_FORMS": "0",
+         "notices-TOTAL_FORMS": "0", "notices-INITIAL_FORMS": "0"},
     )  # fmt: skip
     assert response.status_code == 302, response.content.decode()[-2000:]
     payment_request.refresh_from_db()
