@@ -18,6 +18,7 @@ from payments.models.money import (
     new_pay_token,
     receipt_upload_to,
 )
+from payments.models.outbox import OutboxEvent
 from payments.models.records import AuditLog, WebhookEvent
 from payments.models.schools import (
     CURRENCY_CHOICES,
@@ -36,6 +37,7 @@ __all__ = [
     "MANUAL_METHODS",
     "MANUAL_PROVIDER",
     "MappingStatus",
+    "OutboxEvent",
     "Payment",
     "PaymentMethod",
     "PaymentRequest",
