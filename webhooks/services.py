@@ -274,6 +274,14 @@ def _webhook_event_insert(outbox_row: OutboxEvent, **values) -> int:
     request; this statement is built once from the model's own field definitions and values are
     adapted by the same fields, so it stays in step with the model.
     """
+    if connection.vendor != "postgresql":
+        # SQLite (`make run` without a database) has no INSERT in a WITH: two statements, which
+        # the caller's savepoint keeps together.
+        with transaction.atomic():
+            event = WebhookEvent.objects.create(**{WebhookEvent._meta.get_field(k).attname: v for k, v in values.items()})
+            outbox_row.payload = {**outbox_row.payload, "webhook_event_id": event.pk}
+            outbox_row.save(force_insert=True)
+        return event.pk
     sql, fields, outbox_fields = _webhook_event_insert_sql(connection.vendor, tuple(values))
     params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
     params += [field.get_db_prep_save(getattr(outbox_row, field.attname), connection) for field in outbox_fields]
