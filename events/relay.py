@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -143,11 +143,12 @@ def relay_run(*, relay: Relay | None = None, stop: Callable[[], bool] = lambda: 
     ``OUTBOX_RELAY_POLL_SECONDS`` when there is none, back off while a sink is down. ``once``:
     return when the outbox is empty (or a sink is down)."""
     relay = relay or Relay()
+    # One long-lived connection (it holds the advisory lock); after an error it is closed and
+    # the next query opens a new one.
     poll = settings.OUTBOX_RELAY_POLL_SECONDS
     try:
         while not stop():
             try:
-                close_old_connections()
                 if connection.vendor == "postgresql" and not relay_lock():
                     if once:
                         return relay

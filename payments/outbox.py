@@ -63,7 +63,7 @@ def payment_data(payment: Payment) -> dict[str, Any]:
         "school_id": payment.school_id,
         "provider": payment.provider,
         "method": payment.method,
-        "reference": payment.reference,
+        "reference": payment.reference or "",
         "external_txn_id": payment.external_txn_id or "",
         "payment_request_id": str(payment.payment_request_id) if payment.payment_request_id else None,
         "status": payment.status,
