@@ -222,3 +222,23 @@ def test_the_sweep_enqueues_deliveries_whose_message_was_lost(account, endpoint,
     EndpointDelivery.objects.update(created_at=timezone.now() - timedelta(minutes=5))
     assert outbound.deliveries_sweep() == list(EndpointDelivery.objects.values_list("pk", flat=True))
 
+
+
+def test_end_to_end_a_webhook_reaches_the_schools_system(client, account, receiver, fake_directory, celery_worker):
+    """A provider's webhook through the real endpoint, a real Celery worker on Redis, the relay,
+    and the delivery task: the school's system receives the signed payment events."""
+    from django.core.management import call_command
+
+    from tests.conftest import post_webhook, sign, surepay_body, wait_for
+
+    fake_directory.add_student("ng", "surepay", "prov-001", "STU-1", "Amina N.")
+    _, secret = outbound.endpoint_create(school=account.school, url=receiver.url, event_types=["payment.*"])
+    receiver.secrets = [secret]
+    body = surepay_body()
+    assert post_webhook(client, body, signature=sign(body)).status_code == 202
+    wait_for(lambda: OutboxEvent.objects.filter(event_type="payment.mapped").exists(), timeout=20)
+    call_command("outbox_relay", "--once")
+    wait_for(lambda: len(receiver.received) == 3, timeout=20)
+    assert all(r.verified for r in receiver.received)
+    assert sorted(r.json()["type"] for r in receiver.received) == ["payment.created", "payment.mapped", "payment.succeeded"]
+    wait_for(lambda: EndpointDelivery.objects.filter(status="succeeded").count() == 3, timeout=10)
