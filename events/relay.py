@@ -154,9 +154,9 @@ def relay_run(*, relay: Relay | None = None, stop: Callable[[], bool] = lambda: 
                         return relay
                     time.sleep(max(poll, 1.0))  # another relay works; wait for its lock
                     continue
+                relay.clean()  # at most hourly, busy or idle
                 if relay.publish_batch():
                     continue
-                relay.clean()
                 if once:
                     return relay
                 time.sleep(poll)

@@ -105,6 +105,7 @@ class Receiver:
 
     secrets: list[str] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # answer bodies to send instead of the default
     received: list[Received] = field(default_factory=list)
     url: str = ""
 
@@ -121,6 +122,8 @@ class Receiver:
         if not verified:
             return 401, b'{"error": "bad signature"}'
         status = self.answers.pop(0) if self.answers else 200
+        if self.bodies:
+            return status, self.bodies.pop(0)
         return status, json.dumps({"ok": status < 300}).encode()
 
 

@@ -119,6 +119,18 @@ def test_a_bad_answer_or_no_answer_is_logged(account, endpoint, receiver, settin
     assert answers[0] == (302, "") and answers[1][0] is None and answers[1][1].startswith("ConnectError")
 
 
+def test_any_answer_is_logged_safely_and_cut_short(account, endpoint, receiver):
+    receiver.answers = [500]
+    receiver.bodies = [b"\x00\xff" + b"x" * 1_000_000]
+    apply_event(account, event_id="e1", txn="txn-1", status="pending")
+    relay_to_endpoints()
+    delivery = EndpointDelivery.objects.get()
+    assert outbound.delivery_send(delivery_id=delivery.pk) == "retry in 5s"
+    attempt = delivery.attempt_log.get()
+    assert attempt.status_code == 500 and len(attempt.response_body) == 1000
+    assert attempt.response_body.startswith("\ufffd\ufffdxxx")
+
+
 def test_rotation_signs_with_both_secrets_until_the_old_one_expires(account, endpoint, receiver, settings):
     (old,) = receiver.secrets
     new = outbound.endpoint_secret_rotate(endpoint_id=endpoint.pk)

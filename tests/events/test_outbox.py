@@ -239,3 +239,20 @@ def test_one_relay_at_a_time():
     connection.close()  # the lock goes with the session
     assert relay_lock()
     connection.close()
+
+
+def test_published_events_are_deleted_after_the_retention(account, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    apply_event(account, event_id="e1", txn="t1")
+    relay = Relay(sinks=[Recording()])
+    relay.publish_batch()
+    OutboxEvent.objects.filter(event_type="payment.created").update(
+        published_at=timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS, minutes=1)
+    )
+    apply_event(account, event_id="e2", txn="t1", refunds=[("r", 1)])  # not published yet: kept
+    assert relay.clean() == 1
+    assert relay.clean() == 0  # at most hourly
+    assert types() == ["payment.succeeded", "payment.refunded"]
