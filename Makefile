@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test test-ledger-long fuzz install worker beat bench bench-hostile soak image clean messages
+.PHONY: run test test-ledger-long fuzz install worker beat relay bench bench-hostile bench-outbox soak image clean messages
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -60,6 +60,10 @@ worker: install
 beat: install
 	$(VENV)/bin/celery -A config beat --loglevel=INFO
 
+# The outbox relay: events to Kafka (KAFKA_BOOTSTRAP_SERVERS) and the schools' endpoints.
+relay: install
+	$(PY) manage.py outbox_relay
+
 # The image, built with podman on a local Debian bookworm + Python 3.11 base (debootstrap, cached
 # in ~/.cache/school-payments): for machines that reach no image registry. Needs root, podman and
 # debootstrap (Debian packages). `make test` builds and starts it too (tests/ops/test_image.py).
@@ -81,6 +85,14 @@ soak: install
 # Not a test: CPU time and peak memory of one request with the worst bodies of the maximum size.
 bench-hostile: install
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/hostile_bench.py
+
+# Not a test: the outbox relay's throughput and commit-to-publish delay on Tansu (a Kafka-protocol
+# broker); its own database, emptied of outbox rows first.
+BENCH_OUTBOX_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/bench_outbox
+bench-outbox: install
+	psql "$(BENCH_OUTBOX_DATABASE_URL)" -c 'select 1' >/dev/null 2>&1 || \
+		psql "$(dir $(BENCH_OUTBOX_DATABASE_URL))postgres" -c 'CREATE DATABASE bench_outbox'
+	DATABASE_URL=$(BENCH_OUTBOX_DATABASE_URL) $(PY) bench/outbox_bench.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "webhooks",
     "directory_client",
     "quickbooks_sync",
+    "events",
     "demo",
 ]
 
@@ -555,6 +556,18 @@ LOGGING = {
 }
 
 
+# --- Events out: the outbox relay, Kafka, the schools' endpoints (docs/events.md) ----------------
+# Their settings live in config/events_settings.py (the same environment reader), so this file
+# stays under the module size limit.
+from config import events_settings as _events  # noqa: E402
+from config.events_settings import *  # noqa: E402, F403
+
+CELERY_BEAT_SCHEDULE["webhook-deliveries-sweep"] = {
+    "task": "events.tasks.endpoint_deliveries_sweep",
+    "schedule": env_int("WEBHOOK_SWEEP_INTERVAL_SECONDS", 60),
+}
+
+
 def _check_production_settings() -> None:
     problems = []
     if DEBUG:
@@ -577,6 +590,8 @@ def _check_production_settings() -> None:
         # The image's own disk is read-only and not shared: receipts need a bucket (or, off
         # Kubernetes, a MEDIA_ROOT on a volume every process shares).
         problems.append("AWS_STORAGE_BUCKET_NAME (or MEDIA_ROOT on a shared volume) must be set")
+    if _events.OUTBOUND_WEBHOOK_ALLOW_HTTP or _events.OUTBOUND_WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        problems.append("OUTBOUND_WEBHOOK_ALLOW_HTTP and OUTBOUND_WEBHOOK_ALLOW_PRIVATE_ADDRESSES must be off")
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems))
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from django.db.models import Count, Q, Sum
 
 from core.status import PaymentStatus
+from events.models import EndpointDelivery, WebhookEndpoint
 from payments.models import MappingStatus, Payment, RefundRequest, TransactionFact, WebhookEvent
 from payments.selectors import schools_for_user
 from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
@@ -39,6 +40,8 @@ class StaffDashboard:
     disputed: int
     waiting_facts: int
     refunds_in_doubt: int = 0
+    failed_deliveries: int = 0
+    disabled_endpoints: tuple[WebhookEndpoint, ...] = ()
 
 
 def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
@@ -78,4 +81,14 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         refunds_in_doubt=RefundRequest.objects.filter(
             school__in=schools_for_user(user=user), status=RefundRequest.Status.IN_DOUBT
         ).count(),
+        failed_deliveries=EndpointDelivery.objects.filter(
+            endpoint__school__in=schools_for_user(user=user), status=EndpointDelivery.Status.FAILED
+        ).count(),
+        # Disabled by the service after days of failures (or by staff): the school's system
+        # hears nothing until someone enables it again.
+        disabled_endpoints=tuple(
+            WebhookEndpoint.objects.filter(school__in=schools_for_user(user=user), is_active=False)
+            .select_related("school")
+            .order_by("-disabled_at")[:20]
+        ),
     )

@@ -60,6 +60,10 @@ def dashboard_view(request: HttpRequest):
          _link("admin:payments_transactionfact_changelist", waiting="yes")),
         ("Staff refunds whose provider answer was lost (check its dashboard)", board.refunds_in_doubt,
          _link("admin:payments_refundrequest_changelist", status__exact="in_doubt")),
+        ("Outbound webhook deliveries that failed every retry", board.failed_deliveries,
+         _link("admin:events_endpointdelivery_changelist", status__exact="failed")),
+        ("Outbound webhook endpoints disabled", len(board.disabled_endpoints),
+         _link("admin:events_webhookendpoint_changelist", is_active__exact="0")),
     ]  # fmt: skip
     books = reconciliation(schools=payment_selectors.schools_for_user(user=request.user))
     context = {
@@ -88,5 +92,15 @@ def dashboard_view(request: HttpRequest):
             for row in books.schools
         ],
         "not_final": len(books.not_final),
+        "disabled_endpoints": [
+            {
+                "url": endpoint.url,
+                "school": endpoint.school.code,
+                "reason": endpoint.disabled_reason,
+                "disabled_at": endpoint.disabled_at,
+                "link": reverse("admin:events_webhookendpoint_change", args=[endpoint.pk]),
+            }
+            for endpoint in board.disabled_endpoints
+        ],
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

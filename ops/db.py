@@ -10,7 +10,6 @@ import time
 
 from config.metrics import DB_CONNECTIONS_OPENED, DB_QUERY_DURATION, DB_QUERY_ERRORS
 
-
 # alias -> its histogram child: looking a child up by its labels costs more than observing.
 _durations: dict[str, object] = {}
 

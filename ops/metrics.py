@@ -101,7 +101,12 @@ class DatabaseGauges:
             "Payments and refunds not yet in QuickBooks, by sync status (pending, paused, failed).",
             labels=["status"],
         )
-        families = [up, unfinished, oldest, sync_backlog]
+        outbox = GaugeMetricFamily("outbox_unpublished", "Outbox events not yet published by the relay.")
+        outbox_oldest = GaugeMetricFamily(
+            "outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest outbox event not yet published (0 when there is none): a sink down or the relay stopped.",
+        )
+        families = [up, unfinished, oldest, sync_backlog, outbox, outbox_oldest]
         if values is None:
             up.add_metric([], 0)
             return families
@@ -111,6 +116,8 @@ class DatabaseGauges:
         oldest.add_metric([], values["oldest_unfinished_age_seconds"])
         for status, count in sorted(values["sync_backlog"].items()):
             sync_backlog.add_metric([status], count)
+        outbox.add_metric([], values["outbox_unpublished"])
+        outbox_oldest.add_metric([], values["outbox_oldest_age_seconds"])
         return families
 
 

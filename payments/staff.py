@@ -49,6 +49,14 @@ STAFF_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "view_qboadjustmentsync",
         "view_qbocustomer",
     ),
+    "events": (
+        "view_webhookendpoint",
+        "add_webhookendpoint",
+        "change_webhookendpoint",  # rotate the secret, enable again
+        "view_endpointdelivery",
+        "change_endpointdelivery",  # replay
+        "view_deliveryattempt",
+    ),
 }
 
 

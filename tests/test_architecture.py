@@ -22,6 +22,7 @@ LAYERS = {
     "payments": 3,
     "webhooks": 4,
     "quickbooks_sync": 4,
+    "events": 4,  # events out: the outbox relay, Kafka, the schools' endpoints
     "dashboard": 5,
     "demo": 5,
     "ops": 5,

@@ -17,7 +17,7 @@ from payments.audit import audit_record
 from payments.models import AuditLog, WebhookEvent
 from providers.errors import PayloadInvalid, PayloadMalformed
 from providers.registry import get_provider
-from webhooks.services import EVENT_PUBLISHER, dead_letter_errors
+from webhooks.services import EVENT_PUBLISHER, dead_letter_errors, webhook_received_outbox
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,12 @@ def _dead_letter_reparse(event: WebhookEvent) -> tuple[ReplayResult, dict]:
                 next_attempt_at=timezone.now(),
                 claimed_at=None,
             )
+            # Stored at last: the world hears of it as of any event received.
+            outbox_row = webhook_received_outbox(
+                account=event.account, event=normalized, received_at=timezone.now(), ignored=False
+            )
+            outbox_row.payload["webhook_event_id"] = event.pk
+            outbox_row.save(force_insert=True)
     except IntegrityError:
         original = (
             WebhookEvent.objects.filter(account_id=event.account_id, external_event_id=normalized.event_id)

@@ -1,8 +1,9 @@
 """Webhook ingestion (the request path) and processing (Celery).
 
 The request path, ``webhook_receive``, is an inbox: account (cached), signature, validation, then
-one INSERT of the event, unique per (account, provider event id), which is the duplicate gate.
-The id is published to Celery after commit. No outbound HTTP call, one query for a new event.
+one INSERT of the event, unique per (account, provider event id), which is the duplicate gate,
+with its ``webhook.received`` outbox row written by the same statement. The id is published to
+Celery after commit. No outbound HTTP call, one query for a new event.
 
 Processing, ``webhook_event_process``, claims the event with a conditional update, applies it to
 its payment under a row lock in one transaction with the audit entry and the event's
@@ -23,6 +24,7 @@ import functools
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,8 +41,9 @@ from core.errors import PermanentError, TransientError
 from core.ip_allowlist import ip_allowlist_allows
 from ops.context import current_request_id
 from payments import locks as payment_locks
+from payments import outbox
 from payments.audit import audit_record
-from payments.models import AuditLog, Payment, ProviderAccount, School, WebhookEvent
+from payments.models import AuditLog, OutboxEvent, Payment, ProviderAccount, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
     payment_event_apply,
@@ -171,16 +174,18 @@ def webhook_event_store(
     # A lone INSERT commits by itself; inside a caller's transaction it needs a savepoint so a
     # duplicate does not abort that transaction.
     guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    received_at = timezone.now()
     try:
         with guard:
             event_pk = _webhook_event_insert(
+                webhook_received_outbox(account=account, event=event, received_at=received_at, ignored=bool(ignored)),
                 account=account.pk,
                 external_event_id=event.event_id,
                 event_type=event.event_type,
                 raw_body=body.decode("utf-8", errors="replace"),
                 headers=_storable_headers(headers, adapter),
                 remote_addr=remote_addr,
-                received_at=timezone.now(),
+                received_at=received_at,
                 **ignored,
             )
     except IntegrityError:
@@ -199,30 +204,87 @@ def webhook_event_store(
     return WebhookReceipt(created=True, event_id=event.event_id, status=WebhookEvent.Status.PENDING)
 
 
+def webhook_received_outbox(
+    *, account: ProviderAccount, event: NormalizedEvent, received_at, ignored: bool
+) -> OutboxEvent:
+    """The ``webhook.received`` event of a stored provider event (unsaved; docs/events.md). The
+    relay adds the provider's body when it publishes, so the request path writes no copy."""
+    return OutboxEvent(
+        event_id=uuid.uuid4(),
+        event_type="webhook.received",
+        version=outbox.EVENT_VERSIONS["webhook.received"],
+        school_id=account.school_id,
+        key=outbox.webhook_key(
+            provider=account.provider, account_id=account.pk, txn_id=event.external_txn_id, event_id=event.event_id
+        ),
+        payload={
+            "provider": account.provider,
+            "account_id": account.pk,
+            "school_id": account.school_id,
+            "provider_event_id": event.event_id,
+            "event_type": event.event_type,
+            "status": WebhookEvent.Status.IGNORED if ignored else WebhookEvent.Status.PENDING,
+            "ignored_reason": event.ignored_reason if ignored else "",
+            "external_txn_id": event.external_txn_id,
+            "reference": event.reference,
+            "reported_status": event.status.value if event.status else None,
+            "amount_minor": event.amount_minor,
+            "currency": event.currency,
+            "confirmed_by_signature": not event.requires_confirmation,
+            "received_at": received_at.isoformat(),
+        },
+        created_at=received_at,
+    )
+
+
+_OUTBOX_FIELDS = ("event_id", "event_type", "version", "school", "key", "payload", "created_at")
+
+
 @functools.cache
-def _webhook_event_insert_sql(vendor: str, names: tuple[str, ...]) -> tuple[str, list]:
+def _webhook_event_insert_sql(vendor: str, names: tuple[str, ...]) -> tuple[str, list, list]:
     meta = WebhookEvent._meta
     fields = [meta.get_field(name) for name in names]
+    outbox_meta = OutboxEvent._meta
+    outbox_fields = [outbox_meta.get_field(name) for name in _OUTBOX_FIELDS]
     quote = connection.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+    # One statement, one round trip: the event, then its outbox row carrying the event's new id.
+    # A duplicate's INSERT fails and takes the outbox row with it.
+    sql = (
+        "WITH e AS (INSERT INTO {} ({}) VALUES ({}) RETURNING {pk}) "
+        "INSERT INTO {} ({}) SELECT {}, %s::jsonb || jsonb_build_object('webhook_event_id', e.{pk}), %s FROM e "
+        "RETURNING (payload->>'webhook_event_id')::bigint"
+    ).format(
         quote(meta.db_table),
         ", ".join(quote(field.column) for field in fields),
         ", ".join(["%s"] * len(fields)),
-        quote(meta.pk.column),
+        quote(outbox_meta.db_table),
+        ", ".join(quote(field.column) for field in outbox_fields),
+        ", ".join(["%s"] * (len(outbox_fields) - 2)),
+        pk=quote(meta.pk.column),
     )
-    return sql, fields
+    return sql, fields, outbox_fields
 
 
-def _webhook_event_insert(**values) -> int:
-    """Insert one event naming only the given columns; the rest take their database defaults.
+def _webhook_event_insert(outbox_row: OutboxEvent, **values) -> int:
+    """Insert one event naming only the given columns (the rest take their database defaults),
+    and its outbox row, in one statement.
 
     The request path's only write. Django's ``create()`` compiles and adapts every one of the
     model's twenty columns, which on a 2-core machine costs about as much CPU as the rest of the
     request; this statement is built once from the model's own field definitions and values are
     adapted by the same fields, so it stays in step with the model.
     """
-    sql, fields = _webhook_event_insert_sql(connection.vendor, tuple(values))
+    if connection.vendor != "postgresql":
+        # SQLite (`make run` without a database) has no INSERT in a WITH: two statements, which
+        # the caller's savepoint keeps together.
+        with transaction.atomic():
+            event = WebhookEvent.objects.create(**{WebhookEvent._meta.get_field(k).attname: v for k, v in values.items()})
+            outbox_row.payload = {**outbox_row.payload, "webhook_event_id": event.pk}
+            outbox_row.save(force_insert=True)
+        return event.pk
+    sql, fields, outbox_fields = _webhook_event_insert_sql(connection.vendor, tuple(values))
     params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+    params += [field.get_db_prep_save(getattr(outbox_row, field.attname), connection) for field in outbox_fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()[0]
@@ -246,7 +308,7 @@ def webhook_dead_letter_record(
     errors = dead_letter_errors(exc)
     try:
         with transaction.atomic():
-            return WebhookEvent.objects.create(
+            dead_letter = WebhookEvent.objects.create(
                 account=account,
                 external_event_id=None,
                 event_type=storable_text(getattr(exc, "event_type", ""), stored_text_limits()["event_type"]),
@@ -261,6 +323,22 @@ def webhook_dead_letter_record(
                 attempts=1,
                 remote_addr=remote_addr,
             )
+            outbox.outbox_write(
+                event_type="webhook.dead_lettered",
+                school_id=account.school_id,
+                key=outbox.webhook_key(provider=account.provider, account_id=account.pk, txn_id="", event_id=body_sha256),
+                payload={
+                    "provider": account.provider,
+                    "account_id": account.pk,
+                    "school_id": account.school_id,
+                    "webhook_event_id": dead_letter.pk,
+                    "event_type": dead_letter.event_type,
+                    "body_sha256": body_sha256,
+                    "errors": errors[:20],
+                    "received_at": dead_letter.received_at.isoformat(),
+                },
+            )
+            return dead_letter
     except IntegrityError:
         dead_letter = WebhookEvent.objects.get(
             account=account, body_sha256=body_sha256, status=WebhookEvent.Status.REJECTED
@@ -450,6 +528,24 @@ def webhook_event_fail(*, event_id: int, error: str) -> None:
             school_id=event.account.school_id,
             target=event,
             details={"error": error[:500], "attempts": event.attempts},
+        )
+        outbox.outbox_write(
+            event_type="webhook.failed",
+            school_id=event.account.school_id,
+            key=outbox.webhook_key(
+                provider=event.account.provider, account_id=event.account_id, txn_id="", event_id=event.external_event_id or ""
+            ),
+            payload={
+                "provider": event.account.provider,
+                "account_id": event.account_id,
+                "school_id": event.account.school_id,
+                "webhook_event_id": event.pk,
+                "provider_event_id": event.external_event_id,
+                "event_type": event.event_type,
+                "payment_id": str(event.payment_id) if event.payment_id else None,
+                "error": error[:500],
+                "attempts": event.attempts,
+            },
         )
 
 

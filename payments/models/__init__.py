@@ -19,6 +19,7 @@ from payments.models.money import (
     receipt_upload_to,
 )
 from payments.models.notices import Notice, PaymentReceipt, new_receipt_token
+from payments.models.outbox import OutboxEvent
 from payments.models.records import AuditLog, WebhookEvent
 from payments.models.schools import (
     CURRENCY_CHOICES,
@@ -38,6 +39,7 @@ __all__ = [
     "MANUAL_PROVIDER",
     "MappingStatus",
     "Notice",
+    "OutboxEvent",
     "Payment",
     "PaymentMethod",
     "PaymentReceipt",

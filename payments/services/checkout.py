@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.money import format_minor
 from core.phone import PhoneInvalid, normalize_mpesa_phone
 from core.status import PaymentStatus
-from payments import locks, selectors
+from payments import locks, outbox, selectors
 from payments.audit import audit_record
 from payments.contact import ContactInvalid, parent_email_clean
 from payments.ledger import FactSource
@@ -264,6 +264,9 @@ def _checkout_decide(
             next_check_at=recheck_time(now, 0),
         )
         payment_insert_with_reference(payment, prefix="P")
+        outbox.payment_events_record(
+            payment=payment, created=True, previous=None, actor_type=actor_type, action="payment.intent"
+        )
         audit_record(
             action="payment.intent",
             actor_type=actor_type,

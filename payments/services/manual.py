@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.status import PaymentStatus
-from payments import locks, receipts, selectors
+from payments import locks, outbox, receipts, selectors
 from payments.audit import audit_record
 from payments.ledger import FactSource
 from payments.models import (
@@ -138,6 +138,9 @@ def _manual_payment_insert(
             payment.receipt = receipt_name
             payment.receipt_content_type = receipt_content_type
         payment_insert_with_reference(payment, prefix="M")
+        outbox.payment_events_record(
+            payment=payment, created=True, previous=None, actor_type=AuditLog.ActorType.PARENT, action="payment.manual_reported"
+        )
         audit_record(
             action="payment.manual_reported",
             actor_type=AuditLog.ActorType.PARENT,

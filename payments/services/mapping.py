@@ -8,7 +8,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from payments import locks
+from payments import locks, outbox
 from payments.audit import audit_record
 from payments.models import (
     AuditLog,
@@ -81,6 +81,8 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
         )
         if updated:
             payment_offer_to_books_on_commit(payment_id=payment.pk)
+            payment.student, payment.mapping_status = student, MappingStatus.MAPPED
+            outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source=source)
             audit_record(
                 action="payment.mapped",
                 actor_type=AuditLog.ActorType.SYSTEM,
@@ -132,6 +134,7 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
         payment.mapping_error = ""
         payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
         payment_offer_to_books_on_commit(payment_id=payment.pk)
+        outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source="staff")
         audit_record(
             action="payment.mapped",
             actor_type=AuditLog.ActorType.STAFF,

@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 from config.celery import enqueue_on_commit
 from core.status import PaymentStatus
-from payments import locks, selectors
+from payments import locks, outbox, selectors
 from payments.audit import audit_record
 from payments.ledger import FactKind
 from payments.models import (
@@ -238,6 +238,12 @@ def payment_settle(
             **({"conflict": payment.ledger_conflict} if ledger.conflicts else {}),
         },
     )
+    if applied:
+        # The world outside hears of it if, and only if, this transaction commits.
+        outbox.payment_events_record(
+            payment=payment, created=created, previous=None if created else before.as_event(),
+            actor_type=actor_type, action=audit_action,
+        )  # fmt: skip
     if first_settled and payment.payment_request_id:
         # A payment started from a pay link: settle its request in this same transaction.
         outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
@@ -288,6 +294,14 @@ class _Money:
             status, payment.amount_minor, payment.currency, payment.refunded_amount_minor,
             payment.charged_back_amount_minor, payment.disputed_amount_minor,
         )  # fmt: skip
+
+    def as_event(self) -> dict[str, Any]:
+        """The ``previous`` of a payment event (docs/events.md)."""
+        return {
+            "status": self.status, "amount_minor": self.amount_minor, "currency": self.currency,
+            "refunded_minor": self.refunded_minor, "charged_back_minor": self.charged_back_minor,
+            "disputed_minor": self.disputed_minor,
+        }  # fmt: skip
 
     @property
     def held(self) -> tuple:

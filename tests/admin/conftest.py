@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from events.models import EndpointDelivery, WebhookEndpoint
 from payments.models import AuditLog, RefundRequest, StaffMembership, WebhookEvent
 from payments.staff import staff_group_ensure
 from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboCustomer
@@ -58,7 +60,13 @@ def _school_rows(code: str, currency: str) -> SchoolRows:
         school=school, payment=payment, method="manual", amount_minor=100, currency=currency, reason=f"{code} refund",
         idempotency_key=f"refund-{code}", status="succeeded",
     )  # fmt: skip
+    endpoint = WebhookEndpoint.objects.create(school=school, url=f"https://{code}.example.org/hooks", secret="whsec_c2VjcmV0")
+    delivery = EndpointDelivery.objects.create(
+        endpoint=endpoint, event_id=uuid.uuid4(), event_type="payment.succeeded", body="{}", status="failed"
+    )
     rows = {
+        "webhookendpoint": endpoint,
+        "endpointdelivery": delivery,
         "refundrequest": refund,
         "school": school,
         "provideraccount": account,

@@ -69,6 +69,8 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         "Payments under dispute": 0,
         "Refunds and disputes waiting for their payment": 0,
         "Staff refunds whose provider answer was lost": 0,
+        "Outbound webhook deliveries that failed every retry": 1,  # the world's seed delivery
+        "Outbound webhook endpoints disabled": 0,
     }
     for label, (count, url) in queues.items():
         response = client_a.get(url)

@@ -19,6 +19,7 @@ STAFF_MODELS = {
         "refundrequest",
     ],  # fmt: skip
     "quickbooks_sync": ["qboconnection", "qbopaymentsync", "qboadjustmentsync", "qbocustomer"],
+    "events": ["webhookendpoint", "endpointdelivery"],
 }
 CASES = [(app, model) for app, models in STAFF_MODELS.items() for model in models]
 

@@ -19,7 +19,7 @@ from fakes.app import build_fakes
 from tests.ops.conftest import REPO
 from tests.ops.test_env_example import variables_read
 
-APP_SERVICES = ("fakes", "migrate", "web", "worker", "beat")
+APP_SERVICES = ("fakes", "migrate", "web", "worker", "beat", "relay")
 # Each process's own additions to the shared settings, and why.
 OWN_SETTINGS = {"worker": {"WORKER_METRICS_PORT": "9100"}}  # the worker's metrics and health port
 
@@ -63,7 +63,7 @@ def outside_service_urls() -> set[str]:
 
 
 def test_the_real_renderer_accepts_the_file():
-    assert set(services()) == {"db", "redis", "fakes", "migrate", "web", "worker", "beat"}
+    assert set(services()) == {"db", "redis", "fakes", "migrate", "web", "worker", "beat", "relay"}
     assert rendered()["name"] == "school-payments"
 
 
@@ -115,13 +115,14 @@ def test_every_process_runs_the_one_image():
     assert commands["beat"][:4] == ["celery", "-A", "config", "beat"]
     assert commands["beat"][commands["beat"].index("--schedule") + 1].startswith("/tmp/")
     assert commands["migrate"] == ["python", "manage.py", "migrate", "--noinput"]
+    assert commands["relay"] == ["python", "manage.py", "outbox_relay"]
 
 
 def test_startup_order_health_checks_and_ports():
     s = services()
     assert s["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert s["migrate"]["restart"] == "no"
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "beat", "relay"):
         depends = s[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
         assert depends["redis"]["condition"] == "service_healthy", name

@@ -24,7 +24,7 @@ REQUIRED_SECRETS = {"SECRET_KEY", "FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDI
 OPTIONAL_SECRETS = {"QBO_CLIENT_ID", "QBO_CLIENT_SECRET", "SENTRY_DSN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 ECR_REPOSITORY = re.compile(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/school-payments")
 SECRET_LOOKING = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY|KEYS|DATABASE_URL|REDIS_URL")
-WORKLOADS = ("school-payments-web", "school-payments-worker", "school-payments-beat")
+WORKLOADS = ("school-payments-web", "school-payments-worker", "school-payments-beat", "school-payments-relay")
 
 
 def pod_specs(resources):
@@ -46,6 +46,7 @@ def test_each_overlay_renders_the_same_set_of_resources(overlay):
         [
             ("ConfigMap", "school-payments-config"),
             ("Deployment", "school-payments-beat"),
+            ("Deployment", "school-payments-relay"),
             ("Deployment", "school-payments-web"),
             ("Deployment", "school-payments-worker"),
             ("Ingress", "school-payments-web"),
@@ -84,6 +85,19 @@ def test_replicas_per_overlay_and_beat_always_one(overlay):
     beat = deployments["school-payments-beat"]["spec"]
     assert beat["replicas"] == 1
     assert beat["strategy"] == {"type": "Recreate"}  # never two beats, not even during a rollout
+    relay = deployments["school-payments-relay"]["spec"]
+    assert relay["replicas"] == 1 and relay["strategy"] == {"type": "Recreate"}
+
+
+def test_the_outbox_relay_runs_as_its_own_process(overlay):
+    _, resources = overlay
+    relay = container(by_kind(resources, "Deployment")["school-payments-relay"])
+    assert relay["command"] == ["python", "manage.py", "outbox_relay"]
+    env = {item["name"]: item for item in relay["env"]}
+    for variable in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": SECRET_NAME, "key": variable, "optional": True}
+    (config_map,) = by_kind(resources, "ConfigMap").values()
+    assert config_map["data"]["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
 
 
 def test_secrets_only_by_reference(overlay):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import timedelta
 import sys
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -123,6 +123,9 @@ def test_backlog_gauges_come_from_the_database(client, account):
     assert values[("webhook_events_unfinished", (("status", "pending"),))] == 2
     assert values[("webhook_events_unfinished", (("status", "processing"),))] == 1
     assert 300 <= values[("webhook_events_oldest_unfinished_age_seconds", ())] < 330
+    # Each stored event wrote its webhook.received outbox row; no relay has published them.
+    assert values[("outbox_unpublished", ())] == 3
+    assert 0 <= values[("outbox_oldest_unpublished_age_seconds", ())] < 60
 
 
 def test_sync_backlog_counts_what_is_not_in_quickbooks_yet_by_status(client, db):

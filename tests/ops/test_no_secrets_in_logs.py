@@ -18,7 +18,7 @@ from django.conf import settings
 
 from fakes.quickbooks import FakeQuickBooks
 from fakes.server import serve_in_thread
-from payments.models import PaymentRequest, StaffMembership
+from payments.models import StaffMembership
 from providers.mpesa.adapter import callback_token
 from providers.mpesa.wire import mpesa_callback, mpesa_delivery
 from providers.wire import Params

@@ -28,7 +28,7 @@ from tests.ops.conftest import REPO
 # What the image holds besides its virtualenv (the Dockerfile's COPY minus .dockerignore).
 FIRST_PARTY = (
     "config", "core", "payments", "providers", "webhooks", "directory_client", "quickbooks_sync", "ops", "fakes", "dashboard",
-    "demo",
+    "demo", "events",
 )  # fmt: skip
 # Pythons the image may have: Debian bookworm's own (the local base) and the official image's.
 PYTHONS = ("3.11.2", "3.11.14")

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from core.status import PaymentStatus
-from payments.models import AuditLog, Payment, WebhookEvent
+from payments.models import AuditLog, OutboxEvent, Payment, WebhookEvent
 from tests.conftest import post_webhook, process_pending, sign, surepay_body
 from tests.factories import AccountFactory, SchoolFactory
 
@@ -396,14 +396,25 @@ def test_new_event_takes_at_most_8_queries(client, account, django_assert_max_nu
 
 def test_with_the_account_cached_a_new_event_is_one_insert(client, account, django_assert_num_queries):
     """The hot path: the duplicate gate is the insert itself (the savepoint pair comes from the
-    test's own transaction; in production the insert commits alone)."""
+    test's own transaction; in production the insert commits alone), and the event's outbox row
+    is written by the same statement."""
     first = surepay_body(event_id="warm")
     post_webhook(client, first, signature=sign(first))
     body = surepay_body()
     with django_assert_num_queries(3) as captured:
         assert post_webhook(client, body, signature=sign(body)).status_code == 202
     statements = [query["sql"].split()[0] for query in captured.captured_queries]
-    assert statements == ["SAVEPOINT", "INSERT", "RELEASE"]
+    assert statements == ["SAVEPOINT", "WITH", "RELEASE"]
+    event = WebhookEvent.objects.get(external_event_id=json.loads(body)["event_id"])
+    row = OutboxEvent.objects.get(event_type="webhook.received", payload__webhook_event_id=event.pk)
+    assert row.school_id == account.school_id and row.payload["provider_event_id"] == event.external_event_id
+
+
+def test_a_duplicate_delivery_writes_no_second_outbox_row(client, account):
+    body = surepay_body(event_id="twice")
+    for _ in range(2):
+        assert post_webhook(client, body, signature=sign(body)).status_code in (200, 202)
+    assert OutboxEvent.objects.filter(event_type="webhook.received", payload__provider_event_id="twice").count() == 1
 
 
 def test_request_path_makes_no_outbound_http_call(
