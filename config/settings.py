@@ -216,6 +216,11 @@ FLUTTERWAVE_API_BASE_URL = _provider_api_base_url(
     "FLUTTERWAVE_API_BASE_URL", "https://api.flutterwave.com", "flutterwave"
 )
 OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.omise.co", "omise")
+# PayPal has two hosts too; an account in test mode uses the sandbox.
+PAYPAL_API_BASE_URL = _provider_api_base_url("PAYPAL_API_BASE_URL", "https://api-m.paypal.com", "paypal")
+PAYPAL_SANDBOX_API_BASE_URL = _provider_api_base_url(
+    "PAYPAL_SANDBOX_API_BASE_URL", "https://api-m.sandbox.paypal.com", "paypal"
+)
 
 
 # --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API ------
