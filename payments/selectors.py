@@ -188,6 +188,28 @@ def checkout_options(*, school: School) -> list[CheckoutOption]:
     return options
 
 
+@dataclass(frozen=True)
+class Paybill:
+    """How to pay a school from the M-Pesa menu: its business number, the account number."""
+
+    business_number: str
+    account_number: str
+    test_mode: bool
+
+
+def paybill_for_request(*, payment_request: PaymentRequest) -> Paybill | None:
+    """The school's M-Pesa paybill, when it has one set up and the request is in shillings: the
+    account number is the student's number (``webhooks.c2b`` maps it back)."""
+    if payment_request.currency != "KES":
+        return None
+    account = ProviderAccount.objects.filter(school_id=payment_request.school_id, provider="mpesa", active=True).first()
+    credentials = (account.credentials or {}) if account else {}
+    number = str(credentials.get("paybill_number") or "")
+    if not number.isdigit() or credentials.get("kind", "paybill") != "paybill":
+        return None
+    return Paybill(number, payment_request.student.student_number, account.test_mode)
+
+
 def payment_request_for_token(*, token: str) -> PaymentRequest | None:
     if not token or len(token) > 64:
         return None

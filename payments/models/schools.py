@@ -114,6 +114,8 @@ class ProviderStudentLink(models.Model):
     class Source(models.TextChoices):
         DIRECTORY = "directory", "School Directory"
         STAFF = "staff", "Mapped by staff"
+        # A paybill payment's account number that is a student number of the school.
+        ACCOUNT_NUMBER = "account_number", "Paybill account number"
 
     school = models.ForeignKey(School, on_delete=models.PROTECT)
     provider = models.SlugField(max_length=32)

@@ -8,6 +8,7 @@
 - ``janitor``: asking providers about payments not settled;
 - ``refunds`` and ``refund_sync``: staff refunds, and keeping them in step with the ledger;
 - ``requests``: payment requests and CSV import; ``onboarding``: schools and provider accounts;
+- ``paybill``: registering an M-Pesa paybill's URLs with Daraja;
 - ``dummy``: the dummy provider's checkout page.
 
 Service functions are keyword-only and named ``<thing>_<verb>``; the outermost write is one
@@ -65,6 +66,10 @@ from payments.services.onboarding import (  # noqa: F401
     account_update,
     generate_webhook_secret,
     school_create,
+)
+from payments.services.paybill import (  # noqa: F401
+    PaybillError,
+    account_c2b_register,
 )
 from payments.services.refund_sync import (  # noqa: F401
     REFUND_REASON_MAX_CHARS,

@@ -75,6 +75,14 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Paybill:
+    """A C2B confirmation: refused at the STK callback URL, a payment of ``amount`` (once
+    Transaction Status confirms it) at the paybill confirmation URL."""
+
+    amount: int
+
+
+@dataclass(frozen=True)
 class Case:
     provider: str
     file: str
@@ -209,9 +217,10 @@ MPESA = cases("mpesa", False, {
     "stk.callback.cancelled-1032.recorded-live-2026": Charge(S.CANCELLED, 100, "KES"),
     "stk.callback.ds-timeout-1037.recorded-live-2026": Charge(S.FAILED, 100, "KES"),
     "stk.callback.insufficient-balance-1.recorded-live-2026": Charge(S.FAILED, 100, "KES"),
+    # Paybill confirmations belong on the C2B URL; at the STK callback URL they are refused.
+    "c2b.confirmation.paybill.masked-msisdn.docs-daraja": Paybill(1000),
+    "c2b.confirmation.paybill.recorded-sandbox-2017": Paybill(10000),
     # Not STK callbacks: they cannot be authenticated at the STK callback URL (no push of ours).
-    "c2b.confirmation.paybill.masked-msisdn.docs-daraja": Refused(401),
-    "c2b.confirmation.paybill.recorded-sandbox-2017": Refused(401),
     "reversal.result.success.docs-daraja3": Refused(401),
     "reversal.result.failed-R000002-string-code.docs-daraja3": Refused(401),
     "reversal.result.no-parameters.docs-v1-2017": Refused(401),
@@ -363,7 +372,35 @@ def api_knows(case: Case, apis: dict, event: NormalizedEvent, payment: Payment |
         }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", [c for c in CASES if isinstance(c.expect, Paybill)], ids=str)
+def test_documented_paybill_confirmation(client, school, apis, case, settings, fake_directory):
+    from providers.mpesa.c2b import c2b_token, status_token
+
+    payload = json.loads(documented(case))
+    credentials = {**MPESA_CREDENTIALS, "paybill_number": payload["BusinessShortCode"], "initiator_name": "apiop",
+                   "security_credential": "sc_fake"}  # fmt: skip
+    account = AccountFactory(school=school, provider="mpesa", webhook_secret=SECRETS["mpesa"], credentials=credentials,
+                             test_mode=True)  # fmt: skip
+    stk = post(client, "mpesa", delivery_for(case, documented(case), None), school=school.code)
+    assert stk.status_code == 401 and not WebhookEvent.objects.exists()
+    base = f"/api/webhooks/c2b/{school.code}/{c2b_token(SECRETS['mpesa'], account.pk)}"
+    response = client.post(f"{base}/confirmation", data=documented(case), content_type="application/json")
+    assert response.status_code == 200, response.content
+    process_pending()
+    receipt = payload["TransID"]
+    apis["mpesa"].transactions[receipt] = {"shortcode": payload["BusinessShortCode"], "amount": case.expect.amount // 100,
+                                           "status": "Completed"}  # fmt: skip
+    result = apis["mpesa"].status_result(receipt)
+    answer = client.post(f"{base}/result?t={status_token(SECRETS['mpesa'], receipt)}", data=json.dumps(result),
+                         content_type="application/json")  # fmt: skip
+    assert answer.status_code == 200, answer.content
+    payment = Payment.objects.get(account=account)
+    assert (payment.status, payment.amount_minor, payment.currency, payment.external_txn_id) == (
+        S.SUCCEEDED, case.expect.amount, "KES", receipt)
+    assert payment.provider_student_id == payload["BillRefNumber"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not isinstance(c.expect, Paybill)], ids=str)
 def test_documented_payload(client, school, apis, case):
     account = account_for(case, school)
     body = documented(case)
