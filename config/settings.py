@@ -168,6 +168,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Webhooks ---------------------------------------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024)
+# Risk scoring (payments/risk.py): a school without its own threshold flags payments scoring this
+# or more (0-100).
+HIGH_RISK_THRESHOLD = min(100, max(1, env_int("HIGH_RISK_THRESHOLD", 70)))
 # Let the view see bodies up to its own limit and answer 413 itself.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES * 2, 2_621_440)
 # How long a process may reuse a provider account it looked up (secrets, active flags).

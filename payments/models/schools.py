@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -30,6 +31,15 @@ class School(models.Model):
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
     active = models.BooleanField(default=True)
+    # Risk scoring (payments/risk.py): payments scoring at least this are flagged (blank: the
+    # HIGH_RISK_THRESHOLD setting); with the hold on, they wait for staff before the books.
+    risk_threshold = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Flag payments scoring at least this (1-100). Blank: the service's default.",
+    )  # fmt: skip
+    risk_hold_from_books = models.BooleanField(
+        default=False, help_text="Keep flagged payments out of QuickBooks until a staff member clears them."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

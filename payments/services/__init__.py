@@ -8,7 +8,7 @@
 - ``janitor``: asking providers about payments not settled;
 - ``refunds`` and ``refund_sync``: staff refunds, and keeping them in step with the ledger;
 - ``requests``: payment requests and CSV import; ``onboarding``: schools and provider accounts;
-- ``paybill``: registering an M-Pesa paybill's URLs with Daraja;
+- ``paybill``: registering an M-Pesa paybill's URLs with Daraja; ``risk``: risk scores and clearing them;
 - ``dummy``: the dummy provider's checkout page.
 
 Service functions are keyword-only and named ``<thing>_<verb>``; the outermost write is one
@@ -103,14 +103,20 @@ from payments.services.requests import (  # noqa: F401
     payment_requests_create_many,
     payment_requests_import_csv,
 )
+from payments.services.risk import (  # noqa: F401
+    payment_risk_rescore,
+    payment_risk_update,
+)
 from payments.services.settlement import (  # noqa: F401
     RECHECKABLE_STATES,
     PaymentChange,
+    RiskClearRefused,
     payment_event_apply,
     payment_fact_add,
     payment_lock,
     payment_offer_to_books_on_commit,
     payment_provider_status_apply,
+    payment_risk_clear,
     payment_settle,
     recheck_time,
 )
