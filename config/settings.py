@@ -406,7 +406,12 @@ RATE_LIMITS = {
     "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "300/m"),  # the thanks page polls every 3 s
     # Webhook deliveries refused (authentication failed; per account, or per address without one).
     "webhook_refusals": env_str("RATE_LIMIT_WEBHOOK_REFUSALS", "30/m"),
+    "parent_link": env_str("RATE_LIMIT_PARENT_LINK", "10/h"),  # asking for a parent's history link
 }
+# A parent's history link (payments/services/parents.py): how long it works, and the SMTP timeout
+# of the message carrying it (Django's mail API, EMAIL_* settings).
+PARENT_LINK_TTL_MINUTES = max(5, env_int("PARENT_LINK_TTL_MINUTES", 24 * 60))
+PARENT_LINK_EMAIL_TIMEOUT_SECONDS = env_int("PARENT_LINK_EMAIL_TIMEOUT_SECONDS", 10)
 RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 # Admin login: django-axes locks a username from one client address after AXES_FAILURE_LIMIT

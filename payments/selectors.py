@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.urls import reverse
 
 from core.status import PaymentStatus
@@ -339,3 +339,29 @@ def payment_refund_balance(*, payment: Payment) -> RefundBalance:
 
 def refund_requests_for_user(*, user) -> QuerySet[RefundRequest]:
     return RefundRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("payment", "school")
+
+
+@dataclass(frozen=True)
+class ParentHistory:
+    """What a parent sees of one school: the requests sent to their address, their children (the
+    students of those requests), and every payment for those requests or children."""
+
+    school: School
+    requests: list[PaymentRequest]
+    students: list
+    payments: list[Payment]
+
+
+def parent_history(*, school: School, contact: str) -> ParentHistory:
+    requests = list(
+        PaymentRequest.objects.filter(school=school, parent_email__iexact=contact)
+        .select_related("student").order_by("-created_at")
+    )  # fmt: skip
+    student_ids = {request.student_id for request in requests}
+    payments = list(
+        Payment.objects.filter(school=school)
+        .filter(Q(payment_request__in=[r.pk for r in requests]) | Q(student_id__in=student_ids))
+        .select_related("student", "payment_request").order_by("-created_at")
+    )  # fmt: skip
+    students = sorted({request.student for request in requests}, key=lambda student: student.student_number)
+    return ParentHistory(school, requests, students, payments)

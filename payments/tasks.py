@@ -11,7 +11,10 @@ import uuid
 
 from celery import shared_task
 
+from config.celery import backoff_seconds
+from core.errors import TransientError
 from payments import services
+from payments.services import parents as parent_services
 
 
 @shared_task(name="payments.tasks.payments_recheck_due")
@@ -36,3 +39,13 @@ def refund_requests_recheck_due_task() -> int:
 @shared_task(acks_late=True, name="payments.tasks.refund_request_recheck")
 def refund_request_recheck_task(refund_request_id: str) -> str:
     return services.refund_request_recheck(refund_request_id=uuid.UUID(refund_request_id))
+
+
+# Idempotent: a link already sent is not sent again. An unreachable mail server is retried with
+# backoff; a refused address is recorded and not.
+@shared_task(bind=True, acks_late=True, max_retries=8, name="payments.tasks.parent_link_send")
+def parent_link_send_task(self, link_id: int) -> str:
+    try:
+        return parent_services.parent_link_send(link_id=link_id)
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments import views
+from payments import parent_views, views
 
 urlpatterns = [
     path("pay/<str:token>/", views.pay_view, name="pay"),
@@ -10,4 +10,7 @@ urlpatterns = [
     path("payments/<uuid:payment_id>/thanks", views.payment_thanks_view, name="payment-thanks"),
     path("payments/<uuid:payment_id>/status", views.payment_status_view, name="payment-status"),
     path("payments/simulate/<uuid:payment_id>", views.payment_simulate_view, name="payment-simulate"),
+    # A parent's own history: ask for a link by email, then open it.
+    path("parents/<slug:school_code>/", parent_views.parent_link_request_view, name="parent-link-request"),
+    path("parents/history/<str:token>/", parent_views.parent_history_view, name="parent-history"),
 ]

@@ -18,6 +18,7 @@ from payments.models.money import (
     new_pay_token,
     receipt_upload_to,
 )
+from payments.models.parents import ParentAccessLink
 from payments.models.records import AuditLog, WebhookEvent
 from payments.models.schools import (
     CURRENCY_CHOICES,
@@ -35,6 +36,7 @@ __all__ = [
     "CURRENCY_CHOICES",
     "MANUAL_METHODS",
     "MANUAL_PROVIDER",
+    "ParentAccessLink",
     "MappingStatus",
     "Payment",
     "PaymentMethod",
