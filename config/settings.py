@@ -170,6 +170,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Webhooks ---------------------------------------------------------------------------------
 WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024)
+# Risk scoring (payments/risk.py): a school without its own threshold flags payments scoring this
+# or more (0-100).
+HIGH_RISK_THRESHOLD = min(100, max(1, env_int("HIGH_RISK_THRESHOLD", 70)))
 # Let the view see bodies up to its own limit and answer 413 itself.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(WEBHOOK_MAX_BODY_BYTES * 2, 2_621_440)
 # How long a process may reuse a provider account it looked up (secrets, active flags).
@@ -218,6 +221,11 @@ FLUTTERWAVE_API_BASE_URL = _provider_api_base_url(
     "FLUTTERWAVE_API_BASE_URL", "https://api.flutterwave.com", "flutterwave"
 )
 OMISE_API_BASE_URL = _provider_api_base_url("OMISE_API_BASE_URL", "https://api.omise.co", "omise")
+# PayPal has two hosts too; an account in test mode uses the sandbox.
+PAYPAL_API_BASE_URL = _provider_api_base_url("PAYPAL_API_BASE_URL", "https://api-m.paypal.com", "paypal")
+PAYPAL_SANDBOX_API_BASE_URL = _provider_api_base_url(
+    "PAYPAL_SANDBOX_API_BASE_URL", "https://api-m.sandbox.paypal.com", "paypal"
+)
 
 
 # --- Parents pay: pay links, checkout, manual payments, the janitor, the REST API ------
@@ -412,7 +420,12 @@ RATE_LIMITS = {
     "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "300/m"),  # the thanks page polls every 3 s
     # Webhook deliveries refused (authentication failed; per account, or per address without one).
     "webhook_refusals": env_str("RATE_LIMIT_WEBHOOK_REFUSALS", "30/m"),
+    "parent_link": env_str("RATE_LIMIT_PARENT_LINK", "10/h"),  # asking for a parent's history link
 }
+# A parent's history link (payments/services/parents.py): how long it works, and the SMTP timeout
+# of the message carrying it (Django's mail API, EMAIL_* settings).
+PARENT_LINK_TTL_MINUTES = max(5, env_int("PARENT_LINK_TTL_MINUTES", 24 * 60))
+PARENT_LINK_EMAIL_TIMEOUT_SECONDS = env_int("PARENT_LINK_EMAIL_TIMEOUT_SECONDS", 10)
 RATELIMIT_USE_CACHE = "ratelimit"
 RATELIMIT_ENABLE = env_bool("RATELIMIT_ENABLE", True)
 # Admin login: django-axes locks a username from one client address after AXES_FAILURE_LIMIT

@@ -42,6 +42,8 @@ class StaffDashboard:
     refunds_in_doubt: int = 0
     failed_deliveries: int = 0
     disabled_endpoints: tuple[WebhookEndpoint, ...] = ()
+    high_risk: int = 0
+    risk_held: int = 0
 
 
 def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
@@ -65,6 +67,9 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         conflicts=Count("pk", filter=~Q(ledger_conflict="")),
         status_unknown=Count("pk", filter=Q(review_flag="status_unknown")),
         disputed=Count("pk", filter=Q(status=PaymentStatus.DISPUTED)),
+        # Flagged by payments.risk and not yet cleared by a staff member.
+        high_risk=Count("pk", filter=Q(risk_flagged=True, risk_cleared_at__isnull=True)),
+        risk_held=Count("pk", filter=Q(risk_held=True)),
     )
     events = WebhookEvent.objects.filter(account__school__in=schools_for_user(user=user)).order_by()
     event_counts = events.aggregate(

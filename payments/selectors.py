@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.urls import reverse
 
 from core.money import format_minor
@@ -189,6 +189,28 @@ def checkout_options(*, school: School) -> list[CheckoutOption]:
                 )
             )
     return options
+
+
+@dataclass(frozen=True)
+class Paybill:
+    """How to pay a school from the M-Pesa menu: its business number, the account number."""
+
+    business_number: str
+    account_number: str
+    test_mode: bool
+
+
+def paybill_for_request(*, payment_request: PaymentRequest) -> Paybill | None:
+    """The school's M-Pesa paybill, when it has one set up and the request is in shillings: the
+    account number is the student's number (``webhooks.c2b`` maps it back)."""
+    if payment_request.currency != "KES":
+        return None
+    account = ProviderAccount.objects.filter(school_id=payment_request.school_id, provider="mpesa", active=True).first()
+    credentials = (account.credentials or {}) if account else {}
+    number = str(credentials.get("paybill_number") or "")
+    if not number.isdigit() or credentials.get("kind", "paybill") != "paybill":
+        return None
+    return Paybill(number, payment_request.student.student_number, account.test_mode)
 
 
 def payment_request_for_token(*, token: str) -> PaymentRequest | None:
@@ -420,3 +442,27 @@ def receipt_by_token(*, token: str) -> ReceiptView | None:
         lines.append(("Charged back", format_minor(payment.charged_back_amount_minor, payment.currency)))
         title = "Payment received, charged back"
     return ReceiptView(receipt, payment.school.name, receipt.number, title, lines)
+@dataclass(frozen=True)
+class ParentHistory:
+    """What a parent sees of one school: the requests sent to their address, their children (the
+    students of those requests), and every payment for those requests or children."""
+
+    school: School
+    requests: list[PaymentRequest]
+    students: list
+    payments: list[Payment]
+
+
+def parent_history(*, school: School, contact: str) -> ParentHistory:
+    requests = list(
+        PaymentRequest.objects.filter(school=school, parent_email__iexact=contact)
+        .select_related("student").order_by("-created_at")
+    )  # fmt: skip
+    student_ids = {request.student_id for request in requests}
+    payments = list(
+        Payment.objects.filter(school=school)
+        .filter(Q(payment_request__in=[r.pk for r in requests]) | Q(student_id__in=student_ids))
+        .select_related("student", "payment_request").order_by("-created_at")
+    )  # fmt: skip
+    students = sorted({request.student for request in requests}, key=lambda student: student.student_number)
+    return ParentHistory(school, requests, students, payments)

@@ -11,7 +11,10 @@ import uuid
 
 from celery import shared_task
 
+from config.celery import backoff_seconds
+from core.errors import TransientError
 from payments import services
+from payments.services import parents as parent_services
 
 
 @shared_task(name="payments.tasks.payments_recheck_due")
@@ -75,3 +78,11 @@ def payment_reminders_due_task() -> int:
 @shared_task(name="payments.tasks.notices_sweep")
 def notices_sweep_task() -> int:
     return len(services.notices_sweep())
+# Idempotent: a link already sent is not sent again. An unreachable mail server is retried with
+# backoff; a refused address is recorded and not.
+@shared_task(bind=True, acks_late=True, max_retries=8, name="payments.tasks.parent_link_send")
+def parent_link_send_task(self, link_id: int) -> str:
+    try:
+        return parent_services.parent_link_send(link_id=link_id)
+    except TransientError as exc:
+        raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc

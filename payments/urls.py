@@ -1,6 +1,6 @@
 from django.urls import path
 
-from payments import views
+from payments import parent_views, views
 
 urlpatterns = [
     path("", views.home_view, name="home"),
@@ -13,4 +13,7 @@ urlpatterns = [
     path("receipts/<str:token>/", views.receipt_view, name="receipt"),
     path("receipts/<str:token>/receipt.pdf", views.receipt_pdf_view, name="receipt-pdf"),
     path("payments/simulate/<uuid:payment_id>", views.payment_simulate_view, name="payment-simulate"),
+    # A parent's own history: ask for a link by email, then open it.
+    path("parents/<slug:school_code>/", parent_views.parent_link_request_view, name="parent-link-request"),
+    path("parents/history/<str:token>/", parent_views.parent_history_view, name="parent-history"),
 ]

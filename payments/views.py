@@ -167,6 +167,8 @@ def _render_pay_page(
         "in_flight": in_flight,
         "in_flight_name": selectors.provider_display_name(in_flight.provider) if in_flight else "",
         "in_flight_phone": mask_phone(in_flight.payer.get("phone", "")) if in_flight and in_flight.payer.get("phone") else "",
+        # For phones that cannot take the STK prompt: the school's paybill, from the M-Pesa menu.
+        "paybill": selectors.paybill_for_request(payment_request=payment_request),
     }
     return render(request, "payments/pay.html", context, status=status)
 

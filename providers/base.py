@@ -210,6 +210,9 @@ class ProviderAdapter:
     # ``parse`` marks those events ``requires_confirmation``, and the worker believes them only
     # once ``fetch_status`` has confirmed them from the provider's API (which it must implement).
     needs_confirmation: ClassVar[bool] = False
+    # True when ``verify_signature`` asks the provider's API if a delivery is genuine (PayPal):
+    # the one outbound call allowed on the request path; no answer is a 401, and PayPal resends.
+    verifies_with_api: ClassVar[bool] = False
 
     # --- Checkout (and ``checkout_enabled`` below) ---------------------------------------------
     # True when the checkout is a prompt on the payer's phone (M-Pesa's STK push): the pay page

@@ -26,6 +26,7 @@ PROVIDERS: dict[str, str] = {
     "chapa": "providers.chapa.ChapaProvider",
     "flutterwave": "providers.flutterwave.FlutterwaveProvider",
     "omise": "providers.omise.OmiseProvider",
+    "paypal": "providers.paypal.PayPalProvider",
 }
 
 

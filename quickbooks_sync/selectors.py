@@ -16,12 +16,13 @@ from quickbooks_sync.models import QboAdjustmentSync, QboConnection, QboPaymentS
 
 
 def payment_is_ready(payment: Payment) -> bool:
-    """Ready to sync: the school has the money (succeeded, or refunded since) and the student
-    is known."""
+    """Ready to sync: the school has the money (succeeded, or refunded since), the student is
+    known, and it is not held for a staff member's look at its risk (``Payment.risk_held``)."""
     return (
         payment.status in SETTLED_STATES
         and payment.mapping_status == MappingStatus.MAPPED
         and payment.student_id is not None
+        and not payment.risk_held
     )
 
 
@@ -32,6 +33,7 @@ def ready_unsynced_payments(*, school_id: int, since: datetime) -> QuerySet[Paym
         status__in=SETTLED_STATES,
         mapping_status=MappingStatus.MAPPED,
         student__isnull=False,
+        risk_held=False,
         created_at__gte=since,
         qbo_sync__isnull=True,
     ).order_by("created_at")

@@ -39,6 +39,7 @@ _hide_secrets = method_decorator(
 class ProviderAccountAdmin(SchoolScopedAdmin):
     list_display = ("school", "provider", "test_mode", "active", "has_ip_allowlist", "updated_at")
     list_filter = ("provider", "test_mode", "active")
+    actions = ["register_paybill"]
     form = AccountChangeForm
     fields = (
         "school",
@@ -63,6 +64,22 @@ class ProviderAccountAdmin(SchoolScopedAdmin):
     )
 
     # --- Change list and change page -------------------------------------------------------------
+
+    @admin.action(description="Register paybill URLs with Daraja (M-Pesa)", permissions=["change"])
+    def register_paybill(self, request: HttpRequest, queryset) -> None:
+        """Register each selected M-Pesa account's paybill (C2B) URLs; other providers are skipped."""
+        for account in queryset.select_related("school"):
+            if account.provider != "mpesa":
+                self.message_user(request, f"{account}: not an M-Pesa account, skipped.", messages.WARNING)
+                continue
+            try:
+                summary = services.account_c2b_register(
+                    account_id=account.pk, actor_type="staff", actor=request.user.get_username()
+                )
+            except services.PaybillError as exc:
+                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, summary, messages.SUCCESS)
 
     @admin.display(boolean=True, description="IP allowlist")
     def has_ip_allowlist(self, obj: ProviderAccount) -> bool:

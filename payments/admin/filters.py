@@ -46,3 +46,23 @@ class WaitingFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(payment__isnull=False)
         return queryset
+
+
+class RiskFilter(admin.SimpleListFilter):
+    """Payments flagged by risk scoring (payments.risk): all flagged, those held from the books,
+    those a staff member cleared."""
+
+    title = "risk"
+    parameter_name = "risk"
+
+    def lookups(self, request, model_admin):
+        return [("high", "High risk"), ("held", "Held from the books"), ("cleared", "Cleared by staff")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "high":
+            return queryset.filter(risk_flagged=True)
+        if self.value() == "held":
+            return queryset.filter(risk_held=True)
+        if self.value() == "cleared":
+            return queryset.filter(risk_flagged=True, risk_cleared_at__isnull=False)
+        return queryset

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from core.money import format_minor
 from core.status import PaymentStatus
 from payments import receipts, selectors, services
-from payments.admin.filters import LedgerConflictFilter, StatusChangedFilter
+from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChangedFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.audit import audit_record
 from payments.exports import payments_csv_lines
@@ -40,6 +40,7 @@ class PaymentAdmin(SchoolScopedAdmin):
         "review_flag",
         "mapping_status",
         "student",
+        "risk_display",
         "review_link",
     )
     list_filter = (
@@ -50,6 +51,7 @@ class PaymentAdmin(SchoolScopedAdmin):
         ("settled_at", DateFieldListFilter),
         ("status_changed_at", StatusChangedFilter),
         LedgerConflictFilter,
+        RiskFilter,
         "mapping_status",
         # The books app adds its sync-state filter here (quickbooks_sync.admin).
         "method",
@@ -65,12 +67,32 @@ class PaymentAdmin(SchoolScopedAdmin):
         "manual_reference",
     )
     list_select_related = ("school", "student")
-    actions = ("map_student",)  # the books app adds its retry action first (quickbooks_sync.admin)
+    actions = ("map_student", "clear_risk")  # the books app adds its retry action first (quickbooks_sync.admin)
     change_list_template = "admin/payments/payment/change_list.html"
     # The receipt is shown as a link to the staff-only download view, never as a media URL.
     readonly_fields = [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"]
     exclude = ("receipt",)
     change_form_template = "admin/payments/payment/change_form.html"
+
+    @admin.display(description="Risk", ordering="risk_score")
+    def risk_display(self, obj):
+        if obj.risk_score is None:
+            return ""
+        if not obj.risk_flagged:
+            return str(obj.risk_score)
+        state = "cleared" if obj.risk_cleared_at else ("held" if obj.risk_held else "high")
+        reasons = "; ".join(reason.get("detail", "") for reason in obj.risk_reasons or [])
+        return format_html('<strong title="{}">{} ({})</strong>', reasons, obj.risk_score, state)
+
+    @admin.action(description="Clear the risk flag (let it reach the books)", permissions=["change"])
+    def clear_risk(self, request, queryset):
+        for payment in queryset:
+            try:
+                services.payment_risk_clear(payment_id=payment.pk, actor=request.user.get_username())
+            except services.RiskClearRefused as exc:
+                self.message_user(request, f"{payment}: {exc}", messages.WARNING)
+            else:
+                self.message_user(request, f"{payment}: cleared (score {payment.risk_score}).", messages.SUCCESS)
 
     @admin.display(description="Review")
     def review_link(self, obj):

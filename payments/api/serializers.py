@@ -112,6 +112,9 @@ class PaymentSerializer(serializers.ModelSerializer):
             "manual_reference",
             "student_id",
             "mapping_status",
+            "risk_score",
+            "risk_flagged",
+            "risk_reasons",
             "created_at",
         ]
         read_only_fields = fields

@@ -4,7 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
-from payments.api import views
+from payments.api import parents, views
 
 urlpatterns = [
     path("payment-requests/", views.PaymentRequestListCreateView.as_view(), name="api-payment-requests"),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("payments/<uuid:pk>/", views.PaymentDetailView.as_view(), name="api-payment"),
     path("payments/<uuid:pk>/refunds", views.PaymentRefundsView.as_view(), name="api-payment-refunds"),
     path("refunds/<uuid:pk>/", views.RefundDetailView.as_view(), name="api-refund"),
+    # A parent's own history, for the token of their magic link.
+    path("parent/history/", parents.ParentHistoryView.as_view(), name="api-parent-history"),
     # The OpenAPI document and its docs page (Swagger UI from this service's static files).
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file (?script), so the page needs no

@@ -236,6 +236,10 @@ class PaymentListView(generics.ListAPIView):
             queryset = queryset.filter(payment_request_id=int(payment_request))
         if review_flag := params.get("review_flag"):
             queryset = queryset.filter(review_flag=review_flag)
+        if risk := params.get("risk"):
+            if risk not in ("high", "held"):
+                raise ValidationError({"risk": ["Must be high or held."]})
+            queryset = queryset.filter(**({"risk_flagged": True} if risk == "high" else {"risk_held": True}))
         return queryset
 
     @extend_schema(
@@ -243,6 +247,7 @@ class PaymentListView(generics.ListAPIView):
             OpenApiParameter("status", str, required=False),
             OpenApiParameter("payment_request", int, required=False),
             OpenApiParameter("review_flag", enum=["amount_mismatch", "overpayment"], required=False),
+            OpenApiParameter("risk", enum=["high", "held"], required=False),
         ]
     )
     def get(self, request, *args, **kwargs):

@@ -20,6 +20,7 @@ from payments.models.money import (
 )
 from payments.models.notices import Notice, PaymentReceipt, new_receipt_token
 from payments.models.outbox import OutboxEvent
+from payments.models.parents import ParentAccessLink
 from payments.models.records import AuditLog, WebhookEvent
 from payments.models.schools import (
     CURRENCY_CHOICES,
@@ -37,6 +38,7 @@ __all__ = [
     "CURRENCY_CHOICES",
     "MANUAL_METHODS",
     "MANUAL_PROVIDER",
+    "ParentAccessLink",
     "MappingStatus",
     "Notice",
     "OutboxEvent",

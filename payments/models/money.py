@@ -209,6 +209,16 @@ class Payment(models.Model):
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_note = models.TextField(blank=True, default="")
 
+    # Risk (payments/risk.py): the score 0-100 and its reasons, recomputed whenever the payment
+    # settles; flagged at or above the school's threshold; held from the books while flagged and
+    # the school holds high-risk payments, until staff clear it.
+    risk_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    risk_reasons = models.JSONField(blank=True, default=list)
+    risk_flagged = models.BooleanField(default=False)
+    risk_held = models.BooleanField(default=False)
+    risk_cleared_at = models.DateTimeField(null=True, blank=True)
+    risk_cleared_by = models.CharField(max_length=150, blank=True, default="")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -246,6 +256,7 @@ class Payment(models.Model):
             models.Index(
                 fields=["school", "review_flag"], condition=~Q(review_flag=""), name="payment_review_flagged"
             ),
+            models.Index(fields=["school", "created_at"], condition=Q(risk_flagged=True), name="payment_risk_flagged"),
         ]
         ordering = ["-created_at"]
 

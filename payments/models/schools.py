@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -73,6 +74,15 @@ class School(models.Model):
     # The language of the parent pages until the parent picks another (docs/parents.md).
     language = models.CharField(
         max_length=8, choices=settings.LANGUAGES, default="en", help_text="The parent pages' language until the parent picks another."
+    )
+    # Risk scoring (payments/risk.py): payments scoring at least this are flagged (blank: the
+    # HIGH_RISK_THRESHOLD setting); with the hold on, they wait for staff before the books.
+    risk_threshold = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Flag payments scoring at least this (1-100). Blank: the service's default.",
+    )  # fmt: skip
+    risk_hold_from_books = models.BooleanField(
+        default=False, help_text="Keep flagged payments out of QuickBooks until a staff member clears them."
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -164,6 +174,8 @@ class ProviderStudentLink(models.Model):
     class Source(models.TextChoices):
         DIRECTORY = "directory", "School Directory"
         STAFF = "staff", "Mapped by staff"
+        # A paybill payment's account number that is a student number of the school.
+        ACCOUNT_NUMBER = "account_number", "Paybill account number"
 
     school = models.ForeignKey(School, on_delete=models.PROTECT)
     provider = models.SlugField(max_length=32)

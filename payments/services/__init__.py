@@ -9,6 +9,7 @@
 - ``refunds`` and ``refund_sync``: staff refunds, and keeping them in step with the ledger;
 - ``notices``: pay links, reminders and receipts sent to parents;
 - ``requests``: payment requests and CSV import; ``onboarding``: schools and provider accounts;
+- ``paybill``: registering an M-Pesa paybill's URLs with Daraja; ``risk``: risk scores and clearing them;
 - ``dummy``: the dummy provider's checkout page.
 
 Service functions are keyword-only and named ``<thing>_<verb>``; the outermost write is one
@@ -79,6 +80,10 @@ from payments.services.onboarding import (  # noqa: F401
     generate_webhook_secret,
     school_create,
 )
+from payments.services.paybill import (  # noqa: F401
+    PaybillError,
+    account_c2b_register,
+)
 from payments.services.refund_sync import (  # noqa: F401
     REFUND_REASON_MAX_CHARS,
     SAME_REFUND_AS,
@@ -111,14 +116,20 @@ from payments.services.requests import (  # noqa: F401
     payment_requests_create_many,
     payment_requests_import_csv,
 )
+from payments.services.risk import (  # noqa: F401
+    payment_risk_rescore,
+    payment_risk_update,
+)
 from payments.services.settlement import (  # noqa: F401
     RECHECKABLE_STATES,
     PaymentChange,
+    RiskClearRefused,
     payment_event_apply,
     payment_fact_add,
     payment_lock,
     payment_offer_to_books_on_commit,
     payment_provider_status_apply,
+    payment_risk_clear,
     payment_settle,
     recheck_time,
 )

@@ -18,6 +18,7 @@ from payments.models import (
     School,
     Student,
 )
+from payments.services.risk import payment_risk_rescore
 from payments.services.settlement import payment_offer_to_books_on_commit
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
             student=student, mapping_status=MappingStatus.MAPPED, mapping_error="", updated_at=timezone.now()
         )
         if updated:
+            payment_risk_rescore(payment_id=payment.pk)  # the student is a sign of its own
             payment_offer_to_books_on_commit(payment_id=payment.pk)
             payment.student, payment.mapping_status = student, MappingStatus.MAPPED
             outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source=source)
@@ -133,6 +135,7 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
         payment.mapping_status = MappingStatus.MAPPED
         payment.mapping_error = ""
         payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
+        payment_risk_rescore(payment_id=payment.pk)
         payment_offer_to_books_on_commit(payment_id=payment.pk)
         outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source="staff")
         audit_record(

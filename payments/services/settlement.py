@@ -30,6 +30,7 @@ from payments.models import (
 from payments.services.facts import event_ids, fact_summary, facts_add, facts_adopt, facts_from_event, facts_from_status
 from payments.services.finalize import payment_finalize
 from payments.services.refund_sync import refund_requests_sync
+from payments.services.risk import payment_risk_update
 from payments.state import IN_FLIGHT_STATES, SETTLED_STATES
 from providers.base import NormalizedEvent, NormalizedStatus
 
@@ -212,6 +213,8 @@ def payment_settle(
         put("review_flag", ReviewFlag.NONE)
         put("review_flag_reason", "")
     _recheck_schedule(payment, ledger, now, put)
+    was_held = payment.risk_held
+    payment_risk_update(payment, put)
 
     if changed:
         payment.save(update_fields=sorted(changed | {"updated_at"}))
@@ -248,7 +251,7 @@ def payment_settle(
         # A payment started from a pay link: settle its request in this same transaction.
         outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
         note = f"{note}; {outcome.summary}"
-    if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held):
+    if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held or was_held != payment.risk_held):
         payment_offer_to_books_on_commit(payment_id=payment.pk)
     if first_settled and _payer_contact_known(payment):
         # The parent's confirmation and receipt (payments.services.notices), once per payment.
@@ -405,3 +408,32 @@ def recheck_time(start: datetime, checks_done: int) -> datetime | None:
     if checks_done >= len(schedule):
         return None
     return start + timedelta(seconds=schedule[checks_done])
+
+
+# --- Risk: staff let a flagged payment through ----------------------------------------------
+
+
+class RiskClearRefused(Exception):
+    pass
+
+
+def payment_risk_clear(*, payment_id: uuid.UUID, actor: str, note: str = "") -> Payment:
+    """A staff member looked at a flagged payment and lets it through: it stays flagged (the
+    score and reasons remain for the record) but is no longer held from the books, which are
+    offered it after commit. Audited as ``payment.risk_cleared``."""
+    with transaction.atomic():
+        payment = locks.payment(payment_id)
+        if not payment.risk_flagged:
+            raise RiskClearRefused("This payment is not flagged as high risk")
+        if payment.risk_cleared_at is not None:
+            raise RiskClearRefused(f"Already cleared by {payment.risk_cleared_by}")
+        was_held = payment.risk_held
+        payment.risk_cleared_at, payment.risk_cleared_by, payment.risk_held = timezone.now(), actor[:150], False
+        payment.save(update_fields=["risk_cleared_at", "risk_cleared_by", "risk_held", "updated_at"])
+        audit_record(
+            action="payment.risk_cleared", actor_type=AuditLog.ActorType.STAFF, actor=actor, school_id=payment.school_id,
+            target=payment, details={"score": payment.risk_score, "was_held": was_held, "note": note[:500]},
+        )  # fmt: skip
+        if was_held:
+            payment_offer_to_books_on_commit(payment_id=payment.pk)
+    return payment

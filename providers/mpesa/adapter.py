@@ -52,6 +52,7 @@ from providers.base import (
 )
 from providers.common import Identifier, integer_units, minor_or_error
 from providers.errors import PayloadInvalid, PayloadMalformed, ProviderRejected, SignatureInvalid, SignatureMissing
+from providers.mpesa import c2b
 
 S = PaymentStatus
 
@@ -198,6 +199,9 @@ class MpesaProvider(ProviderAdapter):
             raise SignatureInvalid("Unknown CheckoutRequestID or wrong callback token")
 
     def parse(self, *, payload: dict[str, Any], headers: Mapping[str, str], account) -> NormalizedEvent:
+        if c2b.is_c2b_payload(payload):
+            # Received on the C2B confirmation URL (webhooks.c2b), never on this STK callback URL.
+            return c2b.c2b_confirmation_event(self.validate(c2b.C2BPayment, payload, event_type=c2b.EVENT_TYPE), payload)
         callback = self.validate(Callback, payload).Body.stkCallback
         status = _status_for(callback.ResultCode)
         amount_minor, receipt, payer = 0, "", {}
@@ -340,7 +344,11 @@ class MpesaProvider(ProviderAdapter):
 
     def fetch_status(self, *, payment) -> NormalizedStatus:
         """STK Push Query. Daraja answers an error while the payer has not finished yet; that is
-        retried later (``ProviderUnavailable`` for its 5xx)."""
+        retried later (``ProviderUnavailable`` for its 5xx). A paybill payment (no STK push, an
+        M-Pesa receipt) is asked about through Transaction Status instead, whose answer arrives
+        later at the result URL: until then the payment stays processing."""
+        if not payment.provider_checkout_id and payment.external_txn_id:
+            return self.c2b_status_query(payment=payment)
         if not payment.provider_checkout_id:
             raise ProviderRejected("No STK push was started for this payment")
         account = payment.account
@@ -372,3 +380,64 @@ class MpesaProvider(ProviderAdapter):
             currency=CURRENCY,
             detail=str(data.get("ResultDesc", ""))[:200],
         )
+
+    # --- Paybill (C2B): providers/mpesa/c2b.py says how it works --------------------------------
+
+    def c2b_credentials(self, account) -> c2b.C2BCredentials:
+        try:
+            return c2b.C2BCredentials.model_validate(account.credentials or {})
+        except pydantic.ValidationError as exc:
+            problems = ", ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc))
+            raise ProviderRejected(f"The M-Pesa account is not set up for paybill payments ({problems})") from exc
+
+    @staticmethod
+    def c2b_url(account, kind: str, query: str = "") -> str:
+        """Our C2B URL of ``kind`` (validation, confirmation, result, timeout) for the account."""
+        token = c2b.c2b_token(account.webhook_secret, account.pk)
+        url = f"{settings.PUBLIC_BASE_URL}/api/webhooks/c2b/{account.school.code}/{token}/{kind}"
+        return f"{url}?{query}" if query else url
+
+    def c2b_register_urls(self, *, account, response_type: str = "Completed") -> dict[str, Any]:
+        """Register the account's validation and confirmation URLs for its paybill with Daraja."""
+        creds = self.c2b_credentials(account)
+        body = {
+            "ShortCode": creds.paybill_number,
+            "ResponseType": response_type,
+            "ConfirmationURL": self.c2b_url(account, "confirmation"),
+            "ValidationURL": self.c2b_url(account, "validation"),
+        }
+        with self.http_client() as client:
+            data = self.request_json(
+                client, "POST", f"{self.api_base_url(account)}/mpesa/c2b/v2/registerurl", json=body,
+                headers={"Authorization": f"Bearer {self.access_token(account)}"},
+            )  # fmt: skip
+        if str(data.get("ResponseCode")) != "0":
+            raise ProviderRejected(f"Daraja did not register the URLs: {data.get('ResponseDescription', 'no description')}")
+        return {"shortcode": creds.paybill_number, "response": str(data.get("ResponseDescription", ""))[:200]}
+
+    def c2b_status_query(self, *, payment) -> NormalizedStatus:
+        """Ask Transaction Status about the payment's receipt; Daraja answers at the result URL."""
+        account = payment.account
+        creds = self.c2b_credentials(account)
+        receipt = str(payment.external_txn_id)
+        body = {
+            "Initiator": creds.initiator_name,
+            "SecurityCredential": creds.security_credential,
+            "CommandID": "TransactionStatusQuery",
+            "TransactionID": receipt,
+            "PartyA": creds.paybill_number,
+            "IdentifierType": "4",  # an organisation's shortcode
+            "ResultURL": self.c2b_url(account, "result", urlencode({TOKEN_PARAM: c2b.status_token(account.webhook_secret, receipt)})),
+            "QueueTimeOutURL": self.c2b_url(account, "timeout"),
+            "Remarks": "Paybill payment check",
+            "Occasion": "",
+        }
+        with self.http_client() as client:
+            data = self.request_json(
+                client, "POST", f"{self.api_base_url(account)}/mpesa/transactionstatus/v1/query", json=body,
+                headers={"Authorization": f"Bearer {self.access_token(account)}"},
+            )  # fmt: skip
+        if str(data.get("ResponseCode")) != "0":
+            raise ProviderRejected(f"Daraja did not take the status query: {data.get('ResponseDescription', 'no description')}")
+        return NormalizedStatus(status=S.PROCESSING, currency=CURRENCY,
+                                detail=f"asked Transaction Status ({str(data.get('ConversationID', ''))[:60]})")  # fmt: skip

@@ -1,9 +1,15 @@
 """A fake Daraja API: OAuth client-credentials token, STK Push and STK Push Query
-(https://developer.safaricom.co.ke/APIs/MpesaExpressSimulate , .../MpesaExpressQuery).
+(https://developer.safaricom.co.ke/APIs/MpesaExpressSimulate , .../MpesaExpressQuery), and for
+paybills C2B Register URL (v2) and Transaction Status (.../CustomerToBusinessRegisterURL,
+.../TransactionStatus).
 
 It checks what Daraja checks: the Basic credentials, the bearer token, and that
 ``Password == base64(BusinessShortCode + passkey + Timestamp)``. Until a push is settled, the
 query answers as Daraja does while the payer has not finished: HTTP 500, errorCode 500.001.1001.
+Register URL refuses a ``ResponseType`` other than Completed or Cancelled, URLs that are not
+https, and URLs with the words Daraja bans (M-Pesa, Safaricom, exe, exec, cmd, SQL, query).
+Transaction Status refuses a wrong initiator or security credential, a CommandID other than
+TransactionStatusQuery and a missing ResultURL or QueueTimeOutURL; its answer is asynchronous.
 
 Test controls: ``settle(checkout_request_id, result_code=0, receipt=...)``; ``pushes`` holds each
 push with the callback URL it was given, so a test can post the callback Daraja would send.
@@ -12,6 +18,9 @@ The payer's "phone" (the demo, ``make run``): ``/phone`` lists the prompts waiti
 "Enter PIN and pay" settles one and posts Daraja's STK callback to the ``CallBackURL`` the push
 named (https://developer.safaricom.co.ke/APIs/MpesaExpressSimulate, "Callback"); "Cancel"
 answers ResultCode 1032, as a payer dismissing the prompt does.
+``pay_bill(...)`` makes a paybill payment and returns the confirmation Daraja would send;
+``status_queries`` holds each Transaction Status query, and ``status_result(receipt)`` the Result
+Daraja would post to its ResultURL; ``registered`` the registered URLs by shortcode.
 """
 
 from __future__ import annotations
@@ -20,19 +29,60 @@ import base64
 import html
 import itertools
 import json
+import re
 import secrets
 import time
 
 from fakes.server import FakeApp, Request, Response, form_fields, html_page, json_response, post_json
 
+# Daraja refuses callback URLs with these words, in any case (its Register URL page).
+BANNED_URL_WORDS = re.compile(r"m-?pesa|safaricom|exec?|cmd|sql|query", re.IGNORECASE)
+
 
 class FakeDaraja(FakeApp):
-    def __init__(self, consumer_key: str = "ck_fake", consumer_secret: str = "cs_fake", passkey: str = "pk_fake") -> None:
+    def __init__(self, consumer_key: str = "ck_fake", consumer_secret: str = "cs_fake", passkey: str = "pk_fake",
+                 initiator_name: str = "apiop", security_credential: str = "sc_fake") -> None:  # fmt: skip
         super().__init__()
         self.consumer_key, self.consumer_secret, self.passkey = consumer_key, consumer_secret, passkey
+        self.initiator_name, self.security_credential = initiator_name, security_credential
         self.tokens: set[str] = set()
         self.pushes: dict[str, dict] = {}
+        self.registered: dict[str, dict] = {}
+        self.transactions: dict[str, dict] = {}
+        self.status_queries: list[dict] = []
         self._ids = itertools.count(1)
+
+    def pay_bill(self, shortcode: str, account_number: str, shillings: int, msisdn: str = "254708374149",
+                 status: str = "Completed") -> dict:  # fmt: skip
+        """A paybill payment as M-Pesa records it; returns the confirmation body Daraja sends."""
+        with self.lock:
+            receipt = f"RKT{next(self._ids):07d}"
+            self.transactions[receipt] = {"shortcode": shortcode, "amount": shillings, "status": status}
+        return {"TransactionType": "Pay Bill", "TransID": receipt, "TransTime": "20251122063845",
+                "TransAmount": f"{shillings}.00", "BusinessShortCode": shortcode, "BillRefNumber": account_number,
+                "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
+                "MSISDN": msisdn[:5] + "****" + msisdn[-3:], "FirstName": "John", "MiddleName": "", "LastName": "Doe"}  # fmt: skip
+
+    def status_result(self, receipt: str) -> dict:
+        """The Result Daraja posts to a Transaction Status query's ResultURL."""
+        query = next(q for q in reversed(self.status_queries) if q["TransactionID"] == receipt)
+        txn = self.transactions.get(receipt)
+        if txn is None or txn["shortcode"] != query["PartyA"]:
+            return {"Result": {"ResultType": 0, "ResultCode": 2001, "ResultDesc": "The initiator information is invalid.",
+                               "OriginatorConversationID": query["originator"], "ConversationID": query["conversation"],
+                               "TransactionID": "MBN0000000"}}  # fmt: skip
+        params = [
+            {"Key": "DebitPartyName", "Value": "254708374149 - John Doe"},
+            {"Key": "CreditPartyName", "Value": f"{txn['shortcode']} - School"},
+            {"Key": "TransactionStatus", "Value": txn["status"]},
+            {"Key": "Amount", "Value": txn["amount"]},
+            {"Key": "ReceiptNo", "Value": receipt},
+            {"Key": "ReasonType", "Value": "Pay Bill Online"},
+        ]
+        return {"Result": {"ResultType": 0, "ResultCode": 0, "ResultDesc": "The service request is processed successfully.",
+                           "OriginatorConversationID": query["originator"], "ConversationID": query["conversation"],
+                           "TransactionID": "MBN0000000", "ResultParameters": {"ResultParameter": params},
+                           "ReferenceData": {"ReferenceItem": {"Key": "Occasion"}}}}  # fmt: skip
 
     def settle(self, checkout_request_id: str, result_code: int = 0, receipt: str = "NLJ7RT61SV") -> dict:
         with self.lock:
@@ -93,6 +143,10 @@ class FakeDaraja(FakeApp):
         if not auth.startswith("Bearer ") or auth.removeprefix("Bearer ") not in self.tokens:
             return json_response(401, {"errorCode": "404.001.03", "errorMessage": "Invalid Access Token"})
         body = request.json()
+        if request.path == "/mpesa/c2b/v2/registerurl" and request.method == "POST":
+            return self._register(body)
+        if request.path == "/mpesa/transactionstatus/v1/query" and request.method == "POST":
+            return self._status_query(body)
         expected_password = base64.b64encode(
             f"{body.get('BusinessShortCode')}{self.passkey}{body.get('Timestamp')}".encode()
         ).decode()
@@ -131,6 +185,37 @@ class FakeDaraja(FakeApp):
                  "ResultDesc": "The service request is processed successfully." if push["result_code"] == 0 else "Request cancelled by user"},
             )
         return json_response(404, {"errorCode": "404.001.01", "errorMessage": "Resource not found"})
+
+    def _register(self, body: dict) -> Response:
+        if not re.fullmatch(r"\d{5,7}", str(body.get("ShortCode", ""))):
+            return json_response(400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid ShortCode"})
+        if body.get("ResponseType") not in ("Completed", "Cancelled"):
+            return json_response(400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid ResponseType"})
+        for name in ("ConfirmationURL", "ValidationURL"):
+            url = str(body.get(name) or "")
+            if not url.startswith("https://"):
+                return json_response(400, {"errorCode": "400.002.02", "errorMessage": f"Bad Request - Invalid {name}"})
+            if BANNED_URL_WORDS.search(url):
+                return json_response(400, {"errorCode": "400.002.02", "errorMessage": f"Bad Request - Invalid {name}"})
+        with self.lock:
+            self.registered[str(body["ShortCode"])] = dict(body)
+        return json_response(200, {"OriginatorCoversationID": f"{next(self._ids)}-fake", "ResponseCode": "0",
+                                   "ResponseDescription": "Success"})  # fmt: skip
+
+    def _status_query(self, body: dict) -> Response:
+        if (body.get("Initiator"), body.get("SecurityCredential")) != (self.initiator_name, self.security_credential):
+            return json_response(400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid Initiator"})
+        if body.get("CommandID") != "TransactionStatusQuery":
+            return json_response(400, {"errorCode": "400.002.02", "errorMessage": "Bad Request - Invalid CommandID"})
+        for name in ("TransactionID", "PartyA", "IdentifierType", "ResultURL", "QueueTimeOutURL"):
+            if not body.get(name):
+                return json_response(400, {"errorCode": "400.002.02", "errorMessage": f"Bad Request - Invalid {name}"})
+        n = next(self._ids)
+        query = {**body, "originator": f"{n}-{n}-1", "conversation": f"AG_20251122_{n:020d}"}
+        with self.lock:
+            self.status_queries.append(query)
+        return json_response(200, {"OriginatorConversationID": query["originator"], "ConversationID": query["conversation"],
+                                   "ResponseCode": "0", "ResponseDescription": "Accept the service request successfully."})  # fmt: skip
 
 
 # What the development server (fakes/app.py, `make run`) mounts at /mpesa, with its demo keys.

@@ -31,6 +31,7 @@ def day(world):
     PaymentSyncFactory(payment__account=surepay, status="pending")
     PaymentSyncFactory(payment__account=surepay, status="paused")
     WebhookEvent.objects.create(account=surepay, external_event_id=None, status="rejected", body_sha256="x" * 64)
+    PaymentFactory(account=surepay, status="failed", risk_score=80, risk_flagged=True, risk_held=True)
     return world
 
 
@@ -66,6 +67,8 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         "Webhook events that failed processing": 1,  # the world's seed event
         "Payments with reports that disagree": 0,
         "Payments the provider could not be asked about": 0,
+        "High-risk payments to look at": 1,
+        "High-risk payments held from QuickBooks until cleared": 1,
         "Payments under dispute": 0,
         "Refunds and disputes waiting for their payment": 0,
         "Staff refunds whose provider answer was lost": 0,

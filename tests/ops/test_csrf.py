@@ -13,13 +13,15 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.views import APIView
 
 from payments.views import not_found_view
+from webhooks.c2b_views import c2b_view
 from webhooks.views import webhook_receive_view
 
 # view -> why it may skip CSRF. Providers POST server to server: there is no browser session to
-# forge, and the signature authenticates the body. The catch-all 404 page changes nothing and
-# reads nothing a forged request could use.
+# forge, and the signature (Daraja's paybill callbacks: the token in the URL) authenticates it.
+# The catch-all 404 page changes nothing and reads nothing a forged request could use.
 ALLOWED_CSRF_EXEMPT = {
     webhook_receive_view: "signed server-to-server webhooks",
+    c2b_view: "Daraja's paybill callbacks, authenticated by the account's token in the URL",
     not_found_view: "the 404 page of unknown addresses: no state, no data",
 }
 
@@ -55,11 +57,12 @@ def test_only_the_webhook_endpoint_is_csrf_exempt():
         assert is_token_only_api_view(exempt[route]), f"{route} is exempt and accepts a session cookie"
     others = {route: view for route, view in exempt.items() if route not in api}
     assert {unwrap(view) for view in others.values()} == set(ALLOWED_CSRF_EXEMPT)
-    assert sorted(others) == [
+    assert sorted(others) == sorted([
         "^(?!static/|media/).*$",
         "api/webhooks/^(?P<provider>[A-Za-z0-9_-]+)/(?P<school_code>[A-Za-z0-9_-]+)/?$",
         "api/webhooks/^(?P<provider>[A-Za-z0-9_-]+)/?$",
-    ]
+        "api/webhooks/^c2b/(?P<school_code>[A-Za-z0-9_-]+)/(?P<token>[0-9a-f]{64})/(?P<kind>validation|confirmation|result|timeout)/?$",
+    ])
     # The parents' forms are among the protected views.
     protected = {route for route, view in routes if not getattr(view, "csrf_exempt", False)}
     assert {
@@ -67,6 +70,7 @@ def test_only_the_webhook_endpoint_is_csrf_exempt():
         "pay/<str:token>/manual",
         "pay/<str:token>/abandon",
         "payments/simulate/<uuid:payment_id>",
+        "parents/<slug:school_code>/",
     } <= protected
 
 

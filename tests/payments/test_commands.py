@@ -79,7 +79,7 @@ def test_create_provider_account_with_a_given_secret_does_not_echo_it(capsys):
 @pytest.mark.parametrize(
     ("argv", "error"),
     [
-        (("create_provider_account", "kla", "paypalish"), "CommandError: unknown provider 'paypalish' (known: chapa, dummy, flutterwave, mpesa, omise, paystack, stripe, surepay)"),
+        (("create_provider_account", "kla", "paypalish"), "CommandError: unknown provider 'paypalish' (known: chapa, dummy, flutterwave, mpesa, omise, paypal, paystack, stripe, surepay)"),
         (("create_provider_account", "nope", "surepay"), "CommandError: unknown school 'nope'"),
         (("create_provider_account", "kla", "surepay", "--secret", "abc"), "CommandError: webhook secret is too short (at least 6 characters)"),
     ],

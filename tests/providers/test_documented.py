@@ -27,6 +27,7 @@ from providers.chapa.fake import FakeChapa
 from providers.flutterwave.fake import FakeFlutterwave
 from providers.mpesa.fake import FakeDaraja
 from providers.omise.fake import FakeOmise
+from providers.paypal.fake import FakePayPal
 from providers.registry import get_provider, provider_part, provider_slugs
 from providers.wire import Delivery
 from tests.conftest import process_pending
@@ -71,6 +72,14 @@ class Ignored:
 @dataclass(frozen=True)
 class Refused:
     status: int
+
+
+@dataclass(frozen=True)
+class Paybill:
+    """A C2B confirmation: refused at the STK callback URL, a payment of ``amount`` (once
+    Transaction Status confirms it) at the paybill confirmation URL."""
+
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -208,9 +217,10 @@ MPESA = cases("mpesa", False, {
     "stk.callback.cancelled-1032.recorded-live-2026": Charge(S.CANCELLED, 100, "KES"),
     "stk.callback.ds-timeout-1037.recorded-live-2026": Charge(S.FAILED, 100, "KES"),
     "stk.callback.insufficient-balance-1.recorded-live-2026": Charge(S.FAILED, 100, "KES"),
+    # Paybill confirmations belong on the C2B URL; at the STK callback URL they are refused.
+    "c2b.confirmation.paybill.masked-msisdn.docs-daraja": Paybill(1000),
+    "c2b.confirmation.paybill.recorded-sandbox-2017": Paybill(10000),
     # Not STK callbacks: they cannot be authenticated at the STK callback URL (no push of ours).
-    "c2b.confirmation.paybill.masked-msisdn.docs-daraja": Refused(401),
-    "c2b.confirmation.paybill.recorded-sandbox-2017": Refused(401),
     "reversal.result.success.docs-daraja3": Refused(401),
     "reversal.result.failed-R000002-string-code.docs-daraja3": Refused(401),
     "reversal.result.no-parameters.docs-v1-2017": Refused(401),
@@ -218,11 +228,21 @@ MPESA = cases("mpesa", False, {
     "b2c.result.success.docs-v1-2017": Refused(401),
 })  # fmt: skip
 
-CASES = STRIPE + PAYSTACK + FLUTTERWAVE + OMISE + CHAPA + MPESA
-SECRETS = {"stripe": "whsec_documented", "paystack": "sk_test_documented", "flutterwave": "flw-documented-hash",
+PAYPAL = cases("paypal", False, {
+    "PAYMENT.CAPTURE.COMPLETED.live.authorization-up.rubygems-fixture": Charge(S.SUCCEEDED, 500, "USD"),
+    "PAYMENT.CAPTURE.COMPLETED.sandbox.order-id.processor_response.apifox": Charge(S.SUCCEEDED, 10000, "USD"),
+    "PAYMENT.CAPTURE.DENIED.DERIVED": Charge(S.FAILED, 10000, "USD"),
+    "PAYMENT.CAPTURE.REFUNDED.partial.DERIVED": Refund(4000, 10000),
+    "CHECKOUT.ORDER.APPROVED.DERIVED": Charge(S.SUCCEEDED, 10000, "USD"),
+    "CUSTOMER.DISPUTE.CREATED.unauthorised.DERIVED": Dispute("open", 10000, 10000),
+    "PAYMENT.SALE.COMPLETED.v1-api.php-sdk-sample": Ignored("is not about a capture, a refund or a dispute"),
+})  # fmt: skip
+
+CASES = STRIPE + PAYSTACK + FLUTTERWAVE + OMISE + CHAPA + MPESA + PAYPAL
+SECRETS = {"paypal": "8PT597110X687430L", "stripe": "whsec_documented", "paystack": "sk_test_documented", "flutterwave": "flw-documented-hash",
            "omise": "b21pc2UtZG9jdW1lbnRlZA==", "chapa": "chapa-documented-secret", "mpesa": "mpesa-documented-secret"}  # fmt: skip
 API_KEYS = {"stripe": "sk_test_documented", "paystack": "sk_test_documented", "flutterwave": "FLWSECK_TEST-doc",
-            "omise": "skey_test_documented", "chapa": "CHASECK_TEST-documented"}  # fmt: skip
+            "omise": "skey_test_documented", "chapa": "CHASECK_TEST-documented", "paypal": "EdocSecret"}  # fmt: skip
 MPESA_CREDENTIALS = {"consumer_key": "ck_doc", "consumer_secret": "cs_doc", "shortcode": "174379", "passkey": "pk_doc"}
 
 
@@ -240,6 +260,8 @@ def account_for(case: Case, school):
         key = SECRETS["paystack"] if test_mode else "sk_live_documented"
         return AccountFactory(school=school, provider="paystack", webhook_secret=key, api_key=key, test_mode=test_mode)
     extra = {"credentials": MPESA_CREDENTIALS} if case.provider == "mpesa" else {}
+    if case.provider == "paypal":
+        extra = {"credentials": {"client_id": "AdocClient"}}
     api_key = API_KEYS.get(case.provider, "")
     if not test_mode and api_key:
         api_key = api_key.replace("test", "live").replace("TEST", "LIVE")
@@ -282,6 +304,8 @@ def _api_servers():
         "omise": (FakeOmise(secret_key=API_KEYS["omise"]), "OMISE_API_BASE_URL"),
         "chapa": (FakeChapa(secret_key=API_KEYS["chapa"]), "CHAPA_API_BASE_URL"),
         "mpesa": (FakeDaraja(consumer_key="ck_doc", consumer_secret="cs_doc", passkey="pk_doc"), "MPESA_SANDBOX_API_BASE_URL"),
+        # Verifies every delivery (verify-webhook-signature) and captures approved orders.
+        "paypal": (FakePayPal(client_id="AdocClient", client_secret="EdocSecret"), "PAYPAL_SANDBOX_API_BASE_URL"),
     }
     servers = {name: (fake, setting, serve_in_thread(fake)) for name, (fake, setting) in fakes.items()}
     yield servers
@@ -337,6 +361,9 @@ def api_knows(case: Case, apis: dict, event: NormalizedEvent, payment: Payment |
         if isinstance(expect, Charge) and expect.status == S.FAILED:
             status = "failed"
         apis["chapa"].transactions[event.reference] = {**payload, "status": status, "mode": "live" if case.live else "test"}
+    elif case.provider == "paypal" and event.checkout_id and event.event_type == "CHECKOUT.ORDER.APPROVED":
+        payload = json.loads(documented(case))["resource"]
+        apis["paypal"].orders[event.checkout_id] = {**payload, "status": "APPROVED"}
     elif case.provider == "mpesa" and payment is not None:
         result = {S.SUCCEEDED: 0, S.CANCELLED: 1032, S.FAILED: 1}[case.expect.status]
         apis["mpesa"].pushes[payment.provider_checkout_id] = {
@@ -345,7 +372,35 @@ def api_knows(case: Case, apis: dict, event: NormalizedEvent, payment: Payment |
         }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", [c for c in CASES if isinstance(c.expect, Paybill)], ids=str)
+def test_documented_paybill_confirmation(client, school, apis, case, settings, fake_directory):
+    from providers.mpesa.c2b import c2b_token, status_token
+
+    payload = json.loads(documented(case))
+    credentials = {**MPESA_CREDENTIALS, "paybill_number": payload["BusinessShortCode"], "initiator_name": "apiop",
+                   "security_credential": "sc_fake"}  # fmt: skip
+    account = AccountFactory(school=school, provider="mpesa", webhook_secret=SECRETS["mpesa"], credentials=credentials,
+                             test_mode=True)  # fmt: skip
+    stk = post(client, "mpesa", delivery_for(case, documented(case), None), school=school.code)
+    assert stk.status_code == 401 and not WebhookEvent.objects.exists()
+    base = f"/api/webhooks/c2b/{school.code}/{c2b_token(SECRETS['mpesa'], account.pk)}"
+    response = client.post(f"{base}/confirmation", data=documented(case), content_type="application/json")
+    assert response.status_code == 200, response.content
+    process_pending()
+    receipt = payload["TransID"]
+    apis["mpesa"].transactions[receipt] = {"shortcode": payload["BusinessShortCode"], "amount": case.expect.amount // 100,
+                                           "status": "Completed"}  # fmt: skip
+    result = apis["mpesa"].status_result(receipt)
+    answer = client.post(f"{base}/result?t={status_token(SECRETS['mpesa'], receipt)}", data=json.dumps(result),
+                         content_type="application/json")  # fmt: skip
+    assert answer.status_code == 200, answer.content
+    payment = Payment.objects.get(account=account)
+    assert (payment.status, payment.amount_minor, payment.currency, payment.external_txn_id) == (
+        S.SUCCEEDED, case.expect.amount, "KES", receipt)
+    assert payment.provider_student_id == payload["BillRefNumber"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not isinstance(c.expect, Paybill)], ids=str)
 def test_documented_payload(client, school, apis, case):
     account = account_for(case, school)
     body = documented(case)

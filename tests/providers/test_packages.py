@@ -19,7 +19,7 @@ from fakes.server import FakeApp
 from providers.base import HmacHeaderAdapter, NormalizedEvent, ProviderAdapter
 from providers.registry import PROVIDERS, get_provider, provider_package, provider_part, provider_slugs
 from providers.wire import Delivery, Params
-from tests.providers.helpers import payloads_dir
+from tests.providers.helpers import fake_server, payloads_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SLUGS = provider_slugs()
@@ -40,6 +40,7 @@ CAPABILITIES = {
     "secret_headers": frozenset,
     "signs_with_api_key": bool,
     "needs_confirmation": bool,
+    "verifies_with_api": bool,
     "checkout_enabled": bool,
     "checkout_requires_phone": bool,
     "checkout_requires_email": bool,
@@ -105,7 +106,7 @@ def test_the_adapter_declares_its_capabilities(slug):
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-def test_the_wire_module_builds_what_the_adapter_accepts(slug):
+def test_the_wire_module_builds_what_the_adapter_accepts(slug, settings):
     """Every event type the simulator can send, signed by the package's wire.py, passes the
     adapter's own verification and parsing."""
     wire = provider_part(slug, "wire")
@@ -121,7 +122,13 @@ def test_the_wire_module_builds_what_the_adapter_accepts(slug):
                         reference="SIM-wire", test_mode=True)  # fmt: skip
         delivery = wire.signed_delivery(build(params), secret=secret, payment_id="payment-1")
         assert isinstance(delivery, Delivery)
-        if not wire.STARTED_CHECKOUTS_ONLY:  # else the callback is only good for a payment in the database
+        if adapter.verifies_with_api:  # the provider's API is asked: its fake, with its demo keys
+            fake = provider_part(slug, "fake").FAKE()
+            with fake_server(fake, settings, adapter.api_base_url_setting):
+                api_account = SimpleNamespace(**{**vars(account), "pk": 1, "test_mode": False, "api_key": fake.client_secret,
+                                                 "credentials": {"client_id": fake.client_id}})  # fmt: skip
+                adapter.verify_signature(body=delivery.body, headers=delivery.headers, account=api_account, query={})
+        elif not wire.STARTED_CHECKOUTS_ONLY:  # else the callback is only good for a payment in the database
             adapter.verify_signature(body=delivery.body, headers=delivery.headers, account=account, query=delivery.query)
         event = adapter.parse_body(body=delivery.body, headers=delivery.headers, account=account)
         assert isinstance(event, NormalizedEvent), kind

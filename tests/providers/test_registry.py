@@ -15,11 +15,13 @@ URL_SETTINGS = {
     "CHAPA_API_BASE_URL": ("https://api.chapa.co", "chapa"),
     "FLUTTERWAVE_API_BASE_URL": ("https://api.flutterwave.com", "flutterwave"),
     "OMISE_API_BASE_URL": ("https://api.omise.co", "omise"),
+    "PAYPAL_API_BASE_URL": ("https://api-m.paypal.com", "paypal"),
+    "PAYPAL_SANDBOX_API_BASE_URL": ("https://api-m.sandbox.paypal.com", "paypal"),
 }
 
 
 def test_the_registry_has_every_provider():
-    assert provider_slugs() == ["chapa", "dummy", "flutterwave", "mpesa", "omise", "paystack", "stripe", "surepay"]
+    assert provider_slugs() == ["chapa", "dummy", "flutterwave", "mpesa", "omise", "paypal", "paystack", "stripe", "surepay"]
     for slug in provider_slugs():
         adapter = get_provider(slug.upper())
         assert isinstance(adapter, ProviderAdapter) and adapter.slug == slug
@@ -37,7 +39,7 @@ def test_api_addresses_follow_the_environment():
     assert overridden.stdout.strip() == "http://stripe-mock:12111"
 
 
-@pytest.mark.parametrize("slug", ["stripe", "paystack", "mpesa", "chapa", "flutterwave", "omise"])
+@pytest.mark.parametrize("slug", ["stripe", "paystack", "mpesa", "chapa", "flutterwave", "omise", "paypal"])
 def test_the_dev_fakes_serve_each_provider(slug):
     """``make run`` mounts a fake for every provider under its own prefix."""
     from fakes.app import build_fakes

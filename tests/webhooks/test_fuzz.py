@@ -31,6 +31,8 @@ from providers.flutterwave.wire import flutterwave_delivery
 from providers.mpesa.adapter import callback_token
 from providers.mpesa.wire import mpesa_delivery
 from providers.omise.wire import omise_delivery
+from providers.paypal.fake import FakePayPal
+from providers.paypal.wire import paypal_delivery
 from providers.paystack.wire import paystack_delivery
 from providers.registry import get_provider, provider_slugs
 from providers.stripe.wire import stripe_delivery
@@ -39,7 +41,7 @@ from providers.wire import Delivery
 from tests.conftest import process_pending
 from tests.factories import AccountFactory, PaymentFactory
 from tests.fuzzing import count, hostile_text, mutated_json
-from tests.providers.helpers import payloads_dir
+from tests.providers.helpers import fake_server, payloads_dir
 
 pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
@@ -56,6 +58,7 @@ SIGNERS = {
     "flutterwave": lambda body, account: flutterwave_delivery(body, SECRET),
     "omise": lambda body, account: omise_delivery(body, [SECRET]),
     "mpesa": lambda body, account: mpesa_delivery(body, mpesa_token(body, account)),
+    "paypal": lambda body, account: paypal_delivery(body, SECRET),
 }
 PROVIDERS = [slug for slug in provider_slugs() if payloads_dir(slug).is_dir()]
 
@@ -75,7 +78,9 @@ def quiet_world(settings, school, fake_directory):
     for name in ("STRIPE", "PAYSTACK", "MPESA", "MPESA_SANDBOX", "CHAPA", "FLUTTERWAVE", "OMISE"):
         # Confirmations go nowhere at once (connection refused): the provider's API is not under test.
         setattr(settings, f"{name}_API_BASE_URL", "http://127.0.0.1:9")
-    return school
+    # PayPal is asked whether each delivery is genuine: its fake answers (it knows nothing else).
+    with fake_server(FakePayPal(), settings, "PAYPAL_SANDBOX_API_BASE_URL"):
+        yield school
 
 
 def provider_account(provider: str, school):
@@ -84,6 +89,10 @@ def provider_account(provider: str, school):
         school=school, provider=provider, webhook_secret=SECRET, test_mode=True,
         api_key=SECRET if adapter.signs_with_api_key else "",
     )  # fmt: skip
+    if provider == "paypal":
+        fake = FakePayPal()
+        account.credentials, account.api_key = {"client_id": fake.client_id}, fake.client_secret
+        account.save()
     if provider == "mpesa":
         # A callback is only authenticated for an STK push this service started: the recorded
         # ones and a few more, each with its own token in the callback URL.
