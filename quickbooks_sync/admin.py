@@ -167,6 +167,49 @@ def _filters_with_sync_state(filters: tuple) -> tuple:
 class PaymentWithBooksAdmin(PaymentAdmin):
     list_filter = _filters_with_sync_state(PaymentAdmin.list_filter)
     actions = ("retry_quickbooks_sync", *PaymentAdmin.actions)
+    list_display = (*PaymentAdmin.list_display[:-1], "quickbooks", PaymentAdmin.list_display[-1])
+    list_select_related = (*PaymentAdmin.list_select_related, "qbo_sync")
+
+    @admin.display(description="QuickBooks")
+    def quickbooks(self, obj: Payment) -> str:
+        sync = getattr(obj, "qbo_sync", None)
+        if sync is None:
+            return "Not sent"
+        return {
+            SyncStatus.SYNCED: "In QuickBooks",
+            SyncStatus.PENDING: "Waiting",
+            SyncStatus.PAUSED: "Paused",
+            SyncStatus.FAILED: "Failed",
+        }.get(sync.status, sync.get_status_display())
+
+    def summary_rows(self, payment):
+        return [*super().summary_rows(payment), ("QuickBooks", payment_books_text(payment))]
+
+    def todo_items(self, payment, *, can_change):
+        todo = super().todo_items(payment, can_change=can_change)
+        sync = getattr(payment, "qbo_sync", None)
+        if sync is not None and sync.status == SyncStatus.FAILED:
+            todo.append((f"QuickBooks refused it: {sync.last_error[:300]}. Fix that in QuickBooks, then retry "
+                         "the sync (payments list: select it, action \"Retry the QuickBooks sync\")", ""))  # fmt: skip
+        if sync is not None and sync.status == SyncStatus.PAUSED:
+            todo.append(("Reconnect QuickBooks: the sync waits for it", reverse("admin:quickbooks_sync_qboconnection_changelist")))
+        return todo
+
+    def timeline_words(self, entry, payment):
+        details = entry.details or {}
+        if entry.what == "qbo.synced":
+            invoices = ", ".join(str(a.get("doc_number") or a.get("invoice_id")) for a in details.get("applied") or [])
+            document = f"{_document_name(details.get('txn_type', ''))} {details.get('txn_id', '')}".strip()
+            return f"Recorded in QuickBooks as {document}" + (f" on invoice {invoices}" if invoices else "")
+        if entry.what == "qbo.amount_mismatch":
+            return f"QuickBooks recorded {details.get('recorded', 'a different amount')}, not the payment's amount"
+        if entry.what == "qbo.sync_failed":
+            return f"QuickBooks sync failed: {details.get('error', '')}".rstrip(": ")
+        if entry.what == "qbo.sync_retry":
+            return f"QuickBooks sync retried by {entry.actor or 'staff'}"
+        if entry.what == "qbo.duplicate_found":
+            return "Found already in QuickBooks (not recorded twice)"
+        return super().timeline_words(entry, payment)
 
     @admin.action(description="Retry the QuickBooks sync of the selected payments", permissions=["change"])
     def retry_quickbooks_sync(self, request, queryset):
@@ -189,6 +232,30 @@ class PaymentWithBooksAdmin(PaymentAdmin):
                 "and its school is connected to QuickBooks.",
                 messages.WARNING,
             )
+
+
+def _document_name(txn_type: str) -> str:
+    return {"Payment": "payment", "RefundReceipt": "refund receipt", "SalesReceipt": "sales receipt"}.get(
+        txn_type, txn_type
+    )
+
+
+def payment_books_text(payment):
+    """Where the payment is in QuickBooks, with a link to the document there."""
+    sync = getattr(payment, "qbo_sync", None)
+    if sync is None:
+        return "Not sent (it goes once it has succeeded and its student is known)"
+    admin_link = reverse("admin:quickbooks_sync_qbopaymentsync_change", args=[sync.pk])
+    if sync.status != SyncStatus.SYNCED:
+        return format_html('<a href="{}">{}</a>{}', admin_link, sync.get_status_display(),
+                           f": {sync.last_error[:200]}" if sync.last_error else "")  # fmt: skip
+    document = f"{_document_name(sync.txn_type)} {sync.txn_id}"
+    invoices = ", ".join(str(a.get("doc_number") or a.get("invoice_id")) for a in sync.details.get("applied") or [])
+    url = selectors.qbo_document_url(txn_type=sync.txn_type, txn_id=sync.txn_id)
+    return format_html(
+        'Recorded as <a href="{}" target="_blank" rel="noopener">{}</a>{} (<a href="{}">sync record</a>)',
+        url or admin_link, document, f" on invoice {invoices}" if invoices else "", admin_link,
+    )  # fmt: skip
 
 
 admin.site.unregister(Payment)

@@ -126,7 +126,7 @@ class Payment(models.Model):
         db_index=False,
     )
     provider = models.SlugField(max_length=32)
-    external_txn_id = models.CharField(max_length=128, null=True, blank=True)
+    external_txn_id = models.CharField("transaction id", max_length=128, null=True, blank=True)
     # Our own reference, sent to the provider when we start a payment and echoed back by it.
     reference = models.CharField(max_length=64, null=True, blank=True, unique=True)
     # The provider's id for the checkout we started (Stripe session, M-Pesa CheckoutRequestID),
