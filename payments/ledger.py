@@ -43,7 +43,6 @@ from core.status import PaymentStatus
 from payments.state import CHARGE_RANK
 
 
-
 class FactKind(models.TextChoices):
     CHARGE = "charge", "Charge outcome"
     REFUND = "refund", "Refund"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from core.status import PaymentStatus
 
-
 # The outcome of the charge itself, before refunds and disputes are looked at. When sources
 # disagree the higher rank wins, whatever the order they came in: a success outranks everything
 # (money confirmed as received is never dropped), a provider's failure outranks our own

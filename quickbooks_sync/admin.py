@@ -9,6 +9,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.money import format_minor
+from payments import selectors as payment_selectors
+from payments.admin.display import amount_cell, school_time
 from payments.admin.payments import PaymentAdmin
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import Payment
@@ -70,25 +72,86 @@ class SyncRecordAdmin(SchoolScopedAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # read-only; the retry action is the only way to act
 
+    list_select_related = ("payment__student", "school")
+    change_form_template = "admin/payments/subrecord_change_form.html"
+
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields]
 
-    @admin.display(description="payment")
+    def get_fieldsets(self, request, obj=None):
+        return (("The record as stored (for engineers)", {"classes": ("collapse",), "fields": self.get_readonly_fields(request, obj)}),)
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if payment_selectors.staff_single_school(user=request.user) is None:
+            columns.insert(1, "school_code")
+        return columns
+
+    @admin.display(description="Updated", ordering="updated_at")
+    def updated(self, obj):
+        return school_time(obj.updated_at, obj.school)
+
+    @admin.display(description="School", ordering="school__code")
+    def school_code(self, obj):
+        return obj.school.code
+
+    @admin.display(description="Payment")
     def payment_link(self, obj):
         url = reverse("admin:payments_payment_change", args=[obj.payment_id])
-        return format_html('<a href="{}">{}</a>', url, obj.payment)
+        return format_html('<a href="{}">{}</a>', url, _payment_label(obj.payment))
 
-    @admin.display(description="amount")
+    @admin.display(description="Amount", ordering="amount_minor")
     def amount(self, obj):
-        return format_minor(obj.amount_minor, obj.currency)
+        return amount_cell(format_minor(obj.amount_minor, obj.currency))
 
-    @admin.display(description="QuickBooks document")
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj):
+        return obj.get_status_display()
+
+    @admin.display(description="In QuickBooks")
     def document(self, obj):
-        return f"{obj.txn_type} {obj.txn_id}" if obj.txn_id else "-"
+        if not obj.txn_id:
+            return "—"
+        url = selectors.qbo_document_url(txn_type=obj.txn_type, txn_id=obj.txn_id)
+        text = f"{_document_name(obj.txn_type)} {obj.txn_id}"
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, text) if url else text
 
-    @admin.display(description="error (from QuickBooks)")
+    @admin.display(description="Error (from QuickBooks)")
     def error(self, obj):
-        return obj.last_error[:200] or "-"
+        if not obj.last_error:
+            return "—"
+        short = obj.last_error if len(obj.last_error) <= 80 else obj.last_error[:79] + "…"
+        return format_html('<span title="{}">{}</span>', obj.last_error[:1000], short)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        record = self.get_object(request, object_id)
+        extra = {}
+        if record is not None:
+            extra = {"summary": self.summary_rows(record), "todo": self.todo_items(record)}
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    def summary_rows(self, record) -> list[tuple[str, object]]:
+        rows = [
+            ("Payment", format_html('<a href="{}">{}, {}</a>', reverse("admin:payments_payment_change", args=[record.payment_id]),
+                                    record.payment.amount_display, _payment_label(record.payment))),
+            ("Amount sent", amount_cell(format_minor(record.amount_minor, record.currency))),
+            ("Status", record.get_status_display()),
+            ("In QuickBooks", self.document(record)),
+            ("Date in QuickBooks", record.txn_date.strftime("%d %B %Y")),
+            ("Attempts", str(record.attempts)),
+            ("Updated", school_time(record.updated_at, record.school)),
+        ]  # fmt: skip
+        if record.last_error:
+            rows.append(("QuickBooks said", record.last_error[:1000]))
+        return rows
+
+    def todo_items(self, record) -> list[tuple[str, str]]:
+        if record.status == SyncStatus.FAILED:
+            return [("Fix what QuickBooks refused, then select this record in the list and run "
+                     "\"Retry the QuickBooks sync\"", reverse(f"admin:{record._meta.app_label}_{record._meta.model_name}_changelist"))]  # fmt: skip
+        if record.status == SyncStatus.PAUSED:
+            return [("Reconnect QuickBooks: the sync waits for it", reverse("admin:quickbooks_sync_qboconnection_changelist"))]
+        return []
 
     def _retry(self, request, queryset) -> int:
         raise NotImplementedError
@@ -112,7 +175,7 @@ class SyncRecordAdmin(SchoolScopedAdmin):
 
 @admin.register(QboPaymentSync)
 class QboPaymentSyncAdmin(SyncRecordAdmin):
-    list_display = ("updated_at", "payment_link", "school", "amount", "status", "document", "attempts", "error")
+    list_display = ("updated", "payment_link", "amount", "status_label", "document", "error")
 
     def _retry(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
@@ -121,9 +184,7 @@ class QboPaymentSyncAdmin(SyncRecordAdmin):
 
 @admin.register(QboAdjustmentSync)
 class QboAdjustmentSyncAdmin(SyncRecordAdmin):
-    list_display = (
-        "updated_at", "payment_link", "school", "movement", "direction", "amount", "status", "document", "attempts", "error",
-    )  # fmt: skip
+    list_display = ("updated", "payment_link", "direction", "amount", "status_label", "document", "error")
 
     def _retry(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
@@ -232,6 +293,13 @@ class PaymentWithBooksAdmin(PaymentAdmin):
                 "and its school is connected to QuickBooks.",
                 messages.WARNING,
             )
+
+
+def _payment_label(payment) -> str:
+    student = payment.student
+    if student is not None:
+        return student.full_name or student.student_number
+    return payment.reference or payment.external_txn_id or str(payment.pk)
 
 
 def _document_name(txn_type: str) -> str:

@@ -62,10 +62,10 @@ def _status_text(payment: Payment) -> str:
     return text
 
 
-def _student_text(payment: Payment, student) -> str:
+def _student_text(payment: Payment | None, student) -> str:
     if student is not None:
         return f"{student.full_name} ({student.student_number})" if student.full_name else student.student_number
-    if payment.provider_student_id:
+    if payment is not None and payment.provider_student_id:
         return f"Not known yet: the provider says {payment.provider_student_id} ({payment.get_mapping_status_display()})"
     return "Not given"
 
@@ -90,6 +90,37 @@ def _request_link(request):
         request.description,
         request.get_status_display().lower(),
     )
+
+
+def request_summary_rows(payment_request) -> list[tuple[str, object]]:
+    school = payment_request.school
+    paid = payment_request.paid_payment
+    rows: list[tuple[str, object]] = [
+        ("Amount", amount_cell(payment_request.amount_display)),
+        ("Status", payment_request.get_status_display()),
+        ("Student", _student_text(None, payment_request.student)),
+        ("For", payment_request.description),
+        ("Due", payment_request.due_date.strftime("%d %B %Y") if payment_request.due_date else "No due date"),
+        ("Parent", ", ".join(v for v in (payment_request.parent_email, payment_request.parent_phone) if v) or "Not given"),
+        ("Created", school_time(payment_request.created_at, school)),
+        ("Pay link", format_html('<a href="{0}" target="_blank" rel="noopener">{0}</a>', payment_request.pay_url)),
+    ]
+    if paid is not None:
+        rows.append(("Paid by", format_html('<a href="{}">{} on {}</a>', reverse("admin:payments_payment_change", args=[paid.pk]),
+                                            paid.amount_display, school_time(payment_request.paid_at, school))))  # fmt: skip
+    return rows
+
+
+def request_todo(payment_request) -> list[tuple[str, str]]:
+    todo = []
+    awaiting = payment_request.payments.filter(status=PaymentStatus.AWAITING_REVIEW).order_by("created_at")
+    for payment in awaiting:
+        todo.append((f"Review the parent's report of {payment.amount_display}",
+                     reverse("admin:payments_payment_review", args=[payment.pk])))  # fmt: skip
+    for payment in payment_request.payments.exclude(review_flag="").order_by("created_at"):
+        todo.append((f"{payment.amount_display}: {payment.get_review_flag_display()}",
+                     reverse("admin:payments_payment_change", args=[payment.pk])))  # fmt: skip
+    return todo
 
 
 # --- The timeline in plain words ----------------------------------------------------------------
