@@ -106,7 +106,7 @@ MANUAL_PROVIDER = "manual"
 class ReviewFlag(models.TextChoices):
     """Why a succeeded payment needs a person: the money is kept, the request is not settled by it."""
 
-    NONE = "", "None"
+    NONE = "", "Not flagged"
     AMOUNT_MISMATCH = "amount_mismatch", "Amount differs from the request"
     OVERPAYMENT = "overpayment", "Request already paid or cancelled"
     # Not settled, and the provider could not tell us its state through every scheduled check.
