@@ -119,9 +119,9 @@ def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
     entries += [
         TimelineEntry(
             at=event.received_at,
-            actor=f"Provider {payment.provider}",
+            actor=provider_display_name(payment.provider),
             what=f"webhook received: {event.event_type or 'event'} {event.external_event_id or ''}".strip(),
-            details={"event": event.pk, "status": event.status, "result": event.result},
+            details={"event": event.pk, "event_type": event.event_type, "status": event.status, "result": event.result},
         )
         for event in WebhookEvent.objects.filter(payment=payment).only(
             "received_at", "event_type", "external_event_id", "status", "result"

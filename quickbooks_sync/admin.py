@@ -127,7 +127,12 @@ class SyncRecordAdmin(SchoolScopedAdmin):
         record = self.get_object(request, object_id)
         extra = {}
         if record is not None:
-            extra = {"summary": self.summary_rows(record), "todo": self.todo_items(record)}
+            extra = {
+                "summary": self.summary_rows(record),
+                "todo": self.todo_items(record),
+                "title": str(record._meta.verbose_name).capitalize(),
+                "subtitle": f"{record.payment.amount_display}, {_payment_label(record.payment)}",
+            }
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     def summary_rows(self, record) -> list[tuple[str, object]]:

@@ -153,8 +153,22 @@ class WebhookEventAdmin(SchoolScopedAdmin):
         event = self.get_object(request, object_id)
         extra = {}
         if event is not None:
-            extra = {"summary": self.summary_rows(event), "todo": self.todo_items(request, event)}
+            extra = {
+                "summary": self.summary_rows(event),
+                "todo": self.todo_items(request, event),
+                "title": "Webhook event",
+                "subtitle": f"From {self.provider(event)}: {event.event_type or event.get_status_display().lower()}",
+            }
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None or obj.status not in (Status.REJECTED, Status.FAILED):
+            return self.fieldsets
+        # Why it was refused or failed is what staff came to read: that section open.
+        return tuple(
+            (name, {**options, "classes": ()}) if name in ("Verification and parsing", "Processing") else (name, options)
+            for name, options in self.fieldsets
+        )
 
     def summary_rows(self, event: WebhookEvent) -> list[tuple[str, object]]:
         school = event.account.school

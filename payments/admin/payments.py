@@ -164,6 +164,8 @@ class PaymentAdmin(SchoolScopedAdmin):
         payment = self.get_object(request, object_id)
         extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
         if payment is not None:
+            extra["title"] = "Payment"
+            extra["subtitle"] = f"{payment.amount_display} by {payment_how(payment)}"
             can_change = self.has_change_permission(request, payment)
             extra["can_map"] = payment.student_id is None and can_change
             extra["can_refund"] = payment.status in SETTLED_STATES and can_change

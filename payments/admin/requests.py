@@ -100,7 +100,12 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
         payment_request = self.get_object(request, object_id)
         extra = {}
         if payment_request is not None:
-            extra = {"summary": request_summary_rows(payment_request), "todo": request_todo(payment_request)}
+            extra = {
+                "summary": request_summary_rows(payment_request),
+                "todo": request_todo(payment_request),
+                "title": "Payment request",
+                "subtitle": f"{payment_request.description}, {payment_request.amount_display}",
+            }
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     def get_inlines(self, request, obj):

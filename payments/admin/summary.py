@@ -133,8 +133,8 @@ def timeline_words(entry: TimelineEntry, payment: Payment) -> str:
     action = entry.what
     amount = _amount(details) or payment.amount_display
     if action.startswith("webhook received"):
-        kind = details.get("event_type") or entry.what.removeprefix("webhook received: ")
-        return f"Message from {provider} received ({kind})" + ("" if details.get("status") != "superseded" else ", a repeat")
+        kind = details.get("event_type")
+        return f"{provider} sent an update" + (f" ({kind})" if kind else "") + (", a repeat" if details.get("status") == "superseded" else "")
     if action == "payment.intent":
         return f"The parent chose to pay {amount} with {provider}"
     if action == "payment.checkout":
