@@ -116,7 +116,7 @@ class SyncRecordAdmin(SchoolScopedAdmin):
         text = f"{_document_name(obj.txn_type)} {obj.txn_id}"
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, text) if url else text
 
-    @admin.display(description="Error (from QuickBooks)")
+    @admin.display(description="Error")
     def error(self, obj):
         if not obj.last_error:
             return "—"
@@ -189,7 +189,11 @@ class QboPaymentSyncAdmin(SyncRecordAdmin):
 
 @admin.register(QboAdjustmentSync)
 class QboAdjustmentSyncAdmin(SyncRecordAdmin):
-    list_display = ("updated", "payment_link", "direction", "amount", "status_label", "document", "error")
+    list_display = ("updated", "payment_link", "money", "amount", "status_label", "document", "error")
+
+    @admin.display(description="Money", ordering="direction")
+    def money(self, obj):
+        return "Out" if obj.direction == QboAdjustmentSync.Direction.OUT else "In"
 
     def _retry(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))

@@ -144,9 +144,10 @@ class WebhookEventAdmin(SchoolScopedAdmin):
             return "—"
         payment = obj.payment
         return format_html(
-            '<a href="{}">{}</a>',
+            '<a href="{}">{}, {}</a>',
             reverse("admin:payments_payment_change", args=[payment.pk]),
-            amount_cell(f"{payment.amount_display}, {payment.get_status_display().lower()}"),
+            amount_cell(payment.amount_display),
+            payment.get_status_display().lower(),
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

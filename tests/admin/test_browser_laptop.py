@@ -95,8 +95,10 @@ def bursar(busy_school):
     return make_school_staff("bursar", busy_school)
 
 
-def log_in(chromium, live_server, username: str):
+def log_in(chromium, live_server, username: str, *, sidebar_open: bool = False):
     context = chromium.new_context(**LAPTOP)
+    if sidebar_open:  # as a bursar who unfolded Django's navigation sidebar
+        context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'true')")
     page = context.new_page()
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.get_by_label("Username:").fill(username)
@@ -110,6 +112,11 @@ def assert_columns_fit(page, columns: list[str]):
     """Each named column's header and first cells lie inside the window, and nothing scrolls
     sideways; every amount is shown whole (not clipped by its cell)."""
     assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH, "the page scrolls sideways"
+    # Django puts a wide table in a box that scrolls sideways itself: that box must not scroll
+    # either, and every named column must lie inside what it shows.
+    results = page.locator("#changelist .results")
+    assert results.evaluate("el => el.scrollWidth <= el.clientWidth"), "the list scrolls sideways"
+    pane = results.bounding_box()
     for column in columns:
         header = page.locator(f"#result_list th.column-{column}")
         assert header.count() == 1, f"no column {column}"
@@ -117,6 +124,7 @@ def assert_columns_fit(page, columns: list[str]):
         assert cells.count() >= 1, column
         for box in [header.bounding_box()] + [cells.nth(i).bounding_box() for i in range(min(cells.count(), 5))]:
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= WIDTH, (column, box)
+            assert pane["x"] <= box["x"] and box["x"] + box["width"] <= pane["x"] + pane["width"] + 0.5, (column, box, pane)
     clipped = page.evaluate(
         """() => [...document.querySelectorAll('#result_list .amount')]
              .filter(el => el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().height > 2 * parseFloat(getComputedStyle(el).lineHeight || 20))
@@ -130,14 +138,18 @@ LISTS = {
     "payment-requests": ("/admin/payments/paymentrequest/", ["created", "student_name", "description", "amount", "due", "status"]),
     "webhook-events": ("/admin/payments/webhookevent/", ["received", "provider", "event_type", "status_label", "payment_link"]),
     "payment-syncs": ("/admin/quickbooks_sync/qbopaymentsync/", ["updated", "payment_link", "amount", "status_label", "document", "error"]),
-    "refund-syncs": ("/admin/quickbooks_sync/qboadjustmentsync/", ["updated", "payment_link", "direction", "amount", "status_label", "document", "error"]),
+    "refund-syncs": ("/admin/quickbooks_sync/qboadjustmentsync/", ["updated", "payment_link", "money", "amount", "status_label", "document", "error"]),
 }
 
 
-def test_every_staff_list_fits_a_laptop(chromium, live_server, shots, bursar):
-    context, page = log_in(chromium, live_server, "bursar")
+@pytest.mark.parametrize("sidebar", ["folded", "open"])
+def test_every_staff_list_fits_a_laptop(chromium, live_server, shots, bursar, sidebar):
+    """The navigation sidebar starts folded on a laptop; a bursar who opens it still sees every
+    column of their school's lists."""
+    context, page = log_in(chromium, live_server, "bursar", sidebar_open=sidebar == "open")
     for name, (path, columns) in LISTS.items():
         page.goto(f"{live_server.url}{path}")
+        assert page.locator("#main").evaluate("el => el.classList.contains('shifted')") == (sidebar == "open")
         shots(page, name)
         assert_columns_fit(page, columns)
     # The amounts as the bursar reads them, whole.
@@ -201,4 +213,26 @@ def test_the_dashboard_names_providers_and_the_schools_day(chromium, live_server
     takings = page.locator("#takings")
     assert takings.get_by_role("link", name="Stripe").is_visible() and takings.get_by_role("link", name="SurePay").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH
+    context.close()
+
+
+def test_a_bursar_creates_a_request_picking_the_student_by_name(chromium, live_server, shots, bursar, busy_school):
+    other = SchoolFactory(code="kla", name="Kampala Hill School")
+    StudentFactory(school=other, student_number="KLA-0009", full_name="Amina Nakato Other")
+    context, page = log_in(chromium, live_server, "bursar")
+    page.goto(f"{live_server.url}/admin/payments/paymentrequest/add/")
+    assert page.locator("select[name=school]").count() == 0  # one school: chosen, not asked
+    page.locator(".field-student .select2-selection").click()
+    page.locator(".select2-search__field").fill("Nakato")
+    options = page.locator(".select2-results__option:not(.loading-results)")
+    options.first.wait_for()
+    assert options.all_inner_texts() == ["STU-0001 Amina Nakato Ssekandi-Mukasa"]  # never another school's
+    shots(page, "student-autocomplete")
+    options.first.click()
+    page.get_by_label("Description:").fill("Bus fees, term 1")
+    page.get_by_label("Amount:").fill("120,000")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.wait_for_url(f"{live_server.url}/admin/payments/paymentrequest/")
+    created = busy_school.payment_requests.get(description="Bus fees, term 1")
+    assert (created.student.student_number, created.amount_minor) == ("STU-0001", 120_000)
     context.close()

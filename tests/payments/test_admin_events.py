@@ -138,7 +138,7 @@ def test_the_processing_result_links_the_payment(client, account, bursar):
     )  # fmt: skip
     client.force_login(bursar)
     html = client.get(change_url(event)).content.decode()
-    link = f'<a href="/admin/payments/payment/{payment.pk}/change/"><span class="amount">UGX 100,000, succeeded</span></a>'
+    link = f'<a href="/admin/payments/payment/{payment.pk}/change/"><span class="amount">UGX 100,000</span>, succeeded</a>'
     assert link in html
     assert "new -&gt; succeeded; student mapped" in html
     assert "<strong>Valid</strong>: stored as event <code>evt-1</code>." in html
