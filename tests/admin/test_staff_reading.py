@@ -244,3 +244,13 @@ def test_django_renders_times_in_the_zone_of_a_staff_members_schools(client_a, k
     engineers = html[html.index("Details for engineers") :]
     assert "Dec. 4, 2026, 10:15 p.m." in engineers  # a read-only field, rendered by Django itself
     assert "Africa/Kampala" in client_a.get(reverse("admin:payments_school_change", args=[kampala.school.pk])).content.decode()
+
+
+def test_a_parent_reads_the_time_in_the_schools_zone(client, kampala):
+    request = PaymentRequestFactory(school=kampala.school, student=kampala.rows["student"])
+    payment = PaymentFactory(account=kampala.rows["provideraccount"], payment_request=request, status="awaiting_review",
+                             method="bank_transfer")  # fmt: skip
+    # 22:30 UTC on 4 December is 01:30 on 5 December in Kampala: the parent reported it on the 5th.
+    Payment.objects.filter(pk=payment.pk).update(created_at=datetime(2026, 12, 4, 22, 30, tzinfo=UTC))
+    page = client.get(f"/pay/{request.token}/").content.decode()
+    assert "You reported a bank transfer of UGX 100,000 on 5 December 2026" in page
