@@ -10,7 +10,7 @@ from payments.models import AuditLog, School, StaffMembership, Student
 
 @admin.register(School)
 class SchoolAdmin(SchoolScopedAdmin):
-    list_display = ("code", "name", "currency", "active")
+    list_display = ("code", "name", "currency", "time_zone", "active")
     search_fields = ("code", "name")
 
 
