@@ -20,6 +20,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from payments import selectors, services
+from payments.admin.display import ProviderNameFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.forms import AccountChangeForm, AccountCreateForm, AccountRotateForm
 from payments.models import ProviderAccount
@@ -37,8 +38,8 @@ _hide_secrets = method_decorator(
 
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(SchoolScopedAdmin):
-    list_display = ("school", "provider", "test_mode", "active", "has_ip_allowlist", "updated_at")
-    list_filter = ("provider", "test_mode", "active")
+    list_display = ("school", "provider_name", "test_mode", "active", "has_ip_allowlist", "updated_at")
+    list_filter = (("provider", ProviderNameFilter), "test_mode", "active")
     form = AccountChangeForm
     fields = (
         "school",
@@ -63,6 +64,10 @@ class ProviderAccountAdmin(SchoolScopedAdmin):
     )
 
     # --- Change list and change page -------------------------------------------------------------
+
+    @admin.display(description="Provider", ordering="provider")
+    def provider_name(self, obj: ProviderAccount) -> str:
+        return selectors.provider_display_name(obj.provider)
 
     @admin.display(boolean=True, description="IP allowlist")
     def has_ip_allowlist(self, obj: ProviderAccount) -> bool:

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from django.utils import timezone
 
-from payments.models import Payment, School, WebhookEvent
+from payments.models import Payment, RefundRequest, School, WebhookEvent
 from quickbooks_sync.models import QboAdjustmentSync
 from tests.admin.conftest import PASSWORD, make_school_staff
 from tests.factories import (
@@ -77,6 +77,11 @@ def busy_school(db):
         manual_reference="STANBIC 0042 3 March", student=students[0],
     )  # fmt: skip
     refunded = Payment.objects.get(status="partially_refunded")
+    RefundRequest.objects.create(
+        school=school, payment=refunded, method="provider", amount_minor=1_000_000, currency="UGX",
+        reason="Paid twice for boarding", idempotency_key="refund-1", status="succeeded",
+        provider_refund_id="re_3MtwBwLkdIwHu7ix28a3tqPa", requested_by_name="bursar",
+    )  # fmt: skip
     sync = PaymentSyncFactory(payment=refunded, status="synced", txn_type="Payment", txn_id="99")
     QboAdjustmentSync.objects.create(
         payment=refunded, school=school, txn_date=sync.txn_date, amount_minor=1_000_000, currency="UGX",
@@ -139,6 +144,9 @@ LISTS = {
     "webhook-events": ("/admin/payments/webhookevent/", ["received", "provider", "event_type", "status_label", "payment_link"]),
     "payment-syncs": ("/admin/quickbooks_sync/qbopaymentsync/", ["updated", "payment_link", "amount", "status_label", "document", "error"]),
     "refund-syncs": ("/admin/quickbooks_sync/qboadjustmentsync/", ["updated", "payment_link", "money", "amount", "status_label", "document", "error"]),
+    "refunds": ("/admin/payments/refundrequest/", ["created", "payment_link", "amount", "status", "how", "by"]),
+    "transaction-facts": ("/admin/payments/transactionfact/", ["occurred", "kind", "status", "amount", "source", "payment_link"]),
+    "provider-accounts": ("/admin/payments/provideraccount/", ["school", "provider_name", "test_mode", "active"]),
 }
 
 

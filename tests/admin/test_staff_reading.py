@@ -194,6 +194,12 @@ def test_an_amount_search_is_exact_in_the_currencys_units(client_a, world):
     assert listed(client_a, q="1,500.505") == set()  # too many decimals for every currency here
 
 
+def test_a_request_is_found_by_its_amount(client_a, world):
+    wanted = PaymentRequestFactory(school=world[0].school, student=world[0].rows["student"], amount_minor=1_250_000)
+    response = client_a.get(reverse("admin:payments_paymentrequest_changelist"), {"q": "1,250,000"})
+    assert {row.pk for row in response.context["cl"].result_list} == {wanted.pk}
+
+
 def test_one_schools_staff_never_pick_the_school(client_a, world):
     html = client_a.get(reverse("admin:payments_paymentrequest_add")).content.decode()
     assert f'<input type="hidden" name="school" value="{world[0].school.pk}"' in html
