@@ -26,7 +26,7 @@ def payment_summary_rows(payment: Payment) -> list[tuple[str, object]]:
         ("Paid by", _payer_text(payment)),
         ("How", _how_text(payment)),
         ("When", school_time(payment.settled_at or payment.created_at, payment.school)),
-        ("Request", _request_link(request) if request else "None: the provider sent it without a pay link"),
+        ("Request", _request_link(request) if request else "No pay link: the provider sent it on its own"),
         ("School", payment.school.name),
     ]
     if payment.external_txn_id or payment.reference:
