@@ -207,6 +207,7 @@ class ProviderAccountAdmin(SchoolScopedAdmin):
             "secret": secret,
             "created": created,
             "webhook_url": selectors.account_webhook_url(account=account),
+            "provider_name": selectors.provider_display_name(account.provider),
             "api_key_problem": selectors.account_api_key_problem(account=account),
             "signs_with_api_key": get_provider(account.provider).signs_with_api_key,
         }

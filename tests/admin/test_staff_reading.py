@@ -260,3 +260,10 @@ def test_a_parent_reads_the_time_in_the_schools_zone(client, kampala):
     Payment.objects.filter(pk=payment.pk).update(created_at=datetime(2026, 12, 4, 22, 30, tzinfo=UTC))
     page = client.get(f"/pay/{request.token}/").content.decode()
     assert "You reported a bank transfer of UGX 100,000 on 5 December 2026" in page
+
+
+def test_the_review_page_says_when_in_school_time(client_a, kampala):
+    payment = PaymentFactory(account=kampala.rows["provideraccount"], status="awaiting_review", method="bank_transfer")
+    Payment.objects.filter(pk=payment.pk).update(created_at=datetime(2026, 12, 4, 19, 15, tzinfo=UTC))
+    page = client_a.get(reverse("admin:payments_payment_review", args=[payment.pk])).content.decode()
+    assert "2026-12-04 22:15 EAT" in page
