@@ -234,7 +234,8 @@ class Payment(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.provider} {self.external_txn_id or self.reference or self.pk} {self.amount_display}"
+        # What staff read in titles and breadcrumbs: the amount first, then the id to quote.
+        return f"{self.amount_display} ({self.external_txn_id or self.reference or self.pk})"
 
     @property
     def amount_display(self) -> str:
