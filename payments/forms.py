@@ -294,6 +294,7 @@ class AccountCreateForm(forms.Form):
     def __init__(self, *args, schools, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["school"].queryset = schools
+        school_field_for_one_school(self.fields["school"], schools)
         self.fields["provider"].choices = [("", "---------")] + [
             (slug, get_provider(slug).display_name) for slug in provider_slugs()
         ]

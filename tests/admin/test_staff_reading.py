@@ -205,6 +205,15 @@ def test_one_schools_staff_never_pick_the_school(client_a, world):
     assert f'<input type="hidden" name="school" value="{world[0].school.pk}"' in html
     html = client_a.get(reverse("admin:payments_paymentrequest_import")).content.decode()
     assert f'<input type="hidden" name="school" value="{world[0].school.pk}"' in html
+    assert "School:</label>" not in html
+    html = client_a.get(reverse("admin:payments_provideraccount_add")).content.decode()
+    assert f'<input type="hidden" name="school" value="{world[0].school.pk}"' in html
+
+
+def test_a_forged_school_on_a_hidden_field_is_refused_in_words(client_a, world):
+    page = client_a.post(reverse("admin:payments_paymentrequest_import"), {"school": world[1].school.pk})
+    assert page.status_code == 200
+    assert "School: Select a valid choice." in page.content.decode()
 
 
 def test_staff_of_two_schools_pick_one(client, world):
