@@ -27,6 +27,14 @@ class StudentAdmin(SchoolScopedAdmin):
     list_display = ("student_number", "full_name", "school")
     search_fields = ("student_number", "full_name")
 
+    def get_search_results(self, request, queryset, search_term):
+        # The payment request form's autocomplete sends its chosen school (payments/admin.js):
+        # only that school's students, within the user's own (get_queryset already scoped them).
+        school = request.GET.get("school", "")
+        if request.resolver_match and request.resolver_match.url_name == "autocomplete" and school:
+            queryset = queryset.filter(school_id=int(school)) if school.isdigit() and len(school) < 12 else queryset.none()
+        return super().get_search_results(request, queryset, search_term)
+
 
 @admin.register(AuditLog)
 class AuditLogAdmin(SchoolScopedAdmin):

@@ -246,3 +246,26 @@ def test_a_bursar_creates_a_request_picking_the_student_by_name(chromium, live_s
     created = busy_school.payment_requests.get(description="Bus fees, term 1")
     assert (created.student.student_number, created.amount_minor) == ("STU-0001", 120_000)
     context.close()
+
+
+def test_staff_of_two_schools_see_only_the_chosen_schools_students(chromium, live_server, shots, busy_school):
+    other = SchoolFactory(code="kla", name="Kampala Hill School")
+    StudentFactory(school=other, student_number="KLA-0009", full_name="Amina Nakato Other")
+    make_school_staff("two-schools", busy_school, other)
+    context, page = log_in(chromium, live_server, "two-schools")
+    page.goto(f"{live_server.url}/admin/payments/paymentrequest/add/")
+    options = page.locator(".select2-results__option:not(.loading-results)")
+    for school, expected in ((other, "KLA-0009 Amina Nakato Other"), (busy_school, "STU-0001 Amina Nakato Ssekandi-Mukasa")):
+        page.get_by_label("School:").select_option(str(school.pk))
+        page.locator(".field-student .select2-selection").click()
+        page.locator(".select2-search__field").fill("Nakato")
+        page.wait_for_function(
+            "expected => [...document.querySelectorAll('.select2-results__option')].map(o => o.textContent).join('|') === expected",
+            arg=expected,
+        )
+        assert options.all_inner_texts() == [expected]
+        options.first.click()
+    shots(page, "two-schools-student")
+    page.get_by_label("School:").select_option(str(other.pk))  # changing the school drops the student
+    assert page.locator("select[name=student]").input_value() == ""
+    context.close()

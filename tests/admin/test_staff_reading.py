@@ -24,6 +24,7 @@ from tests.factories import (
     PaymentFactory,
     PaymentRequestFactory,
     PaymentSyncFactory,
+    SchoolFactory,
     StudentFactory,
     report,
 )
@@ -276,3 +277,22 @@ def test_the_review_page_says_when_in_school_time(client_a, kampala):
     Payment.objects.filter(pk=payment.pk).update(created_at=datetime(2026, 12, 4, 19, 15, tzinfo=UTC))
     page = client_a.get(reverse("admin:payments_payment_review", args=[payment.pk])).content.decode()
     assert "2026-12-04 22:15 EAT" in page
+
+
+def test_the_autocomplete_narrows_to_the_chosen_school(client, world):
+    StudentFactory(school=world[0].school, student_number="AAA-2", full_name="Amina Nakato")
+    StudentFactory(school=world[1].school, student_number="BBB-2", full_name="Amina Wanjiru")
+    outsider = SchoolFactory(code="ccc")
+    StudentFactory(school=outsider, student_number="CCC-2", full_name="Amina Outside")
+    client.force_login(make_school_staff("bursar-ab", world[0].school, world[1].school))
+    query = {"term": "Amina", "app_label": "payments", "model_name": "paymentrequest", "field_name": "student"}
+
+    def found(**extra):
+        response = client.get(reverse("admin:autocomplete"), {**query, **extra})
+        assert response.status_code == 200
+        return [result["text"] for result in response.json()["results"]]
+
+    assert found() == ["AAA-2 Amina Nakato", "BBB-2 Amina Wanjiru"]  # the user's schools, never another
+    assert found(school=world[1].school.pk) == ["BBB-2 Amina Wanjiru"]
+    assert found(school=outsider.pk) == []  # not one of theirs: nothing, not that school's students
+    assert found(school="1 OR 1=1") == [] and found(school="9" * 40) == []
