@@ -29,6 +29,10 @@ def payment_summary_rows(payment: Payment) -> list[tuple[str, object]]:
         ("Request", _request_link(request) if request else "No pay link: the provider sent it on its own"),
         ("School", payment.school.name),
     ]
+    if payment.receipt:
+        rows.append(("Receipt", format_html('<a href="{}">The parent\'s receipt ({})</a>',
+                                            reverse("admin:payments_payment_receipt", args=[payment.pk]),
+                                            payment.receipt_content_type)))  # fmt: skip
     if payment.external_txn_id or payment.reference:
         rows.append(("Transaction id", payment.external_txn_id or "—"))
         rows.append(("Our reference", payment.reference or "—"))
