@@ -12,12 +12,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.html import escape
 
-from webhooks.admin import pretty_json
 from payments.models import AuditLog, WebhookEvent
 from payments.staff import staff_group_ensure
 from tests.conftest import post_webhook, sign, surepay_body
 from tests.factories import AccountFactory, PaymentFactory
 from tests.payments.conftest import csrf_token, make_staff
+from webhooks.admin import pretty_json
 
 pytestmark = pytest.mark.django_db
 
