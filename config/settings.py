@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dj_database_url
 from celery.schedules import crontab
@@ -66,6 +67,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "payments.middleware.StaffTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: refuses a locked-out login before the view runs.
@@ -453,6 +455,14 @@ LANGUAGE_CODE = "en-us"
 LANGUAGES = [("en", "English"), ("fr", "Français"), ("sw", "Kiswahili")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+# A new school's time zone (each school has its own: School.time_zone); an IANA name.
+SCHOOL_TIME_ZONE = env_str("SCHOOL_TIME_ZONE", TIME_ZONE)
+try:
+    ZoneInfo(SCHOOL_TIME_ZONE)
+except (ZoneInfoNotFoundError, ValueError) as exc:
+    raise ImproperlyConfigured(f"SCHOOL_TIME_ZONE must be an IANA time zone name, got {SCHOOL_TIME_ZONE!r}") from exc
+# The product's name in the staff pages' header and the browser's title bar.
+SITE_NAME = env_str("SITE_NAME", "school-payments")
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

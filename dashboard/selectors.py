@@ -3,12 +3,14 @@ top of payments, webhooks and the books, so that none of them needs to know the 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db.models import Count, Q, Sum
 
 from core.status import PaymentStatus
+from core.timezones import day_bounds, local_today
 from events.models import EndpointDelivery, WebhookEndpoint
 from payments.models import MappingStatus, Payment, RefundRequest, TransactionFact, WebhookEvent
 from payments.selectors import schools_for_user
@@ -16,7 +18,20 @@ from quickbooks_sync.selectors import PAYMENT_SYNC_STATES
 
 
 @dataclass(frozen=True)
+class SchoolDay:
+    """A school's "today": its own date, from its own midnight to the next, in its zone."""
+
+    school_id: int
+    school_code: str
+    time_zone: str
+    day: date
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
 class ProviderTotal:
+    school_id: int
     provider: str
     currency: str
     count: int
@@ -25,8 +40,7 @@ class ProviderTotal:
 
 @dataclass(frozen=True)
 class StaffDashboard:
-    day_start: datetime
-    day_end: datetime
+    days: dict[int, SchoolDay]  # by school id
     totals: list[ProviderTotal]
     unmatched: int
     directory_failed: int
@@ -46,17 +60,35 @@ class StaffDashboard:
     risk_held: int = 0
 
 
-def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDashboard:
-    """What needs a bursar's eye, over the user's schools: today's takings by provider and
-    currency (payments whose money arrived today, whatever happened to it since), and the work
-    queues. Every number is the count of a filtered admin list (the same filters), so a click
-    shows exactly those rows."""
+def school_days(*, user, now: datetime) -> dict[int, SchoolDay]:
+    """Today for each of the user's schools, in the school's own time zone."""
+    days = {}
+    for school_id, code, zone in schools_for_user(user=user).values_list("pk", "code", "time_zone"):
+        today = local_today(zone, now)
+        start, end = day_bounds(today, zone)
+        days[school_id] = SchoolDay(school_id, code, zone, today, start, end)
+    return days
+
+
+def staff_dashboard(*, user, now: datetime) -> StaffDashboard:
+    """What needs a bursar's eye, over the user's schools: today's takings by school, provider
+    and currency (payments whose money arrived during the school's own day, whatever happened
+    to it since), and the work queues. Every number is the count of a filtered admin list (the
+    same filters), so a click shows exactly those rows."""
+    days = school_days(user=user, now=now)
     payments = Payment.objects.filter(school__in=schools_for_user(user=user)).order_by()
+    # One condition per zone, not per school: a superuser's hundreds of schools share a few zones.
+    by_zone: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
+    for day in days.values():
+        by_zone[(day.start, day.end)].append(day.school_id)
+    today = Q(pk__in=[])
+    for (start, end), school_ids in by_zone.items():
+        today |= Q(school_id__in=school_ids, settled_at__gte=start, settled_at__lt=end)
     takings = (
-        payments.filter(settled_at__gte=day_start, settled_at__lt=day_end)
-        .values("provider", "currency")
+        payments.filter(today)
+        .values("school_id", "provider", "currency")
         .annotate(count=Count("pk"), amount_minor=Sum("amount_minor"))
-        .order_by("provider", "currency")
+        .order_by("school_id", "provider", "currency")
     )
     counts = payments.aggregate(
         unmatched=Count("pk", filter=Q(mapping_status=MappingStatus.UNMATCHED)),
@@ -77,8 +109,7 @@ def staff_dashboard(*, user, day_start: datetime, day_end: datetime) -> StaffDas
         failed_events=Count("pk", filter=Q(status=WebhookEvent.Status.FAILED)),
     )
     return StaffDashboard(
-        day_start=day_start,
-        day_end=day_end,
+        days=days,
         totals=[ProviderTotal(**row) for row in takings],
         **counts,
         **event_counts,

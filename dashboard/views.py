@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
 from urllib.parse import urlencode
 
 from django.contrib import admin
@@ -22,24 +21,41 @@ def _link(name: str, **params) -> str:
     return f"{reverse(name)}?{urlencode(params)}"
 
 
+def _today_params(day) -> dict:
+    # ISO times with the school's offset: the list shows exactly the school's day.
+    return {"settled_at__gte": day.start.isoformat(), "settled_at__lt": day.end.isoformat(), "school": day.school_id}
+
+
 def dashboard_view(request: HttpRequest):
-    today = timezone.localdate()
-    day_start = timezone.make_aware(datetime.combine(today, time.min))
-    day_end = day_start + timedelta(days=1)
-    board = staff_dashboard(user=request.user, day_start=day_start, day_end=day_end)
+    """"Today" is each school's own day in its time zone. For staff of schools in several
+    zones (or on several dates at this moment) each school's takings are its own rows, each
+    with its date; the title names the date only when all share it."""
+    board = staff_dashboard(user=request.user, now=timezone.now())
     payments_list = "admin:payments_payment_changelist"
     events_list = "admin:payments_webhookevent_changelist"
-    today_params = {"settled_at__gte": day_start.isoformat(), "settled_at__lt": day_end.isoformat()}
+    days = board.days
+    zones = {(day.day, day.time_zone) for day in days.values()}
+    several = len(days) > 1
     totals = [
         {
-            "provider": row.provider,
+            "school": days[row.school_id].school_code,
+            "day": f"{days[row.school_id].day:%a %d %b}",
+            "provider": payment_selectors.provider_display_name(row.provider),
+            "slug": row.provider,
             "currency": row.currency,
             "count": row.count,
             "amount": format_minor(row.amount_minor, row.currency),
-            "url": _link(payments_list, **today_params, provider__exact=row.provider, currency__exact=row.currency),
+            "url": _link(payments_list, **_today_params(days[row.school_id]), provider__exact=row.provider,
+                         currency__exact=row.currency),  # fmt: skip
         }
         for row in board.totals
     ]
+    if len(zones) == 1:
+        day, zone = next(iter(zones))
+        title = f"Today, {day:%A %d %B %Y} ({zone.replace('_', ' ')})"
+    else:
+        title = "Today, in each school's time zone"
+    only = next(iter(days.values())) if len(days) == 1 else None
     queues = [
         ("Unmatched payments (student unknown to the directory)", board.unmatched,
          _link(payments_list, mapping_status__exact="unmatched")),
@@ -71,9 +87,11 @@ def dashboard_view(request: HttpRequest):
     books = reconciliation(schools=payment_selectors.schools_for_user(user=request.user))
     context = {
         **admin.site.each_context(request),
-        "title": f"Today, {today:%A %d %B %Y}",
+        "title": title,
         "totals": totals,
-        "all_today_url": _link(payments_list, **today_params),
+        "several_schools": several,
+        "several_days": len(zones) > 1,
+        "all_today_url": _link(payments_list, **_today_params(only)) if only else "",
         "queues": [{"label": label, "count": count, "url": url} for label, count, url in queues],
         "books": [
             {

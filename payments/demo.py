@@ -74,7 +74,7 @@ def payments_demo_seed() -> DemoLogin:
     """Create or refresh the demo school, its provider accounts and the staff login."""
     with transaction.atomic():
         school, _ = School.objects.update_or_create(
-            code=DEMO_SCHOOL_CODE, defaults={"name": "Nile Gardens School", "currency": "UGX", "active": True}
+            code=DEMO_SCHOOL_CODE, defaults={"name": "Nile Gardens School", "currency": "UGX", "time_zone": "Africa/Kampala", "active": True}
         )
         for provider, secret in (("surepay", DEMO_SURE_PAY_SECRET), ("dummy", DEMO_DUMMY_SECRET)):
             account = ProviderAccount.objects.filter(school=school, provider=provider).first() or ProviderAccount(

@@ -190,16 +190,17 @@ class SimulateForm(forms.Form):
 
 
 class PaymentRequestAdminForm(forms.ModelForm):
-    """Staff type the amount in major units; it is stored in minor units, parsed strictly."""
+    """Staff type the amount in major units; it is stored in minor units, parsed strictly. The
+    student is chosen from the school's students (the admin makes it an autocomplete)."""
 
-    student_id = forms.CharField(label="Student number", max_length=64)
     amount = forms.CharField(label="Amount", max_length=32, help_text="In major units, e.g. 450,000 UGX or 1,500.50 KES.")
     currency = forms.CharField(label="Currency", max_length=3, required=False, help_text="Blank: the school's currency.")
 
     class Meta:
         model = PaymentRequest
-        fields = ["school", "description", "due_date", "parent_email", "parent_phone"]
+        fields = ["school", "student", "description", "due_date", "parent_email", "parent_phone"]
         help_texts = {
+            "student": "Type a name or a student number.",
             "parent_email": "Optional. Paystack and Flutterwave need the payer's email: given here, the parent is not asked for it.",
             "parent_phone": "Optional. Offered for M-Pesa prompts.",
         }
@@ -208,8 +209,9 @@ class PaymentRequestAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if schools is not None:
             self.fields["school"].queryset = schools
+            school_field_for_one_school(self.fields["school"], schools)
         self.order_fields(
-            ["school", "student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone"]
+            ["school", "student", "description", "amount", "currency", "due_date", "parent_email", "parent_phone"]
         )
 
     def clean(self):
@@ -217,12 +219,14 @@ class PaymentRequestAdminForm(forms.ModelForm):
 
         cleaned = super().clean()
         school = cleaned.get("school")
+        student = cleaned.get("student")
         if school is None:
             return cleaned
         try:
             self.draft = payment_request_draft(
                 school=school,
-                student_number=cleaned.get("student_id", ""),
+                # The draft checks the student is the chosen school's.
+                student_number=student.student_number if student else "",
                 description=cleaned.get("description", ""),
                 amount=cleaned.get("amount", ""),
                 currency=cleaned.get("currency", ""),
@@ -232,8 +236,20 @@ class PaymentRequestAdminForm(forms.ModelForm):
             )
         except PaymentRequestInvalid as exc:
             for name, message in exc.errors.items():
+                name = "student" if name == "student_id" else name
+                if name == "student" and "student" in self.errors:
+                    continue  # already "required" or "not a valid choice"
                 self.add_error(name if name in self.fields else None, message)
         return cleaned
+
+
+def school_field_for_one_school(field: forms.ModelChoiceField, schools) -> None:
+    """A staff member of one school never picks it: the field is chosen for them and hidden.
+    (A forged value is still checked against ``schools``.)"""
+    only = list(schools[:2])
+    if len(only) == 1:
+        field.initial = only[0].pk
+        field.widget = forms.HiddenInput()
 
 
 class CsvImportForm(forms.Form):
@@ -243,8 +259,7 @@ class CsvImportForm(forms.Form):
     def __init__(self, *args, schools, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["school"].queryset = schools
-        if schools.count() == 1:
-            self.fields["school"].initial = schools.first()
+        school_field_for_one_school(self.fields["school"], schools)
 
 
 class ReviewForm(forms.Form):
@@ -328,6 +343,7 @@ class AccountCreateForm(forms.Form):
     def __init__(self, *args, schools, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["school"].queryset = schools
+        school_field_for_one_school(self.fields["school"], schools)
         self.fields["provider"].choices = [("", "---------")] + [
             (slug, get_provider(slug).display_name) for slug in provider_slugs()
         ]

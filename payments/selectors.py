@@ -74,6 +74,18 @@ def schools_for_user(*, user) -> QuerySet[School]:
     return School.objects.filter(staff_memberships__user=user)
 
 
+def staff_time_zone(*, user) -> str | None:
+    """The one time zone of all the user's schools, or None when they have none or several."""
+    zones = list(schools_for_user(user=user).order_by().values_list("time_zone", flat=True).distinct()[:2])
+    return zones[0] if len(zones) == 1 else None
+
+
+def staff_single_school(*, user) -> School | None:
+    """The user's school when they have exactly one: forms then choose it for them."""
+    schools = list(schools_for_user(user=user)[:2])
+    return schools[0] if len(schools) == 1 else None
+
+
 def user_can_access_school(*, user, school_id: int) -> bool:
     return schools_for_user(user=user).filter(pk=school_id).exists()
 
@@ -110,9 +122,9 @@ def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
     entries += [
         TimelineEntry(
             at=event.received_at,
-            actor=f"Provider {payment.provider}",
+            actor=provider_display_name(payment.provider),
             what=f"webhook received: {event.event_type or 'event'} {event.external_event_id or ''}".strip(),
-            details={"event": event.pk, "status": event.status, "result": event.result},
+            details={"event": event.pk, "event_type": event.event_type, "status": event.status, "result": event.result},
         )
         for event in WebhookEvent.objects.filter(payment=payment).only(
             "received_at", "event_type", "external_event_id", "status", "result"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -112,6 +113,19 @@ PAYMENT_SYNC_STATES: dict[str, tuple[str, Q]] = {
     "failed": ("Sync failed", Q(qbo_sync__status=SyncStatus.FAILED)),
     "none": ("Not sent", Q(qbo_sync__isnull=True)),
 }
+
+# Where a bursar opens a document in QuickBooks Online (the company they are signed in to).
+QBO_APP_URLS = {"sandbox": "https://app.sandbox.qbo.intuit.com/app/", "production": "https://app.qbo.intuit.com/app/"}
+QBO_DOCUMENT_PAGES = {"Payment": "recvpayment", "RefundReceipt": "refundreceipt", "SalesReceipt": "salesreceipt"}
+
+
+def qbo_document_url(*, txn_type: str, txn_id: str) -> str:
+    """The QuickBooks Online page of a document, or "" for a type without one we know."""
+    page = QBO_DOCUMENT_PAGES.get(txn_type)
+    if not page or not txn_id:
+        return ""
+    return f"{QBO_APP_URLS[settings.QBO_ENVIRONMENT]}{page}?txnId={txn_id}"
+
 
 # Not in QuickBooks yet: waiting its turn, paused (authorization gone), or failed (staff act).
 BACKLOG_STATES = (SyncStatus.PENDING, SyncStatus.PAUSED, SyncStatus.FAILED)

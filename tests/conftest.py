@@ -13,10 +13,10 @@ from django.conf import settings
 
 from config.celery import reset_broker_backoff
 from fakes.directory import FakeDirectory
-from webhooks.selectors import account_cache_clear
 from fakes.server import serve_in_thread
 from tests import fuzzing  # registers the hypothesis profiles (ci, fuzz)
 from tests.factories import AccountFactory, SchoolFactory
+from webhooks.selectors import account_cache_clear
 
 
 def sign(body: bytes, secret: str = "sekret") -> str:

@@ -17,6 +17,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from payments import selectors as payment_selectors
+from payments.admin.display import ProviderNameFilter, amount_cell, school_time
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import WebhookEvent
 from providers.errors import UnknownProvider
@@ -53,27 +55,23 @@ QUEUED = (ReplayOutcome.REQUEUED, ReplayOutcome.REVIVED)
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(SchoolScopedAdmin):
     school_path = "account__school"
-    list_display = (
-        "received_at",
-        "school",
-        "provider",
-        "external_event_id",
-        "event_type",
-        "status",
-        "attempts",
-        "payment_link",
-    )
-    list_filter = ("status", "account__provider", "account__school", "received_at")
+    # Narrow enough for a laptop beside the filters: the event id, attempts and errors are on the
+    # event's page; the school column only for staff of several schools.
+    list_display = ("received", "provider", "event_type", "status_label", "payment_link")
+    list_display_links = ("received",)
+    list_filter = ("status", ("account__provider", ProviderNameFilter), "account__school", "received_at")
     list_select_related = ("account__school", "payment")
-    search_fields = ("external_event_id", "payment__external_txn_id", "payment__reference")
+    search_fields = ("external_event_id", "event_type", "payment__external_txn_id", "payment__reference")
+    search_help_text = "Event id, event type, or the payment's transaction id or reference."
     actions = ("replay_events",)
     change_form_template = "admin/payments/webhookevent/change_form.html"
     fieldsets = (
-        (None, {"fields": ("school", "provider", "external_event_id", "event_type", "received_at", "remote_addr")}),
-        ("Verification and parsing", {"fields": ("verification", "parse_result")}),
+        ("The event as received", {"classes": ("collapse",), "fields": ("school", "provider", "external_event_id", "event_type", "received_at", "remote_addr")}),
+        ("Verification and parsing", {"classes": ("collapse",), "fields": ("verification", "parse_result")}),
         (
             "Processing",
             {
+                "classes": ("collapse",),
                 "fields": (
                     "status",
                     "result",
@@ -86,8 +84,8 @@ class WebhookEventAdmin(SchoolScopedAdmin):
                 )
             },
         ),
-        ("As received", {"fields": ("headers_shown", "body_shown")}),
-        ("History", {"fields": ("history",)}),
+        ("Headers and body (for engineers)", {"classes": ("collapse",), "fields": ("headers_shown", "body_shown")}),
+        ("Audit log", {"classes": ("collapse",), "fields": ("history",)}),
     )
     readonly_fields = (
         "school",
@@ -118,23 +116,81 @@ class WebhookEventAdmin(SchoolScopedAdmin):
 
     # --- Columns and fields -------------------------------------------------------------------
 
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if payment_selectors.staff_single_school(user=request.user) is None:
+            columns.insert(1, "school")
+        return columns
+
+    @admin.display(description="Received", ordering="received_at")
+    def received(self, obj: WebhookEvent):
+        return school_time(obj.received_at, obj.account.school)
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj: WebhookEvent) -> str:
+        return obj.get_status_display()
+
     @admin.display(description="School", ordering="account__school__code")
     def school(self, obj: WebhookEvent) -> str:
         return obj.account.school.code
 
     @admin.display(description="Provider", ordering="account__provider")
     def provider(self, obj: WebhookEvent) -> str:
-        return obj.account.provider
+        return payment_selectors.provider_display_name(obj.account.provider)
 
     @admin.display(description="Payment")
     def payment_link(self, obj: WebhookEvent):
         if obj.payment is None:
             return "—"
         payment = obj.payment
-        label = (
-            f"{payment.external_txn_id or payment.reference or payment.pk} ({payment.amount_display}, {payment.status})"
+        return format_html(
+            '<a href="{}">{}, {}</a>',
+            reverse("admin:payments_payment_change", args=[payment.pk]),
+            amount_cell(payment.amount_display),
+            payment.get_status_display().lower(),
         )
-        return format_html('<a href="{}">{}</a>', reverse("admin:payments_payment_change", args=[payment.pk]), label)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        event = self.get_object(request, object_id)
+        extra = {}
+        if event is not None:
+            extra = {
+                "summary": self.summary_rows(event),
+                "todo": self.todo_items(request, event),
+                "title": "Webhook event",
+                "subtitle": f"From {self.provider(event)}: {event.event_type or event.get_status_display().lower()}",
+            }
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None or obj.status not in (Status.REJECTED, Status.FAILED):
+            return self.fieldsets
+        # Why it was refused or failed is what staff came to read: that section open.
+        return tuple(
+            (name, {**options, "classes": ()}) if name in ("Verification and parsing", "Processing") else (name, options)
+            for name, options in self.fieldsets
+        )
+
+    def summary_rows(self, event: WebhookEvent) -> list[tuple[str, object]]:
+        school = event.account.school
+        return [
+            ("From", f"{self.provider(event)} ({event.account.school.name})"),
+            ("What", event.event_type or "Not stated"),
+            ("Received", school_time(event.received_at, school, seconds=True)),
+            ("Status", event.get_status_display()),
+            ("Outcome", event.result or event.last_error or ("Waiting to be processed" if event.status in (Status.PENDING, Status.PROCESSING) else "—")),
+            ("Payment", self.payment_link(event)),
+            ("Event id", event.external_event_id or "—"),
+            ("Attempts", str(event.attempts)),
+        ]  # fmt: skip
+
+    def todo_items(self, request, event: WebhookEvent) -> list[tuple[str, str]]:
+        if event.status == Status.REJECTED:
+            return [("The body was refused (see Verification and parsing below). Once the provider's format or our "
+                     "account is fixed, replay it with the button above.", "")]  # fmt: skip
+        if event.status == Status.FAILED:
+            return [(f"Processing failed: {event.last_error}. Replay it with the button above once the cause is fixed.", "")]
+        return []
 
     @admin.display(description="Signature / authentication")
     def verification(self, obj: WebhookEvent):

@@ -20,6 +20,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from payments import selectors, services
+from payments.admin.display import ProviderNameFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.forms import AccountChangeForm, AccountCreateForm, AccountRotateForm
 from payments.models import ProviderAccount
@@ -37,8 +38,8 @@ _hide_secrets = method_decorator(
 
 @admin.register(ProviderAccount)
 class ProviderAccountAdmin(SchoolScopedAdmin):
-    list_display = ("school", "provider", "test_mode", "active", "has_ip_allowlist", "updated_at")
-    list_filter = ("provider", "test_mode", "active")
+    list_display = ("school", "provider_name", "test_mode", "active", "has_ip_allowlist", "updated_at")
+    list_filter = (("provider", ProviderNameFilter), "test_mode", "active")
     actions = ["register_paybill"]
     form = AccountChangeForm
     fields = (
@@ -80,6 +81,10 @@ class ProviderAccountAdmin(SchoolScopedAdmin):
                 self.message_user(request, f"{account}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, summary, messages.SUCCESS)
+
+    @admin.display(description="Provider", ordering="provider")
+    def provider_name(self, obj: ProviderAccount) -> str:
+        return selectors.provider_display_name(obj.provider)
 
     @admin.display(boolean=True, description="IP allowlist")
     def has_ip_allowlist(self, obj: ProviderAccount) -> bool:
@@ -219,6 +224,7 @@ class ProviderAccountAdmin(SchoolScopedAdmin):
             "secret": secret,
             "created": created,
             "webhook_url": selectors.account_webhook_url(account=account),
+            "provider_name": selectors.provider_display_name(account.provider),
             "api_key_problem": selectors.account_api_key_problem(account=account),
             "signs_with_api_key": get_provider(account.provider).signs_with_api_key,
         }

@@ -10,7 +10,7 @@ from payments.models import AuditLog, School, StaffMembership, Student
 
 @admin.register(School)
 class SchoolAdmin(SchoolScopedAdmin):
-    list_display = ("code", "name", "currency", "active", "risk_threshold", "risk_hold_from_books")
+    list_display = ("code", "name", "currency", "time_zone", "active", "risk_threshold", "risk_hold_from_books")
     search_fields = ("code", "name")
 
 
@@ -26,6 +26,14 @@ class StaffMembershipAdmin(SchoolScopedAdmin):
 class StudentAdmin(SchoolScopedAdmin):
     list_display = ("student_number", "full_name", "school")
     search_fields = ("student_number", "full_name")
+
+    def get_search_results(self, request, queryset, search_term):
+        # The payment request form's autocomplete sends its chosen school (payments/admin.js):
+        # only that school's students, within the user's own (get_queryset already scoped them).
+        school = request.GET.get("school", "")
+        if request.resolver_match and request.resolver_match.url_name == "autocomplete" and school:
+            queryset = queryset.filter(school_id=int(school)) if school.isdigit() and len(school) < 12 else queryset.none()
+        return super().get_search_results(request, queryset, search_term)
 
 
 @admin.register(AuditLog)

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+
 from django.contrib import admin
 from django.contrib.admin.filters import DateFieldListFilter
+from django.db.models import Q
+
+from core.money import CURRENCY_EXPONENTS, MoneyError, parse_major_amount
+
+_AMOUNT_TERM = re.compile(r"(?:(?P<currency>[A-Za-z]{3})\s*)?(?P<amount>\d[\d,]*(?:\.\d+)?)")
+
+
+def amount_search(term: str) -> Q | None:
+    """The payments whose amount is ``term`` as a bursar writes it ("450,000", "450000",
+    "UGX 450,000", "1,500.50"), in any currency where it is a valid amount; None when the term
+    is not an amount. Exact, in minor units: "1,500.5" finds KES 1,500.50, never a rounding."""
+    match = _AMOUNT_TERM.fullmatch(term.strip())
+    if match is None:
+        return None
+    currency = (match.group("currency") or "").upper()
+    by_exponent: dict[int, list[str]] = defaultdict(list)
+    for code, places in CURRENCY_EXPONENTS.items():
+        if not currency or code == currency:
+            by_exponent[places].append(code)
+    found = Q(pk__in=[])
+    for codes in by_exponent.values():
+        try:
+            minor = parse_major_amount(match.group("amount"), codes[0])
+        except MoneyError:  # more decimals than these currencies have, or absurdly large
+            continue
+        found |= Q(currency__in=codes, amount_minor=minor)
+    return found
 
 
 class StatusChangedFilter(DateFieldListFilter):

@@ -9,7 +9,15 @@ from django.contrib.admin.filters import DateFieldListFilter
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -18,34 +26,26 @@ from django.utils.html import format_html
 from core.money import format_minor
 from core.status import PaymentStatus
 from payments import receipts, selectors, services
-from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChangedFilter
+from payments.admin.display import ProviderNameFilter, amount_cell, payment_how, school_time
+from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChangedFilter, amount_search
 from payments.admin.scoping import SchoolScopedAdmin
+from payments.admin.summary import payment_summary_rows, payment_todo, timeline_time, timeline_words
 from payments.audit import audit_record
 from payments.exports import payments_csv_lines
 from payments.forms import MapStudentForm, RefundForm, ReviewForm
-from payments.models import AuditLog, Payment, PaymentRequest, RefundRequest
+from payments.models import AuditLog, MappingStatus, Payment, PaymentRequest, RefundRequest
 from payments.state import SETTLED_STATES
 
 
 @admin.register(Payment)
 class PaymentAdmin(SchoolScopedAdmin):
-    list_display = (
-        "created_at",
-        "school",
-        "provider",
-        "method",
-        "external_txn_id",
-        "amount_display",
-        "status",
-        "review_flag",
-        "mapping_status",
-        "student",
-        "risk_display",
-        "review_link",
-    )
+    # What a bursar scans, narrow enough for a laptop (1366 px) beside the filters: the rest is on
+    # the payment's page, or a filter. The books app adds its "QuickBooks" column before "review".
+    list_display = ("date", "student_name", "amount", "status_label", "provider_name", "review_link")
+    list_display_links = ("date",)
     list_filter = (
         "status",
-        "provider",
+        ("provider", ProviderNameFilter),
         "currency",
         ("created_at", DateFieldListFilter),
         ("settled_at", DateFieldListFilter),
@@ -58,21 +58,65 @@ class PaymentAdmin(SchoolScopedAdmin):
         "review_flag",
         "school",
     )
-    # Student id (ours or the provider's), transaction id, our reference or the parent's.
+    # Student (number or name, ours or the provider's id), transaction id, our reference or the
+    # parent's, the request's description; an amount as typed ("450,000") is matched too.
     search_fields = (
         "student__student_number",
+        "student__full_name",
+        "payment_request__student__full_name",
         "provider_student_id",
         "external_txn_id",
         "reference",
         "manual_reference",
+        "payment_request__description",
     )
-    list_select_related = ("school", "student")
+    search_help_text = "Student name or number, transaction id, reference, the parent's reference, or an amount (450,000)."
+    list_select_related = ("school", "student", "payment_request__student")
     actions = ("map_student", "clear_risk")  # the books app adds its retry action first (quickbooks_sync.admin)
     change_list_template = "admin/payments/payment/change_list.html"
     # The receipt is shown as a link to the staff-only download view, never as a media URL.
     readonly_fields = [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"]
-    exclude = ("receipt",)
     change_form_template = "admin/payments/payment/change_form.html"
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if selectors.staff_single_school(user=request.user) is None:
+            columns.insert(1, "school_code")  # only when there is more than one school to tell apart
+        return columns
+
+    def get_search_results(self, request, queryset, search_term):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        by_amount = amount_search(search_term)
+        if by_amount is not None:
+            found = found | queryset.filter(by_amount)
+        return found, may_have_duplicates
+
+    @admin.display(description="Date", ordering="created_at")
+    def date(self, obj):
+        return school_time(obj.created_at, obj.school)
+
+    @admin.display(description="School", ordering="school__code")
+    def school_code(self, obj):
+        return obj.school.code
+
+    @admin.display(description="Student", ordering="student__full_name")
+    def student_name(self, obj):
+        student = obj.student or (obj.payment_request.student if obj.payment_request_id else None)
+        if student is not None:
+            return student.full_name or student.student_number
+        return f"Unknown ({obj.provider_student_id})" if obj.provider_student_id else "—"
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, obj):
+        return amount_cell(obj.amount_display)
+
+    @admin.display(description="Status", ordering="status")
+    def status_label(self, obj):
+        return obj.get_status_display()
+
+    @admin.display(description="Provider", ordering="provider")
+    def provider_name(self, obj):
+        return payment_how(obj)
 
     @admin.display(description="Risk", ordering="risk_score")
     def risk_display(self, obj):
@@ -96,9 +140,15 @@ class PaymentAdmin(SchoolScopedAdmin):
 
     @admin.display(description="Review")
     def review_link(self, obj):
-        if obj.status != PaymentStatus.AWAITING_REVIEW:
-            return ""
-        return format_html('<a href="{}">Review</a>', reverse("admin:payments_payment_review", args=[obj.pk]))
+        if obj.status == PaymentStatus.AWAITING_REVIEW:
+            return format_html('<a href="{}">Review</a>', reverse("admin:payments_payment_review", args=[obj.pk]))
+        if obj.student_id is None and obj.mapping_status in (MappingStatus.UNMATCHED, MappingStatus.FAILED):
+            return format_html('<a href="{}">Map student</a>', reverse("admin:payments_payment_map", args=[obj.pk]))
+        if obj.review_flag:
+            return format_html('<span title="{}">{}</span>', obj.review_flag_reason, obj.get_review_flag_display())
+        if obj.ledger_conflict:
+            return "Reports disagree"
+        return ""
 
     @admin.display(description="Receipt")
     def receipt_link(self, obj):
@@ -116,14 +166,55 @@ class PaymentAdmin(SchoolScopedAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # money records are never deleted
 
+    # The page shows every stored field, folded under "Details for engineers"; none is editable.
+    fieldsets = (
+        (
+            "Details for engineers",
+            {
+                "classes": ("collapse",),
+                "fields": [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"],
+            },
+        ),
+    )
+
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "POST":
+            # Read-only: a saved form would write every column back as loaded, over the
+            # worker's concurrent changes. Staff act through the buttons (review, map, refund).
+            return HttpResponseNotAllowed(["GET"])
         payment = self.get_object(request, object_id)
-        extra = {"timeline": selectors.payment_timeline(payment=payment)} if payment is not None else {}
+        extra = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
         if payment is not None:
-            extra["can_map"] = payment.student_id is None and self.has_change_permission(request, payment)
-            extra["can_refund"] = payment.status in SETTLED_STATES and self.has_change_permission(request, payment)
+            extra["title"] = "Payment"
+            extra["subtitle"] = f"{payment.amount_display} by {payment_how(payment)}"
+            can_change = self.has_change_permission(request, payment)
+            extra["can_map"] = payment.student_id is None and can_change
+            extra["can_refund"] = payment.status in SETTLED_STATES and can_change
             extra["refunds"] = payment.refund_requests.order_by("created_at", "id")
+            extra["summary"] = self.summary_rows(payment)
+            extra["todo"] = self.todo_items(payment, can_change=can_change)
+            extra["timeline"] = [
+                {
+                    "at": timeline_time(entry, payment),
+                    "actor": entry.actor,
+                    "words": self.timeline_words(entry, payment),
+                    "details": entry.details,
+                    "code": entry.what,
+                }
+                for entry in selectors.payment_timeline(payment=payment)
+            ]
         return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
+
+    # Extended by the books app (quickbooks_sync.admin), which knows where the payment is in
+    # QuickBooks: payments does not.
+    def summary_rows(self, payment: Payment) -> list[tuple[str, object]]:
+        return payment_summary_rows(payment)
+
+    def todo_items(self, payment: Payment, *, can_change: bool) -> list[tuple[str, str]]:
+        return payment_todo(payment, can_change=can_change)
+
+    def timeline_words(self, entry, payment: Payment) -> str:
+        return timeline_words(entry, payment)
 
     @admin.action(description="Map the selected payment to a student by hand", permissions=["change"])
     def map_student(self, request, queryset):

@@ -10,7 +10,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from payments import selectors, services
+from payments.admin.display import amount_cell, payment_how, school_time
+from payments.admin.filters import amount_search
 from payments.admin.scoping import SchoolScopedAdmin
+from payments.admin.summary import request_summary_rows, request_todo
 from payments.forms import CsvImportForm, PaymentRequestAdminForm
 from payments.models import AuditLog, Notice, Payment, PaymentRequest
 
@@ -18,7 +21,8 @@ from payments.models import AuditLog, Notice, Payment, PaymentRequest
 class PaymentInline(admin.TabularInline):
     model = Payment
     fk_name = "payment_request"
-    fields = ("created_at", "provider", "method", "reference", "amount_display", "status", "review_flag")
+    verbose_name_plural = "Payments for this request"
+    fields = ("when", "how", "reference", "amount", "status", "review_flag")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -26,6 +30,21 @@ class PaymentInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a payment is never edited here; its own page has the buttons
+
+    @admin.display(description="When")
+    def when(self, obj):
+        return school_time(obj.created_at, obj.school)
+
+    @admin.display(description="How")
+    def how(self, obj):
+        return payment_how(obj)
+
+    @admin.display(description="Amount")
+    def amount(self, obj):
+        return amount_cell(obj.amount_display)
 
 
 class NoticeInline(admin.TabularInline):
@@ -51,13 +70,63 @@ class NoticeInline(admin.TabularInline):
 @admin.register(PaymentRequest)
 class PaymentRequestAdmin(SchoolScopedAdmin):
     form = PaymentRequestAdminForm
-    list_display = ("created_at", "school", "student", "description", "amount_display", "due_date", "status")
-    list_filter = ("status", "school")
-    search_fields = ("student__student_number", "student__full_name", "description")
+    # Narrow enough for a laptop beside the filters; the school column only for staff of several.
+    list_display = ("created", "student_name", "description", "amount", "due", "status")
+    list_display_links = ("created", "student_name")
+    list_filter = ("status", "due_date", "school")
+    list_select_related = ("school", "student")
+    search_fields = ("student__student_number", "student__full_name", "description", "parent_email", "parent_phone")
+    search_help_text = "Student name or number, description, the parent's email or phone, or an amount (450,000)."
+    autocomplete_fields = ("student",)
     date_hierarchy = "created_at"
     actions = ["cancel_requests", "send_by_email", "send_by_sms"]
     inlines = [PaymentInline, NoticeInline]
     change_list_template = "admin/payments/paymentrequest/change_list.html"
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if selectors.staff_single_school(user=request.user) is None:
+            columns.insert(1, "school_code")
+        return columns
+
+    def get_search_results(self, request, queryset, search_term):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        by_amount = amount_search(search_term)
+        if by_amount is not None:
+            found = found | queryset.filter(by_amount)
+        return found, may_have_duplicates
+
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj):
+        return school_time(obj.created_at, obj.school)
+
+    @admin.display(description="School", ordering="school__code")
+    def school_code(self, obj):
+        return obj.school.code
+
+    @admin.display(description="Student", ordering="student__full_name")
+    def student_name(self, obj):
+        return obj.student.full_name or obj.student.student_number
+
+    @admin.display(description="Amount", ordering="amount_minor")
+    def amount(self, obj):
+        return amount_cell(obj.amount_display)
+
+    @admin.display(description="Due", ordering="due_date")
+    def due(self, obj):
+        return obj.due_date.strftime("%d %b %Y") if obj.due_date else "—"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        payment_request = self.get_object(request, object_id)
+        extra = {}
+        if payment_request is not None:
+            extra = {
+                "summary": request_summary_rows(payment_request),
+                "todo": request_todo(payment_request),
+                "title": "Payment request",
+                "subtitle": f"{payment_request.description}, {payment_request.amount_display}",
+            }
+        return super().change_view(request, object_id, form_url, extra_context={**extra, **(extra_context or {})})
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # a new request has no payments
@@ -73,23 +142,25 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("school", "student_id", "description", "amount", "currency", "due_date", "parent_email", "parent_phone")
+            return ("school", "student", "description", "amount", "currency", "due_date", "parent_email", "parent_phone")
         return (
-            "pay_link",
-            "send_to_parent",
-            "school",
-            "student",
-            "description",
-            "amount_display",
-            "due_date",
-            "parent_email",
-            "parent_phone",
-            "installments_allowed",
-            "installment_min_minor",
-            "status",
-            "paid_payment",
-            "paid_at",
-            "created_by",
+            "description", "due_date", "parent_email", "parent_phone", "send_to_parent", "installments_allowed",
+            "installment_min_minor", *self._record_fields,
+        )  # fmt: skip
+
+    _record_fields = ("pay_link", "school", "student", "amount_display", "status", "paid_payment", "paid_at", "created_by")
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        # What may change (the text and the parent's contact) open; the record itself folded.
+        return (
+            (
+                "What the parent reads, and how to reach them",
+                {"fields": ("description", "due_date", "parent_email", "parent_phone", "send_to_parent")},
+            ),
+            ("Paying in parts", {"fields": ("installments_allowed", "installment_min_minor")}),
+            ("The request as recorded", {"classes": ("collapse",), "fields": self._record_fields}),
         )
 
     def get_form(self, request, obj=None, change=False, **kwargs):

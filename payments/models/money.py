@@ -119,7 +119,7 @@ MANUAL_PROVIDER = "manual"
 class ReviewFlag(models.TextChoices):
     """Why a succeeded payment needs a person: the money is kept, the request is not settled by it."""
 
-    NONE = "", "None"
+    NONE = "", "Not flagged"
     AMOUNT_MISMATCH = "amount_mismatch", "Amount differs from the request"
     OVERPAYMENT = "overpayment", "Request already paid or cancelled"
     # Not settled, and the provider could not tell us its state through every scheduled check.
@@ -139,7 +139,7 @@ class Payment(models.Model):
         db_index=False,
     )
     provider = models.SlugField(max_length=32)
-    external_txn_id = models.CharField(max_length=128, null=True, blank=True)
+    external_txn_id = models.CharField("transaction id", max_length=128, null=True, blank=True)
     # Our own reference, sent to the provider when we start a payment and echoed back by it.
     reference = models.CharField(max_length=64, null=True, blank=True, unique=True)
     # The provider's id for the checkout we started (Stripe session, M-Pesa CheckoutRequestID),
@@ -261,7 +261,8 @@ class Payment(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.provider} {self.external_txn_id or self.reference or self.pk} {self.amount_display}"
+        # What staff read in titles and breadcrumbs: the amount first, then the id to quote.
+        return f"{self.amount_display} ({self.external_txn_id or self.reference or self.pk})"
 
     @property
     def amount_display(self) -> str:

@@ -13,8 +13,13 @@ from django.utils import timezone
 
 from core.fields import EncryptedJSONField, EncryptedTextField
 from core.money import CURRENCY_EXPONENTS, MoneyError, currency_code
+from core.timezones import validate_time_zone
 
 CURRENCY_CHOICES = [(code, code) for code in sorted(CURRENCY_EXPONENTS)]
+
+
+def default_time_zone() -> str:
+    return settings.SCHOOL_TIME_ZONE
 
 
 def validate_currency(value: str) -> None:
@@ -52,6 +57,12 @@ class School(models.Model):
     )
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, validators=[validate_currency])
+    time_zone = models.CharField(
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text="An IANA name (Africa/Kampala, Africa/Nairobi): staff and parents read every time in it.",
+    )
     active = models.BooleanField(default=True)
     # Reminders of open payment requests with a due date. Off (blank) unless the school asks:
     # each SMS costs the school money, and parents should hear from it only as it chooses.

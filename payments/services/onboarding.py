@@ -7,11 +7,14 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.ip_allowlist import IpAllowlistInvalid, ip_allowlist_parse
 from core.money import MoneyError, currency_code
+from core.timezones import validate_time_zone
 from payments import locks
 from payments.audit import audit_record
 from payments.models import (
@@ -36,7 +39,7 @@ class OnboardingError(Exception):
 _SCHOOL_CODE_RE = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 
-def school_create(*, code: str, name: str, currency: str) -> School:
+def school_create(*, code: str, name: str, currency: str, time_zone: str | None = None) -> School:
     code = code.strip().lower()
     if not re.fullmatch(_SCHOOL_CODE_RE, code):
         raise OnboardingError(f"invalid school code {code!r}: use 1-32 lower-case letters, digits or '-'")
@@ -46,11 +49,16 @@ def school_create(*, code: str, name: str, currency: str) -> School:
         currency = currency_code(currency)
     except MoneyError as exc:
         raise OnboardingError(f"unknown currency {currency!r} (expected an ISO 4217 code such as UGX)") from exc
+    zone = time_zone or settings.SCHOOL_TIME_ZONE
+    try:
+        validate_time_zone(zone)
+    except ValidationError as exc:
+        raise OnboardingError(exc.messages[0]) from exc
     with transaction.atomic():
         if School.objects.filter(code=code).exists():
             raise OnboardingError(f"school {code!r} already exists")
         try:
-            school = School.objects.create(code=code, name=name.strip(), currency=currency)
+            school = School.objects.create(code=code, name=name.strip(), currency=currency, time_zone=zone)
         except IntegrityError as exc:  # a concurrent create won
             raise OnboardingError(f"school {code!r} already exists") from exc
         audit_record(
@@ -59,7 +67,7 @@ def school_create(*, code: str, name: str, currency: str) -> School:
             actor="cli",
             school_id=school.pk,
             target=school,
-            details={"code": code, "currency": currency},
+            details={"code": code, "currency": currency, "time_zone": zone},
         )
     return school
 

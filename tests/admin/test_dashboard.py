@@ -40,9 +40,13 @@ def test_the_dashboard_counts_only_the_staff_members_school(client_a, day):
     assert response.status_code == 200
     html = response.content.decode()
     takings = html[html.index('id="takings"') : html.index('id="queues"')]
-    rows = re.findall(r"<tr><td><a href=\"[^\"]+\">(\w+)</a></td><td>(\w+)</td><td>(\d+)</td><td>([^<]+)</td></tr>", takings)
-    # surepay: 100,000 (the world's seed) + 250,000 + two synced-state payments of 100,000 each.
-    assert rows == [("dummy", "UGX", "1", "UGX 70,000"), ("surepay", "UGX", "4", "UGX 550,000")]
+    rows = re.findall(
+        r'<tr data-provider="\w+"><td><a href="[^"]+">([^<]+)</a></td><td>(\w+)</td><td>(\d+)</td><td class="amount">([^<]+)</td></tr>',
+        takings,
+    )
+    # Providers by their names. SurePay: 100,000 (the world's seed) + 250,000 + two synced-state
+    # payments of 100,000 each.
+    assert rows == [("Dummy (development)", "UGX", "1", "UGX 70,000"), ("SurePay", "UGX", "4", "UGX 550,000")]
     assert "KES" not in takings  # school B's payments are in KES
 
 
@@ -80,8 +84,9 @@ def test_every_number_is_a_link_to_exactly_those_rows(client_a, day):
         assert response.status_code == 200, label
         assert response.context["cl"].result_count == count, label
 
-    takings_links = re.findall(r'<td><a href="([^"]+)">(\w+)</a></td><td>UGX</td><td>(\d+)</td>', html)
-    for url, provider, count in takings_links:
+    takings_links = re.findall(r'<tr data-provider="(\w+)"><td><a href="([^"]+)">[^<]+</a></td><td>UGX</td><td>(\d+)</td>', html)
+    assert len(takings_links) == 2
+    for provider, url, count in takings_links:
         result = client_a.get(url.replace("&amp;", "&")).context["cl"]
         assert result.result_count == int(count), provider
         assert {payment.provider for payment in result.result_list} == {provider}

@@ -121,10 +121,11 @@ def test_an_action_on_another_schools_ids_does_nothing_to_them(client_a, world):
 def test_a_forged_add_form_cannot_create_a_row_in_another_school(client_a, world):
     response = client_a.post(
         reverse("admin:payments_paymentrequest_add"),
-        {"school": world[1].school.pk, "student_id": "X-1", "description": "forged", "amount": "1000", "currency": "KES"},
+        {"school": world[1].school.pk, "student": world[1].rows["student"].pk, "description": "forged", "amount": "1000", "currency": "KES"},
     )
     assert response.status_code == 200  # the form again, with an error on school
     assert "school" in response.context["adminform"].form.errors
+    assert "student" in response.context["adminform"].form.errors  # not a student of the user's schools
     assert not PaymentRequest.objects.filter(description="forged").exists()
     assert not Student.objects.filter(student_number="X-1").exists()
 

@@ -80,8 +80,9 @@ def add(client, **fields):
 
 def test_the_add_page_offers_only_the_users_schools_and_every_provider(bursar_client, school, other_school):
     html = bursar_client.get(ADD).content.decode()
-    assert f'<option value="{school.pk}">' in html
-    assert f'<option value="{other_school.pk}">' not in html
+    # A bursar of one school: it is chosen for them (hidden), and no other is offered.
+    assert f'<input type="hidden" name="school" value="{school.pk}"' in html
+    assert f'value="{other_school.pk}"' not in html
     for slug in ("surepay", "stripe", "paystack", "mpesa", "chapa", "flutterwave", "omise", "dummy"):
         assert f'<option value="{slug}">' in html
 

@@ -138,7 +138,7 @@ def test_the_processing_result_links_the_payment(client, account, bursar):
     )  # fmt: skip
     client.force_login(bursar)
     html = client.get(change_url(event)).content.decode()
-    link = f'<a href="/admin/payments/payment/{payment.pk}/change/">txn-77 (UGX 100,000, succeeded)</a>'
+    link = f'<a href="/admin/payments/payment/{payment.pk}/change/"><span class="amount">UGX 100,000</span>, succeeded</a>'
     assert link in html
     assert "new -&gt; succeeded; student mapped" in html
     assert "<strong>Valid</strong>: stored as event <code>evt-1</code>." in html
@@ -173,7 +173,8 @@ def test_the_detail_page_cannot_be_saved(client, account, bursar):
     event = stored_event(account, body={"a": 1})
     client.force_login(bursar)
     page = client.get(change_url(event))
-    assert page.context["title"] == "View webhook event"
+    assert page.context["title"] == "Webhook event"
+    assert page.context["adminform"].form.fields == {}  # Django's view-only page: no field to edit
     assert 'name="_save"' not in page.content.decode()
     assert client.post(change_url(event), {"status": "pending"}).status_code == 403
     assert WebhookEvent.objects.get(pk=event.pk).status == Status.PROCESSED
@@ -184,31 +185,23 @@ def test_the_detail_page_cannot_be_saved(client, account, bursar):
 
 def test_the_list_shows_columns_filters_and_search(client, account, bursar, other_school):
     payment = PaymentFactory(account=account, external_txn_id="txn-77", reference="PAY-REF-9")
-    stored_event(account, external_event_id="ours-1", event_type="payment.succeeded", payment=payment)
-    stored_event(account, external_event_id="ours-2", status=Status.FAILED, attempts=9)
+    ours_1 = stored_event(account, external_event_id="ours-1", event_type="payment.succeeded", payment=payment)
+    ours_2 = stored_event(account, external_event_id="ours-2", status=Status.FAILED, attempts=9)
     client.force_login(bursar)
     html = client.get(LIST).content.decode()
-    for header in (
-        "Received at",
-        "School",
-        "Provider",
-        "External event id",
-        "Event type",
-        "Status",
-        "Attempts",
-        "Payment",
-    ):
+    # What fits a laptop: the event id and the attempts are on the event's page.
+    for header in ("Received", "Provider", "Event type", "Status", "Payment"):
         assert header in html, header
-    assert "ours-1" in html and "payment.succeeded" in html
+    assert change_url(ours_1) in html and "payment.succeeded" in html and "SurePay" in html
     # Filters: status, provider, the user's own schools only, received date.
     assert "By status" in html and "By provider" in html and "By received at" in html
     assert "?school=" + str(account.school_id) in html
     assert "?school=" + str(other_school.pk) not in html
     failed = client.get(LIST, {"status__exact": "failed"}).content.decode()
-    assert "ours-2" in failed and "ours-1" not in failed
+    assert change_url(ours_2) in failed and change_url(ours_1) not in failed
     for term in ("ours-1", "txn-77", "PAY-REF-9"):
         found = client.get(LIST, {"q": term}).content.decode()
-        assert "ours-1" in found and "ours-2" not in found, term
+        assert change_url(ours_1) in found and change_url(ours_2) not in found, term
 
 
 def test_the_list_makes_the_same_queries_for_one_row_or_many(client, school, account, bursar):

@@ -27,10 +27,10 @@ def run(*argv):
 
 
 def test_create_school(capsys):
-    assert run("create_school", "kla", "Kampala Hill School", "--currency", "ugx") == 0
-    assert capsys.readouterr().out.strip() == "Created school kla (Kampala Hill School), currency UGX."
+    assert run("create_school", "kla", "Kampala Hill School", "--currency", "ugx", "--time-zone", "Africa/Kampala") == 0
+    assert capsys.readouterr().out.strip() == "Created school kla (Kampala Hill School), currency UGX, time zone Africa/Kampala."
     school = School.objects.get(code="kla")
-    assert (school.name, school.currency, school.active) == ("Kampala Hill School", "UGX", True)
+    assert (school.name, school.currency, school.time_zone, school.active) == ("Kampala Hill School", "UGX", "Africa/Kampala", True)
     assert AuditLog.objects.filter(action="school.created", target_id=str(school.pk)).exists()
 
 
@@ -40,6 +40,8 @@ def test_create_school(capsys):
         (("create_school", "kla", "X", "--currency", "ZZZ"), "CommandError: unknown currency 'ZZZ' (expected an ISO 4217 code such as UGX)"),
         (("create_school", "Bad Code!", "X", "--currency", "UGX"), "CommandError: invalid school code 'bad code!': use 1-32 lower-case letters, digits or '-'"),
         (("create_school", "kla", " ", "--currency", "UGX"), "CommandError: school name must not be empty"),
+        (("create_school", "kla", "X", "--currency", "UGX", "--time-zone", "EAT"),
+         "CommandError: 'EAT' is not an IANA time zone name (for example Africa/Kampala)."),
     ],
 )
 def test_create_school_bad_input_is_one_line_and_exit_1(capsys, argv, error):

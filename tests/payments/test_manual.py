@@ -243,6 +243,10 @@ def test_receipts_are_for_staff_of_the_school_only(client, payment_request, staf
     assert response["Content-Type"] == "application/pdf"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert b"".join(response.streaming_content) == PDF
+    # The payment's summary links it, at the top of its page.
+    page = client.get(f"/admin/payments/payment/{payment.pk}/change/").content.decode()
+    summary = page[page.index('id="summary"') : page.index("</dl>")]
+    assert f"<a href=\"{url}\">The parent's receipt ({payment.receipt_content_type})</a>" in summary
 
 
 def test_staff_of_another_school_cannot_open_the_review_page(client, payment_request, other_school):

@@ -194,7 +194,7 @@ def test_the_csv_import_takes_the_parents_contact(school, student):
 def test_staff_give_the_parents_email_in_the_admin(client, staff, school, student):
     client.force_login(staff)
     page = client.get("/admin/payments/paymentrequest/add/").content.decode()
-    form = {"csrfmiddlewaretoken": csrf_token(page), "school": school.pk, "student_id": "STU-0001", "description": "Fees",
+    form = {"csrfmiddlewaretoken": csrf_token(page), "school": school.pk, "student": student.pk, "description": "Fees",
             "amount": "1,000", "currency": "", "due_date": "", "parent_email": "ada@", "parent_phone": ""}  # fmt: skip
     response = client.post("/admin/payments/paymentrequest/add/", form)
     assert response.status_code == 200 and "Enter a valid email address." in response.content.decode()

@@ -179,7 +179,7 @@ def test_staff_create_a_request_in_admin_with_the_amount_in_major_units(client, 
     client.force_login(staff)
     response = client.post(
         "/admin/payments/paymentrequest/add/",
-        {"school": school.pk, "student_id": "STU-0002", "description": "Bus fees", "amount": "120,000", "currency": "", "due_date": "2026-03-01"},
+        {"school": school.pk, "student": students[1].pk, "description": "Bus fees", "amount": "120,000", "currency": "", "due_date": "2026-03-01"},
     )
     assert response.status_code == 302, response.content.decode()[-3000:]
     payment_request = PaymentRequest.objects.get()
@@ -191,7 +191,7 @@ def test_staff_create_a_request_in_admin_with_the_amount_in_major_units(client, 
 
     response = client.post(
         "/admin/payments/paymentrequest/add/",
-        {"school": school.pk, "student_id": "STU-0002", "description": "Bus fees", "amount": "120,000.5", "currency": ""},
+        {"school": school.pk, "student": students[1].pk, "description": "Bus fees", "amount": "120,000.5", "currency": ""},
     )
     assert response.status_code == 200
     assert "has decimals but UGX has no minor unit" in response.content.decode()

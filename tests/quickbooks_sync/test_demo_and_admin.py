@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from demo.seed import demo_seed
 from fakes.app import build_fakes
 from fakes.quickbooks import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REALM
 from fakes.server import serve_in_thread
-from demo.seed import demo_seed
 from payments.models import AuditLog
 from quickbooks_sync import services
 from quickbooks_sync.models import QboConnection, QboPaymentSync, SyncStatus

@@ -4,7 +4,6 @@ python-quickbooks runs unpatched over a socket; every request is asserted as sen
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 
 import pytest

@@ -4,7 +4,6 @@ import threading
 
 import httpx
 import pytest
-
 from django.db import connection
 
 from payments.models import AuditLog, Payment, WebhookEvent
