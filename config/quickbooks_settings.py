@@ -14,7 +14,7 @@ from config.env import env_int, env_str
 def quickbooks_settings(
     *, local_fakes: bool, is_production: bool, public_base_url: str, fakes_base_url: str, database_url: str
 ) -> dict[str, Any]:
-    _LOCAL_FAKES, IS_PRODUCTION, PUBLIC_BASE_URL, FAKES_BASE_URL, DATABASE_URL = (  # the names the settings had in config/settings.py
+    _LOCAL_FAKES, IS_PRODUCTION, PUBLIC_BASE_URL, FAKES_BASE_URL, DATABASE_URL = (  # their names in settings
         local_fakes, is_production, public_base_url, fakes_base_url, database_url,
     )  # fmt: skip
     # OAuth app keys from developer.intuit.com. Production has no default: without them "Connect to

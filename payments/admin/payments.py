@@ -144,6 +144,8 @@ class PaymentAdmin(SchoolScopedAdmin):
             return format_html('<a href="{}">Review</a>', reverse("admin:payments_payment_review", args=[obj.pk]))
         if obj.student_id is None and obj.mapping_status in (MappingStatus.UNMATCHED, MappingStatus.FAILED):
             return format_html('<a href="{}">Map student</a>', reverse("admin:payments_payment_map", args=[obj.pk]))
+        if obj.risk_flagged and not obj.risk_cleared_at:
+            return self.risk_display(obj)  # score (high or held), its reasons on hover
         if obj.review_flag:
             return format_html('<span title="{}">{}</span>', obj.review_flag_reason, obj.get_review_flag_display())
         if obj.ledger_conflict:

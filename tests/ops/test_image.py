@@ -240,7 +240,7 @@ def test_the_web_command_serves_probes_static_files_and_metrics(web):
     refused = httpx.get(f"{base_url}/admin/login/", headers={"Host": "evil.example", "X-Request-ID": "image-req-400"})
     assert refused.status_code == 400 and refused.headers["X-Request-ID"] == "image-req-400"
     login = httpx.get(f"{base_url}/admin/login/", headers={"Host": "payments.example.org", "X-Forwarded-Proto": "https"})
-    assert login.status_code == 200 and "Django administration" in login.text
+    assert login.status_code == 200 and "school-payments" in login.text
     assert httpx.get(f"{base_url}/metrics").status_code == 401
     metrics = httpx.get(f"{base_url}/metrics", headers={"Authorization": "Bearer metrics-token"})
     assert metrics.status_code == 200
