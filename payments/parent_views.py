@@ -1,4 +1,4 @@
-"""A parent's own history: ask for a link by email, open it, see every request, payment and
+"""A parent's own history: ask for a link by email or SMS, open it, see every request, payment and
 receipt of their children at that school. Thin: the rules are in ``payments.services.parents``
 and ``payments.selectors.parent_history``."""
 

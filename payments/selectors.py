@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from core.money import format_minor
 from core.status import PaymentStatus
+from payments.contact import ContactInvalid, parent_phone_international
 from payments.ledger import REFUND_RANK, FactKind, Ledger, RefundStatus, ledger_fold
 from payments.models import (
     AuditLog,
@@ -465,11 +466,34 @@ class ParentHistory:
     payments: list[Payment]
 
 
+def payment_requests_for_parent(*, school: School, contact: str) -> QuerySet[PaymentRequest]:
+    """The school's requests sent to ``contact``: an email address, or a phone number in
+    international form, whichever way staff typed it on the request (``0712 345 678``)."""
+    if not contact.startswith("+"):
+        return PaymentRequest.objects.filter(school=school, parent_email__iexact=contact)
+    digits = contact[1:]
+    matching = [
+        pk
+        for pk, phone in PaymentRequest.objects.filter(school=school)
+        .exclude(parent_phone="")
+        .values_list("pk", "parent_phone")
+        .iterator()
+        if _international_or_none(phone, school.currency) == "+" + digits
+    ]
+    return PaymentRequest.objects.filter(pk__in=matching)
+
+
+def _international_or_none(phone: str, currency: str) -> str | None:
+    try:
+        return parent_phone_international(phone, currency=currency)
+    except ContactInvalid:
+        return None
+
+
 def parent_history(*, school: School, contact: str) -> ParentHistory:
     requests = list(
-        PaymentRequest.objects.filter(school=school, parent_email__iexact=contact)
-        .select_related("student").order_by("-created_at")
-    )  # fmt: skip
+        payment_requests_for_parent(school=school, contact=contact).select_related("student").order_by("-created_at")
+    )
     student_ids = {request.student_id for request in requests}
     payments = list(
         Payment.objects.filter(school=school)

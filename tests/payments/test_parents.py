@@ -112,6 +112,9 @@ def test_an_unknown_address_gets_the_same_answer_and_no_email(client, smtp, fami
 
 def test_a_bad_address_is_told(client, smtp, family):
     response = ask(client, "not-an-address")
+    assert response.status_code == 400
+    assert b"Enter the email address or phone number the school sends your payment links to." in response.content
+    response = ask(client, "not@an address")
     assert response.status_code == 400 and b"Enter the email address the school sends your payment links to." in response.content
     assert not ParentAccessLink.objects.exists()
 
@@ -197,3 +200,69 @@ def test_the_api_refuses_without_a_valid_token(header, expected):
         api.credentials(HTTP_AUTHORIZATION=header)
     response = api.get("/api/parent/history/")
     assert (response.status_code, response.json(), response["WWW-Authenticate"]) == (401, expected, "Parent")
+
+
+# --- By SMS: the phone number on the school's requests, however staff typed it ----------------
+
+
+@pytest.fixture
+def texts(settings):
+    from payments import sms
+
+    settings.SMS_BACKEND = "payments.sms.locmem.LocmemSmsBackend"
+    settings.PUBLIC_BASE_URL = "https://pay.example.org"
+    settings.RATELIMIT_ENABLE = False
+    sms.outbox.clear()
+    yield sms.outbox
+    sms.outbox.clear()
+
+
+def test_a_parent_known_by_phone_gets_the_link_by_sms_and_sees_their_childrens_records(client, texts, family):
+    family["trip"].parent_phone = "0772 123 456"  # typed the national way on the request
+    family["trip"].save(update_fields=["parent_phone"])
+
+    response = ask(client, "+256 772 123456")
+    assert response.status_code == 200 and b'data-testid="parent-sent"' in response.content
+    link = ParentAccessLink.objects.get()
+    assert link.contact == "+256772123456"
+    assert parents.parent_link_send(link_id=link.pk) == "sent"
+    (message,) = texts
+    assert message.to == "+256772123456"
+    url = re.search(r"https://pay\.example\.org(/parents/history/[^/\s]+/)", message.body).group(1)
+    html = client.get(url).content.decode()
+    assert "Trip" in html and "DIRECT1" in html
+    assert "Term 1" not in html and "Theirs" not in html and "THEIRS1" not in html
+    assert parents.parent_link_send(link_id=link.pk) == "nothing to send" and len(texts) == 1
+
+
+def test_an_unknown_phone_gets_the_same_answer_and_no_text(client, texts, family):
+    family["trip"].parent_phone = "0772 123 456"
+    family["trip"].save(update_fields=["parent_phone"])
+    known, unknown = ask(client, "0772123456"), ask(client, "0772 999 999")
+    assert (unknown.status_code, unknown.content) == (known.status_code, known.content)
+    assert ParentAccessLink.objects.count() == 1 and texts == []
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "kept"),
+    [("SmsRefused", "refused", False), ("SmsInDoubt", "in doubt", False), ("SmsNotSent", None, True)],
+)
+def test_an_sms_refusal_or_lost_answer_is_not_retried_an_outage_is(texts, family, monkeypatch, error, outcome, kept):
+    from core.errors import TransientError
+    from payments import sms
+
+    family["trip"].parent_phone = "+256772123456"
+    family["trip"].save(update_fields=["parent_phone"])
+    link = parents.parent_link_request(school=family["trip"].school, contact="0772123456")
+
+    def failing_send(self, message):
+        raise getattr(sms, error)("the gateway said no")
+
+    monkeypatch.setattr(sms.locmem.LocmemSmsBackend, "send", failing_send)
+    if outcome is None:
+        with pytest.raises(TransientError):
+            parents.parent_link_send(link_id=link.pk)
+    else:
+        assert parents.parent_link_send(link_id=link.pk) == outcome
+    link.refresh_from_db()
+    assert link.sent_at is None and bool(link.token_to_send) is kept
