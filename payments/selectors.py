@@ -107,6 +107,24 @@ class TimelineEntry:
     details: dict
 
 
+# The service's own actors, as staff read them.
+SYSTEM_ACTORS = {
+    "directory": "School Directory",
+    "quickbooks": "QuickBooks sync",
+    "janitor": "Status check",
+    "ledger": "Ledger",
+    "cli": "Command line",
+}
+
+
+def _actor_words(entry: AuditLog, payment: Payment) -> str:
+    if entry.actor_type == AuditLog.ActorType.PROVIDER:
+        return provider_display_name(entry.actor or payment.provider)
+    if entry.actor_type == AuditLog.ActorType.SYSTEM:
+        return SYSTEM_ACTORS.get(entry.actor, "The service")
+    return f"{entry.get_actor_type_display()} {entry.actor}".strip()
+
+
 def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
     """What happened to a payment, oldest first: its audit log (created, checkout, webhooks
     applied, mapped, reviewed, synced to QuickBooks...) and each provider event received for it
@@ -114,7 +132,7 @@ def payment_timeline(*, payment: Payment) -> list[TimelineEntry]:
     entries = [
         TimelineEntry(
             at=entry.created_at,
-            actor=f"{entry.get_actor_type_display()} {entry.actor}".strip(),
+            actor=_actor_words(entry, payment),
             what=entry.action,
             details=entry.details,
         )

@@ -80,6 +80,8 @@ def test_the_detail_page_shows_the_payments_timeline_in_order(client_a, account_
         status="processed", result="succeeded",
     )  # fmt: skip
     audit_record(action="payment.mapped", actor_type="staff", actor="bursar-a", target=payment, school_id=payment.school_id)
+    audit_record(action="qbo.synced", actor_type="system", actor="quickbooks", target=payment, school_id=payment.school_id,
+                 details={"txn_type": "Payment", "txn_id": "84"})  # fmt: skip
     html = client_a.get(reverse("admin:payments_payment_change", args=[payment.pk])).content.decode()
     timeline = html[html.index('id="timeline"') :]
     # In plain words first; the codes as recorded in the folded table below for engineers.
@@ -87,6 +89,8 @@ def test_the_detail_page_shows_the_payments_timeline_in_order(client_a, account_
     assert words.index("The parent chose to pay") < words.index("SurePay sent an update (charge.succeeded)")
     assert words.index("SurePay sent an update") < words.index("Matched to student")
     assert "Staff bursar-a" in words
+    # Who did it, in words: the service's own parts by name, never "System quickbooks".
+    assert "QuickBooks sync" in words and "System quickbooks" not in words
     assert recorded.index("payment.intent") < recorded.index("webhook received: charge.succeeded evt-timeline")
     assert recorded.index("webhook received") < recorded.index("payment.mapped")
 
