@@ -29,8 +29,15 @@ def message_settings(*, app_env: str, local_fakes: bool, fakes_base_url: str, pu
         "DEFAULT_FROM_EMAIL": env_str("DEFAULT_FROM_EMAIL") or "School payments <payments@localhost>",
         # The domain of each email's Message-ID (<notice-<id>@domain>).
         "EMAIL_MESSAGE_ID_DOMAIN": env_str("EMAIL_MESSAGE_ID_DOMAIN") or host or "localhost",
-        # A BaseSmsBackend's dotted path, as EMAIL_BACKEND: printed unless set.
-        "SMS_BACKEND": env_str("SMS_BACKEND") or "payments.sms.console.ConsoleSmsBackend",
+        # A BaseSmsBackend's dotted path, as EMAIL_BACKEND. Printed in development and tests; refused
+        # (each text recorded as not sent) elsewhere unless set: a printed text holds its pay link
+        # or receipt link, which must never reach a production log.
+        "SMS_BACKEND": env_str("SMS_BACKEND")
+        or (
+            "payments.sms.console.ConsoleSmsBackend"
+            if app_env in ("development", "test")
+            else "payments.sms.UnconfiguredSmsBackend"
+        ),
         "SMS_TIMEOUT_SECONDS": float(env_str("SMS_TIMEOUT_SECONDS") or 10),
         # Africa's Talking (SMS_BACKEND=payments.sms.africastalking.AfricasTalkingSmsBackend); its
         # sandbox is https://api.sandbox.africastalking.com/version1/messaging. In development the

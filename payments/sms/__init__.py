@@ -61,6 +61,14 @@ class BaseSmsBackend:
         raise NotImplementedError
 
 
+class UnconfiguredSmsBackend(BaseSmsBackend):
+    """Where no SMS gateway is set (``SMS_BACKEND``) outside development: every text is refused,
+    so staff see it was not sent; nothing is printed (a text holds its link)."""
+
+    def send(self, message: SmsMessage) -> SmsSent:
+        raise SmsRefused("no SMS gateway is configured (SMS_BACKEND)")
+
+
 class SmsBackendUnknown(LookupError):
     pass
 

@@ -146,3 +146,16 @@ def test_an_unknown_backend_is_named(settings):
         get_sms_backend("payments.sms.nope.Backend")
     with pytest.raises(SmsBackendUnknown, match=r"is not a BaseSmsBackend$"):
         get_sms_backend("payments.models.School")
+
+
+def test_outside_development_an_unset_sms_backend_refuses_and_prints_nothing(capsys):
+    from config.messages import message_settings
+    from payments import sms
+
+    common = {"local_fakes": False, "fakes_base_url": "", "public_base_url": "https://pay.example.org"}
+    assert message_settings(app_env="development", **common)["SMS_BACKEND"] == "payments.sms.console.ConsoleSmsBackend"
+    path = message_settings(app_env="production", **common)["SMS_BACKEND"]
+    assert path == "payments.sms.UnconfiguredSmsBackend"
+    with pytest.raises(sms.SmsRefused, match="no SMS gateway"):
+        sms.get_sms_backend(path).send(sms.SmsMessage(to="+256772123456", body="https://pay.example.org/receipts/secret/"))
+    assert capsys.readouterr().out == ""
