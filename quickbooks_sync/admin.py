@@ -9,8 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.money import format_minor
-from payments import selectors as payment_selectors
-from payments.admin.display import amount_cell, school_time
+from payments.admin.display import SchoolColumnForManySchools, amount_cell, school_time
 from payments.admin.payments import PaymentAdmin
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import Payment
@@ -57,7 +56,7 @@ class QboConnectionAdmin(SchoolScopedAdmin):
         return render(request, "quickbooks_sync/overview.html", context)
 
 
-class SyncRecordAdmin(SchoolScopedAdmin):
+class SyncRecordAdmin(SchoolColumnForManySchools, SchoolScopedAdmin):
     list_filter = ("status", "txn_type", "school")
     search_fields = ("payment__external_txn_id", "payment__reference", "txn_id", "payment__student__student_number")
     actions = ("retry_sync",)
@@ -81,19 +80,9 @@ class SyncRecordAdmin(SchoolScopedAdmin):
     def get_fieldsets(self, request, obj=None):
         return (("The record as stored (for engineers)", {"classes": ("collapse",), "fields": self.get_readonly_fields(request, obj)}),)
 
-    def get_list_display(self, request):
-        columns = list(super().get_list_display(request))
-        if payment_selectors.staff_single_school(user=request.user) is None:
-            columns.insert(1, "school_code")
-        return columns
-
     @admin.display(description="Updated", ordering="updated_at")
     def updated(self, obj):
         return school_time(obj.updated_at, obj.school)
-
-    @admin.display(description="School", ordering="school__code")
-    def school_code(self, obj):
-        return obj.school.code
 
     @admin.display(description="Payment")
     def payment_link(self, obj):

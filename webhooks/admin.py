@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from payments import selectors as payment_selectors
-from payments.admin.display import ProviderNameFilter, amount_cell, school_time
+from payments.admin.display import ProviderNameFilter, SchoolColumnForManySchools, amount_cell, school_time
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import WebhookEvent
 from providers.errors import UnknownProvider
@@ -53,7 +53,8 @@ QUEUED = (ReplayOutcome.REQUEUED, ReplayOutcome.REVIVED)
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(SchoolScopedAdmin):
+class WebhookEventAdmin(SchoolColumnForManySchools, SchoolScopedAdmin):
+    school_column = "school"
     school_path = "account__school"
     # Narrow enough for a laptop beside the filters: the event id, attempts and errors are on the
     # event's page; the school column only for staff of several schools.
@@ -115,12 +116,6 @@ class WebhookEventAdmin(SchoolScopedAdmin):
         return super().has_change_permission(request, obj)
 
     # --- Columns and fields -------------------------------------------------------------------
-
-    def get_list_display(self, request):
-        columns = list(super().get_list_display(request))
-        if payment_selectors.staff_single_school(user=request.user) is None:
-            columns.insert(1, "school")
-        return columns
 
     @admin.display(description="Received", ordering="received_at")
     def received(self, obj: WebhookEvent):

@@ -3,11 +3,13 @@ that never wrap. Shared by every admin (the books' and webhooks' too)."""
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.contrib.admin.filters import AllValuesFieldListFilter
 from django.utils.html import format_html
 
 from core.timezones import local_display, local_iso
 from payments import selectors
+from payments.admin.filters import amount_search
 from payments.models import Payment
 from payments.models.money import MANUAL_PROVIDER
 
@@ -49,3 +51,32 @@ class ProviderNameFilter(AllValuesFieldListFilter):
 
 def _provider_label(slug: str) -> str:
     return "Manual (reported by a parent)" if slug == MANUAL_PROVIDER else selectors.provider_display_name(slug)
+
+
+
+class SchoolColumnForManySchools:
+    """A school-scoped admin list's "School" column, shown only to staff of several schools: a
+    one-school bursar has nothing to tell apart, and the room goes to what they scan."""
+
+    school_column = "school_code"
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if selectors.staff_single_school(user=request.user) is None:
+            columns.insert(1, self.school_column)
+        return columns
+
+    @admin.display(description="School", ordering="school__code")
+    def school_code(self, obj):
+        return obj.school.code
+
+
+class AmountSearch:
+    """The list's search also finds an amount typed as the bursar writes it ("450,000")."""
+
+    def get_search_results(self, request, queryset, search_term):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        by_amount = amount_search(search_term)
+        if by_amount is not None:
+            found = found | queryset.filter(by_amount)
+        return found, may_have_duplicates

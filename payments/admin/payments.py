@@ -26,8 +26,15 @@ from django.utils.html import format_html
 from core.money import format_minor
 from core.status import PaymentStatus
 from payments import receipts, selectors, services
-from payments.admin.display import ProviderNameFilter, amount_cell, payment_how, school_time
-from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChangedFilter, amount_search
+from payments.admin.display import (
+    AmountSearch,
+    ProviderNameFilter,
+    SchoolColumnForManySchools,
+    amount_cell,
+    payment_how,
+    school_time,
+)
+from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChangedFilter
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.admin.summary import payment_summary_rows, payment_todo, timeline_time, timeline_words
 from payments.audit import audit_record
@@ -38,7 +45,7 @@ from payments.state import SETTLED_STATES
 
 
 @admin.register(Payment)
-class PaymentAdmin(SchoolScopedAdmin):
+class PaymentAdmin(SchoolColumnForManySchools, AmountSearch, SchoolScopedAdmin):
     # What a bursar scans, narrow enough for a laptop (1366 px) beside the filters: the rest is on
     # the payment's page, or a filter. The books app adds its "QuickBooks" column before "review".
     list_display = ("date", "student_name", "amount", "status_label", "provider_name", "review_link")
@@ -78,26 +85,9 @@ class PaymentAdmin(SchoolScopedAdmin):
     readonly_fields = [f.name for f in Payment._meta.fields if f.name != "receipt"] + ["receipt_link"]
     change_form_template = "admin/payments/payment/change_form.html"
 
-    def get_list_display(self, request):
-        columns = list(super().get_list_display(request))
-        if selectors.staff_single_school(user=request.user) is None:
-            columns.insert(1, "school_code")  # only when there is more than one school to tell apart
-        return columns
-
-    def get_search_results(self, request, queryset, search_term):
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        by_amount = amount_search(search_term)
-        if by_amount is not None:
-            found = found | queryset.filter(by_amount)
-        return found, may_have_duplicates
-
     @admin.display(description="Date", ordering="created_at")
     def date(self, obj):
         return school_time(obj.created_at, obj.school)
-
-    @admin.display(description="School", ordering="school__code")
-    def school_code(self, obj):
-        return obj.school.code
 
     @admin.display(description="Student", ordering="student__full_name")
     def student_name(self, obj):

@@ -10,8 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from payments import selectors, services
-from payments.admin.display import amount_cell, payment_how, school_time
-from payments.admin.filters import amount_search
+from payments.admin.display import AmountSearch, SchoolColumnForManySchools, amount_cell, payment_how, school_time
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.admin.summary import request_summary_rows, request_todo
 from payments.forms import CsvImportForm, PaymentRequestAdminForm
@@ -68,7 +67,7 @@ class NoticeInline(admin.TabularInline):
 
 
 @admin.register(PaymentRequest)
-class PaymentRequestAdmin(SchoolScopedAdmin):
+class PaymentRequestAdmin(SchoolColumnForManySchools, AmountSearch, SchoolScopedAdmin):
     form = PaymentRequestAdminForm
     # Narrow enough for a laptop beside the filters; the school column only for staff of several.
     list_display = ("created", "student_name", "description", "amount", "due", "status")
@@ -83,26 +82,9 @@ class PaymentRequestAdmin(SchoolScopedAdmin):
     inlines = [PaymentInline, NoticeInline]
     change_list_template = "admin/payments/paymentrequest/change_list.html"
 
-    def get_list_display(self, request):
-        columns = list(super().get_list_display(request))
-        if selectors.staff_single_school(user=request.user) is None:
-            columns.insert(1, "school_code")
-        return columns
-
-    def get_search_results(self, request, queryset, search_term):
-        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        by_amount = amount_search(search_term)
-        if by_amount is not None:
-            found = found | queryset.filter(by_amount)
-        return found, may_have_duplicates
-
     @admin.display(description="Created", ordering="created_at")
     def created(self, obj):
         return school_time(obj.created_at, obj.school)
-
-    @admin.display(description="School", ordering="school__code")
-    def school_code(self, obj):
-        return obj.school.code
 
     @admin.display(description="Student", ordering="student__full_name")
     def student_name(self, obj):
