@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test test-ledger-long fuzz install worker beat relay bench bench-hostile bench-outbox soak image clean messages
+.PHONY: run test test-ledger-long fuzz install worker beat relay bench bench-worker bench-hostile bench-outbox soak image clean messages
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -73,6 +73,12 @@ image: install
 # Not a test: gunicorn on PostgreSQL under load, against a bare "HMAC + one insert" view.
 bench: install
 	$(PY) bench/webhook_bench.py
+
+# Not a test: one Celery worker applying stored events, against a bare "read a row, update a
+# row" task; then 100 deliveries/s for 5 minutes, delivery to "succeeded".
+bench-worker: install
+	$(PY) bench/worker_bench.py drain --events 10000
+	$(PY) bench/worker_bench.py latency --rate 100 --duration 300
 
 # The ledger's order-independence properties with a larger budget than `make test` gives them.
 test-ledger-long: install

@@ -100,7 +100,11 @@ if DATABASE_URL:
         "default": dj_database_url.parse(
             DATABASE_URL,
             conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-            conn_health_checks=True,
+            # Off: a check is a second round trip (SELECT 1) before every request's first query.
+            # A connection that failed is still checked and replaced: Django closes it at the end
+            # of the request that saw the error, so a database restart costs each thread one
+            # failed request (a provider retries it), not a round trip on every request.
+            conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False),
         )
     }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -358,7 +362,9 @@ RATE_LIMITS = {
     "pay_page": env_str("RATE_LIMIT_PAY_PAGE", "120/m"),  # pay link and thanks pages
     "pay_checkout": env_str("RATE_LIMIT_PAY_CHECKOUT", "30/m"),  # "Pay now", "choose another way"
     "pay_manual": env_str("RATE_LIMIT_PAY_MANUAL", "20/h"),  # manual-payment reports
-    "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "300/m"),  # the thanks page polls every 3 s
+    # The thanks page polls twice a second for its first 20 s, then every 3 s: room for a few
+    # parents behind one address (a school's or a carrier's NAT).
+    "payment_status": env_str("RATE_LIMIT_PAYMENT_STATUS", "600/m"),
     # Webhook deliveries refused (authentication failed; per account, or per address without one).
     "webhook_refusals": env_str("RATE_LIMIT_WEBHOOK_REFUSALS", "30/m"),
     "parent_link": env_str("RATE_LIMIT_PARENT_LINK", "10/h"),  # asking for a parent's history link
@@ -452,6 +458,18 @@ MIDDLEWARE = [
     "ops.middleware.ProbeMiddleware",
     *MIDDLEWARE,
 ]
+
+# Providers' deliveries (/api/webhooks/) run through these only (config/wsgi.py): a signed JSON
+# POST from a provider has no session, user, CSRF token or page to frame. The request id, the
+# metrics, the HTTPS redirect, the NUL guard and the host check still apply.
+WEBHOOK_MIDDLEWARE = [
+    "ops.middleware.RequestIdMiddleware",
+    "ops.middleware.HttpMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "payments.guards.RequestGuardMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+
 # Static files (the admin's) are collected into the image and served by gunicorn through
 # WhiteNoise; in development runserver serves them.
 SERVE_STATIC = env_bool("SERVE_STATIC", default=IS_PRODUCTION and Path(STATIC_ROOT).is_dir())

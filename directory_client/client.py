@@ -16,7 +16,9 @@ later with a longer backoff.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from dataclasses import dataclass
 
@@ -71,32 +73,31 @@ class DirectoryClient:
         if not self.base_url:
             raise DirectoryUnavailable("SCHOOL_API_BASE_URL is not configured")
         params = {"school": school_code, "provider": provider, "provider_student_id": provider_student_id}
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         last_problem = ""
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=headers) as client:
-            for attempt in range(self.attempts):
-                if attempt:
-                    # Exponential backoff with jitter so many workers do not retry in step.
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
-                try:
-                    response = client.get("/students/lookup", params=params)
-                except httpx.TimeoutException:
-                    last_problem = "timed out"
-                    continue
-                except httpx.TransportError as exc:
-                    last_problem = f"unreachable ({type(exc).__name__})"
-                    continue
-                if response.status_code == 404:
-                    return None
-                if response.status_code == 200:
-                    return self._student(response)
-                if response.status_code in (401, 403):
-                    # A wrong token is fixed by configuration, after which retries succeed.
-                    raise DirectoryUnavailable(f"School Directory refused our token (HTTP {response.status_code})")
-                if response.status_code == 429 or response.status_code >= 500:
-                    last_problem = f"HTTP {response.status_code}"
-                    continue
-                raise DirectoryError(f"School Directory answered HTTP {response.status_code}")
+        client = pooled_client(self.base_url, self.token, self.timeout)
+        for attempt in range(self.attempts):
+            if attempt:
+                # Exponential backoff with jitter so many workers do not retry in step.
+                time.sleep(self.backoff_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+            try:
+                response = client.get("/students/lookup", params=params)
+            except httpx.TimeoutException:
+                last_problem = "timed out"
+                continue
+            except httpx.TransportError as exc:
+                last_problem = f"unreachable ({type(exc).__name__})"
+                continue
+            if response.status_code == 404:
+                return None
+            if response.status_code == 200:
+                return self._student(response)
+            if response.status_code in (401, 403):
+                # A wrong token is fixed by configuration, after which retries succeed.
+                raise DirectoryUnavailable(f"School Directory refused our token (HTTP {response.status_code})")
+            if response.status_code == 429 or response.status_code >= 500:
+                last_problem = f"HTTP {response.status_code}"
+                continue
+            raise DirectoryError(f"School Directory answered HTTP {response.status_code}")
         logger.warning("School Directory unavailable after %d attempts: %s", self.attempts, last_problem)
         raise DirectoryUnavailable(f"School Directory unavailable: {last_problem}")
 
@@ -107,6 +108,28 @@ class DirectoryClient:
         except pydantic.ValidationError as exc:
             raise DirectoryUnavailable("School Directory answered 200 with an unexpected body") from exc
         return DirectoryStudent(student_id=body.student_id, full_name=body.full_name)
+
+
+_pool: dict[tuple, httpx.Client] = {}
+_pool_pid = os.getpid()
+_pool_lock = threading.Lock()
+
+
+def pooled_client(base_url: str, token: str, timeout: httpx.Timeout) -> httpx.Client:
+    """One ``httpx.Client`` per process and configuration, kept: building one costs about as much
+    CPU as applying a payment, and its pool keeps the connection to the directory open between
+    look-ups. Thread-safe; a forked worker process starts its own (sockets are not shared)."""
+    global _pool_pid
+    key = (base_url, token, timeout.connect, timeout.read, timeout.write, timeout.pool)
+    with _pool_lock:
+        if _pool_pid != os.getpid():
+            _pool.clear()
+            _pool_pid = os.getpid()
+        client = _pool.get(key)
+        if client is None:
+            headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+            client = _pool[key] = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+        return client
 
 
 def default_directory_client() -> DirectoryClient:

@@ -47,7 +47,8 @@ class Relay:
     batch_size: int = field(default_factory=lambda: settings.OUTBOX_RELAY_BATCH_SIZE)
     failures: int = 0  # consecutive failed batches: the backoff's exponent
     published: int = 0
-    _cleaned_at: float = 0.0
+    # Never yet: the monotonic clock counts from boot, so 0.0 would skip the first hour after one.
+    _cleaned_at: float = float("-inf")
 
     def publish_batch(self) -> int:
         """Publish the oldest unpublished rows; how many. Raises ``SinkUnavailable``."""

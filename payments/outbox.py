@@ -40,7 +40,14 @@ _STATUS_EVENTS = {"processing", "awaiting_review", "succeeded", "failed", "cance
 def outbox_write(*, event_type: str, school_id: int | None, key: str, payload: dict[str, Any]) -> OutboxEvent:
     """One event, inside the caller's transaction (outside one it commits alone, which is still
     what happened)."""
-    return OutboxEvent.objects.create(
+    event = outbox_row(event_type=event_type, school_id=school_id, key=key, payload=payload)
+    event.save(force_insert=True)
+    return event
+
+
+def outbox_row(*, event_type: str, school_id: int | None, key: str, payload: dict[str, Any]) -> OutboxEvent:
+    """One event, not saved yet: several of one change are written by one INSERT, in order."""
+    return OutboxEvent(
         event_id=uuid.uuid4(),
         event_type=event_type,
         version=EVENT_VERSIONS[event_type],
@@ -110,10 +117,13 @@ def payment_events_record(
             types.append(event_type)
     data = payment_data(payment)
     change = {"previous": previous, "actor_type": actor_type, "action": action}
-    return [
-        outbox_write(event_type=t, school_id=payment.school_id, key=payment_key(payment), payload={**data, **change})
-        for t in types
-    ]
+    # One INSERT, its rows numbered in this order: the relay publishes them so.
+    return OutboxEvent.objects.bulk_create(
+        [
+            outbox_row(event_type=t, school_id=payment.school_id, key=payment_key(payment), payload={**data, **change})
+            for t in types
+        ]
+    )
 
 
 def payment_mapped_record(*, payment: Payment, student_number: str, source: str) -> OutboxEvent:

@@ -21,8 +21,10 @@ from payments.models import (
     PaymentReceipt,
     PaymentRequest,
     ProviderAccount,
+    ProviderStudentLink,
     RefundRequest,
     School,
+    Student,
     TransactionFact,
     WebhookEvent,
 )
@@ -50,11 +52,24 @@ def account_api_key_problem(*, account: ProviderAccount) -> str:
     return ""
 
 
-def payment_ledger(*, payment: Payment) -> Ledger:
+def known_student(*, school_id: int, provider: str, provider_student_id: str) -> Student | None:
+    """The school's student a provider's student id was mapped to before (the known mappings,
+    ``ProviderStudentLink``), or None. One look-up by the link's unique key."""
+    link = (
+        ProviderStudentLink.objects.select_related("student")
+        .filter(school_id=school_id, provider=provider, provider_student_id=provider_student_id)
+        .first()
+    )
+    return link.student if link is not None else None
+
+
+def payment_ledger(*, payment: Payment, facts: list[TransactionFact] | None = None) -> Ledger:
     """The payment's ledger folded from its facts (``payments.ledger``): its money movements,
-    for the books and for staff."""
+    for the books and for staff. ``facts``: all of them, when the caller already holds them."""
     return ledger_fold(
-        TransactionFact.objects.filter(payment=payment).only(
+        facts
+        if facts is not None
+        else TransactionFact.objects.filter(payment=payment).only(
             "kind", "key", "status", "amount_minor", "currency", "occurred_at", "source"
         ),
         initial_status=PaymentStatus.AWAITING_REVIEW if payment.is_manual else PaymentStatus.PENDING,

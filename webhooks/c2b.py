@@ -24,6 +24,7 @@ from providers.mpesa import c2b
 from providers.registry import get_provider
 from webhooks import selectors
 from webhooks import services as webhook_services
+from webhooks.dead_letters import webhook_dead_letter_record
 
 PROVIDER = "mpesa"
 
@@ -94,7 +95,7 @@ def c2b_confirm(
             raise PayloadInvalid([{"field": "TransID", "message": "Field required"}], event_type=c2b.EVENT_TYPE)
         event = adapter.parse_body(body=body, headers=headers, account=account)
     except (PayloadMalformed, PayloadInvalid) as exc:
-        webhook_services.webhook_dead_letter_record(
+        webhook_dead_letter_record(
             adapter=adapter, account=account, exc=exc, body=body, headers=headers, remote_addr=remote_addr
         )
         raise

@@ -17,7 +17,8 @@ from payments.audit import audit_record
 from payments.models import AuditLog, WebhookEvent
 from providers.errors import PayloadInvalid, PayloadMalformed
 from providers.registry import get_provider
-from webhooks.services import EVENT_PUBLISHER, dead_letter_errors, webhook_received_outbox
+from webhooks.dead_letters import dead_letter_errors
+from webhooks.services import EVENT_PUBLISHER, webhook_received_outbox
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from django.conf import settings
 from payments.models import AuditLog, ProviderAccount, WebhookEvent
 from providers.base import ProviderAdapter
 
-# (provider, school code) -> (expires at, account or None). The look-up is the most expensive
-# step of the webhook request path, and accounts change rarely.
-_account_cache: dict[tuple[str, str], tuple[float, ProviderAccount | None]] = {}
+# (provider, school code) or account id -> (expires at, account or None). The look-up is the most
+# expensive step of the webhook request path, and accounts change rarely.
+_account_cache: dict[tuple[str, str] | int, tuple[float, ProviderAccount | None]] = {}
 _account_cache_lock = threading.Lock()
 
 
@@ -43,6 +43,22 @@ def account_for_webhook(*, provider: str, school_code: str) -> ProviderAccount |
         if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
             _account_cache.clear()
         _account_cache[key] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
+    return account
+
+
+def account_of_event(account_id: int) -> ProviderAccount:
+    """An event's account with its school, for the worker: cached like ``account_for_webhook``
+    (and cleared with it), whether or not the account is still active, since an event stored
+    while it was is still processed."""
+    now = time.monotonic()
+    cached = _account_cache.get(account_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    account = ProviderAccount.objects.select_related("school").get(pk=account_id)
+    with _account_cache_lock:
+        if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
+            _account_cache.clear()
+        _account_cache[account_id] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
     return account
 
 
@@ -75,3 +91,8 @@ def webhook_event_history(*, event: WebhookEvent, limit: int = 50) -> list[Audit
         "-created_at", "-id"
     )[:limit]
     return list(reversed(entries))
+
+
+def storable_headers(headers: Mapping[str, str], adapter: ProviderAdapter) -> dict[str, str]:
+    """A delivery's headers as stored with its event: without the secret ones."""
+    return {name: value for name, value in headers.items() if not header_is_secret(name, adapter)}

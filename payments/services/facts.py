@@ -120,18 +120,21 @@ def facts_from_status(status: NormalizedStatus, *, payment: Payment, source_ref:
     return facts
 
 
-def facts_add(payment: Payment, facts: list[TransactionFact]) -> None:
-    """Keep the new facts of a locked payment. A report that only repeats the latest one of its
-    kind (the janitor asking again, an event stating what another said) adds nothing, so the
-    ledger does not grow with every check; the fold would give the same answer either way."""
+def facts_add(payment: Payment, facts: list[TransactionFact], *, none_before: bool = False) -> list[TransactionFact]:
+    """Keep the new facts of a locked payment; returns those stored. A report that only repeats
+    the latest one of its kind (the janitor asking again, an event stating what another said)
+    adds nothing, so the ledger does not grow with every check; the fold would give the same
+    answer either way. ``none_before``: the payment has no facts yet (it was created just now
+    and none waited for it), so there is nothing to read."""
     if not facts:
-        return
+        return []
     latest: dict[tuple, tuple] = {}
-    for kind, key, source, status, amount, currency in (
+    stored = [] if none_before else (
         TransactionFact.objects.filter(payment=payment)
         .order_by("occurred_at", "id")
         .values_list("kind", "key", "source", "status", "amount_minor", "currency")
-    ):
+    )  # fmt: skip
+    for kind, key, source, status, amount, currency in stored:
         latest[(kind, key, source)] = (status, amount, currency)
     new = []
     for fact in facts:
@@ -143,6 +146,7 @@ def facts_add(payment: Payment, facts: list[TransactionFact]) -> None:
         latest[slot] = value
         new.append(fact)
     TransactionFact.objects.bulk_create(new)
+    return new
 
 
 def facts_adopt(payment: Payment) -> int:
@@ -157,9 +161,13 @@ def facts_adopt(payment: Payment) -> int:
         match |= Q(reference=reference)
     if not match:
         return 0
-    waiting = TransactionFact.objects.filter(match, account_id=payment.account_id, payment__isnull=True)
-    events = set(waiting.exclude(webhook_event__isnull=True).values_list("webhook_event_id", flat=True))
-    adopted = waiting.update(payment=payment)
-    if events:
-        WebhookEvent.objects.filter(pk__in=events, payment__isnull=True).update(payment=payment)
+    # Usually none waits: one UPDATE finds that out.
+    adopted = TransactionFact.objects.filter(match, account_id=payment.account_id, payment__isnull=True).update(
+        payment=payment
+    )
+    if adopted:
+        facts_events = TransactionFact.objects.filter(payment=payment, webhook_event__isnull=False)
+        WebhookEvent.objects.filter(pk__in=facts_events.values("webhook_event_id"), payment__isnull=True).update(
+            payment=payment
+        )
     return adopted

@@ -8,7 +8,7 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from payments import locks, outbox
+from payments import locks, selectors
 from payments.audit import audit_record
 from payments.models import (
     AuditLog,
@@ -19,7 +19,7 @@ from payments.models import (
     Student,
 )
 from payments.services.risk import payment_risk_rescore
-from payments.services.settlement import payment_offer_to_books_on_commit
+from payments.services.settlement import payment_mapped_record, payment_offer_to_books_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +38,11 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
     if payment.student_id is not None or not payment.provider_student_id:
         return payment.mapping_status
 
-    link = (
-        ProviderStudentLink.objects.select_related("student")
-        .filter(
-            school_id=payment.school_id,
-            provider=payment.provider,
-            provider_student_id=payment.provider_student_id,
-        )
-        .first()
+    student = selectors.known_student(
+        school_id=payment.school_id, provider=payment.provider, provider_student_id=payment.provider_student_id
     )
-    if link is not None:
-        student, source = link.student, "cache"
+    if student is not None:
+        source = "cache"
     else:
         if directory is None:
             from directory_client.client import default_directory_client
@@ -84,14 +78,8 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
             payment_risk_rescore(payment_id=payment.pk)  # the student is a sign of its own
             payment_offer_to_books_on_commit(payment_id=payment.pk)
             payment.student, payment.mapping_status = student, MappingStatus.MAPPED
-            outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source=source)
-            audit_record(
-                action="payment.mapped",
-                actor_type=AuditLog.ActorType.SYSTEM,
-                actor="directory",
-                school_id=payment.school_id,
-                target=payment,
-                details={"student_number": student.student_number, "source": source},
+            payment_mapped_record(
+                payment=payment, student=student, source=source, actor_type=AuditLog.ActorType.SYSTEM, actor="directory"
             )
     return MappingStatus.MAPPED
 
@@ -137,15 +125,10 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
         payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
         payment_risk_rescore(payment_id=payment.pk)
         payment_offer_to_books_on_commit(payment_id=payment.pk)
-        outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source="staff")
-        audit_record(
-            action="payment.mapped",
-            actor_type=AuditLog.ActorType.STAFF,
-            actor=actor.get_username(),
-            school_id=payment.school_id,
-            target=payment,
-            details={"student_number": student.student_number, "source": "staff", "previous": previous},
-        )
+        payment_mapped_record(
+            payment=payment, student=student, source="staff", actor_type=AuditLog.ActorType.STAFF,
+            actor=actor.get_username(), previous=previous,
+        )  # fmt: skip
     return student
 
 

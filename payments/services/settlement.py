@@ -87,19 +87,60 @@ def payment_event_apply(
             what = ", ".join(fact_summary(fact) for fact in facts)
             return PaymentChange(None, False, False, None, None, f"{what}: waits for its payment")
         payment = _payment_from_event(account=account, event=event)
+        # A student mapped before (the known mappings) is set in the same INSERT.
+        known_student = _known_student_take(payment)
         payment.save(force_insert=True)
     else:
         _payment_ids_learn(payment, event)
-    facts_adopt(payment)
-    facts_add(payment, facts)
-    return payment_settle(
+        known_student = _known_student_take(payment)
+        if known_student is not None:
+            payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
+    # A new payment with no facts waiting for it holds only this event's: kept in memory, they
+    # are folded without being read back.
+    only_these = facts_adopt(payment) == 0 and created
+    stored = facts_add(payment, facts, none_before=only_these)
+    change = payment_settle(
         payment=payment,
         created=created,
+        facts=stored if only_these else None,
         actor_type=AuditLog.ActorType.PROVIDER,
         actor=account.provider,
         audit_action=audit_action,
         details={"event_id": event.event_id, "event_type": event.event_type},
         reported=event.status,
+        mapped=known_student is not None,
+    )
+    if known_student is not None:
+        payment_mapped_record(payment=payment, student=known_student, source="cache", actor_type=AuditLog.ActorType.SYSTEM, actor="directory")
+    return change
+
+
+def _known_student_take(payment: Payment):
+    """Map a payment without a student from the known mappings (``ProviderStudentLink``: the
+    directory's earlier answers and staff's choices), in the caller's transaction. Most payments
+    of a term come from students paid for before: they are mapped here, with their settlement,
+    and never wait for the School Directory. Returns the student, or None."""
+    if payment.student_id is not None or not payment.provider_student_id:
+        return None
+    student = selectors.known_student(
+        school_id=payment.school_id, provider=payment.provider, provider_student_id=payment.provider_student_id
+    )
+    if student is not None:
+        payment.student, payment.mapping_status, payment.mapping_error = student, MappingStatus.MAPPED, ""
+    return student
+
+
+def payment_mapped_record(*, payment: Payment, student, source: str, actor_type: str, actor: str, **details) -> None:
+    """What a payment being mapped to its student leaves behind, in the caller's transaction:
+    its ``payment.mapped`` event and its audit entry."""
+    outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source=source)
+    audit_record(
+        action="payment.mapped",
+        actor_type=actor_type,
+        actor=actor,
+        school_id=payment.school_id,
+        target=payment,
+        details={"student_number": student.student_number, "source": source, **details},
     )
 
 
@@ -176,14 +217,19 @@ def payment_settle(
     details: dict[str, Any],
     created: bool = False,
     reported: str | None = None,
+    mapped: bool = False,
+    facts: list[TransactionFact] | None = None,
 ) -> PaymentChange:
     """Fold the locked payment's facts (``payments.ledger``) and store the result: status,
     amounts, conflicts for staff, the janitor's next check. Then, in the same transaction: one
     audit entry, the payment request settled when the payment first succeeds
-    (``payment_finalize``), and the books told after commit when what the school holds changed.
+    (``payment_finalize``), and the books told after commit when what the school holds changed
+    or the payment was just ``mapped`` to its student. ``facts``: all of the payment's facts, when
+    the caller holds them (a payment created just now), else they are read.
     """
-    refund_requests_sync(payment=payment)
-    ledger = selectors.payment_ledger(payment=payment)
+    if not created:  # a payment created just now has no refund requests yet
+        refund_requests_sync(payment=payment)
+    ledger = selectors.payment_ledger(payment=payment, facts=facts)
     before = _Money.of(payment, status=None if created else payment.status)
     from_status = before.status
     changed: set[str] = set()
@@ -251,7 +297,9 @@ def payment_settle(
         # A payment started from a pay link: settle its request in this same transaction.
         outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
         note = f"{note}; {outcome.summary}"
-    if ledger.status in SETTLED_STATES and (first_settled or after.held != before.held or was_held != payment.risk_held):
+    if ledger.status in SETTLED_STATES and (
+        first_settled or mapped or after.held != before.held or was_held != payment.risk_held
+    ):
         payment_offer_to_books_on_commit(payment_id=payment.pk)
     if first_settled and _payer_contact_known(payment):
         # The parent's confirmation and receipt (payments.services.notices), once per payment.
@@ -353,7 +401,7 @@ def _payment_from_event(*, account: ProviderAccount, event: NormalizedEvent) -> 
     ``payment_settle``)."""
     return Payment(
         id=uuid.uuid4(),
-        school_id=account.school_id,
+        school=account.school,  # loaded with the account: read by the risk rules
         account=account,
         provider=account.provider,
         external_txn_id=event.external_txn_id or None,

@@ -42,6 +42,10 @@ def qbo_sync_request(*, payment_id: uuid.UUID, requested_by: str = "") -> str | 
     QuickBooks connection. ``requested_by`` (a staff user's name, for staff actions) also syncs
     a payment older than the connection's ``sync_since`` and retries a failed sync. Returns the
     payment's sync status, or None if there is nothing to sync."""
+    # Most calls come from payments settling at schools without QuickBooks: one narrow query
+    # decides that, before the payment (seventy-odd columns) is loaded.
+    if not Payment.objects.filter(pk=payment_id, school__qbo_connection__isnull=False).exists():
+        return None
     payment = Payment.objects.select_related("school__qbo_connection").filter(pk=payment_id).first()
     if payment is None or not selectors.payment_is_ready(payment):
         return None

@@ -106,3 +106,22 @@ def test_an_unexpected_200_body_is_unavailable():
 def test_no_base_url_is_unavailable():
     with pytest.raises(DirectoryUnavailable, match="SCHOOL_API_BASE_URL is not configured"):
         lookup(DirectoryClient(base_url="", token="tok"))
+
+
+def test_look_ups_share_one_http_client_per_process(directory, monkeypatch):
+    """Building an httpx.Client costs more CPU than applying a payment: one per configuration is
+    kept, and a forked worker process builds its own."""
+    from directory_client import client as module
+
+    built = []
+    real = module.httpx.Client
+    monkeypatch.setattr(module.httpx, "Client", lambda **kwargs: built.append(kwargs) or real(**kwargs))
+    monkeypatch.setattr(module, "_pool", {})
+    assert lookup(client_for(directory)) == lookup(client_for(directory)) == DirectoryStudent("STU-0001", "Amina Nakato")
+    assert len(built) == 1
+    with pytest.raises(DirectoryUnavailable):
+        lookup(client_for(directory, token="other"))  # refused (401), through its own client
+    assert len(built) == 2
+    monkeypatch.setattr(module, "_pool_pid", -1)  # as in a forked child
+    lookup(client_for(directory))
+    assert len(built) == 3

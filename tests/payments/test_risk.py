@@ -2,6 +2,7 @@
 settlement, the school's threshold, the hold from the books until staff clear it, the dashboard,
 the list filter and the API."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -60,6 +61,25 @@ def test_amount_far_from_the_schools_usual(acct):
     assert (big.code, big.points) == ("amount_vs_usual", 25) and "6 times the school's usual UGX 400,000" in big.detail
     assert risk.amount_far_from_usual(pay(acct, amount_minor=30_000)).points == 10
     assert risk.amount_far_from_usual(pay(acct, amount_minor=900_000)) is None
+
+
+def test_a_busy_schools_usual_amount_is_read_at_most_once_a_minute(acct, monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(risk, "USUAL_SAMPLE", 12)
+    monkeypatch.setattr(risk, "_usual_cache", {})
+    for _ in range(11):
+        pay(acct, amount_minor=400_000)
+    payment = pay(acct, amount_minor=2_500_000)
+    assert risk.usual_amount(payment) == 400_000
+    assert risk._usual_cache == {}  # a sample short of full is read every time
+    pay(acct, amount_minor=400_000)
+    assert risk.usual_amount(payment) == 400_000
+    for _ in range(12):
+        pay(acct, amount_minor=4_000_000)
+    with django_assert_num_queries(0):
+        assert risk.usual_amount(payment) == 400_000  # the figure of less than a minute ago
+    key = (acct.school_id, payment.currency)
+    risk._usual_cache[key] = (time.monotonic() - 1, risk._usual_cache[key][1])  # a minute later
+    assert risk.usual_amount(payment) == 4_000_000
 
 
 def test_many_failures_or_attempts_from_the_same_payer(acct):

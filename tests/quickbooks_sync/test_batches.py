@@ -156,3 +156,13 @@ class TestTheFakeRefusesWhatQuickBooksRefuses:
         assert self.post_batch(fake_qbo, connection, long_id, "y" * 36).status_code == 400
         assert self.post_batch(fake_qbo, connection, long_id).status_code == 200  # no requestid: no limit
         assert self.post_batch(fake_qbo, connection, body, documents.batch_request_id_for(request_ids=["a"])).ok
+
+
+def test_a_school_without_quickbooks_is_told_apart_by_one_narrow_query(account, school, django_assert_num_queries):
+    """Most payments settle at schools that have not connected QuickBooks: the hand-off each
+    settlement makes must cost them one small query, not a payment load."""
+    payment = ready_payment(account, StudentFactory(school=school))
+    with django_assert_num_queries(1) as captured:
+        assert services.qbo_sync_request(payment_id=payment.pk) is None
+    assert captured.captured_queries[0]["sql"].startswith("SELECT 1 AS")
+    assert not QboPaymentSync.objects.exists()

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.status import PaymentStatus
-from payments.models import AuditLog, MappingStatus, Payment, ProviderStudentLink, Student, WebhookEvent
+from payments.models import AuditLog, MappingStatus, OutboxEvent, Payment, ProviderStudentLink, Student, WebhookEvent
 from tests.conftest import post_webhook, sign, surepay_body, wait_for
 from webhooks import services
 
@@ -104,6 +104,25 @@ class TestIdempotence:
         assert services.webhook_event_process(event_id=event.pk) is None
         assert len(fake_directory.lookups()) == 1
         assert AuditLog.objects.filter(action="payment.mapped").count() == 1
+
+    def test_a_known_students_event_is_applied_mapped_and_finished_in_one_transaction(
+        self, client, account, fake_directory, django_assert_max_num_queries
+    ):
+        services.webhook_event_process(event_id=deliver(client, event_id="e1", external_txn_id="t1").pk)
+        event = deliver(client, event_id="e2", external_txn_id="t2")
+        # The claim, then one transaction (its savepoint here, inside the test's transaction).
+        with django_assert_max_num_queries(19):
+            assert services.webhook_event_process(event_id=event.pk) == "new -> succeeded; student mapped"
+        event.refresh_from_db()
+        assert (event.status, event.attempts, event.applied_at) == (EventStatus.PROCESSED, 1, event.processed_at)
+        payment = event.payment
+        assert (payment.status, payment.amount_minor, payment.student.student_number) == ("succeeded", 100_000, "STU-0001")
+        assert len(fake_directory.lookups()) == 1
+        mapped = AuditLog.objects.get(action="payment.mapped", target_id=str(payment.pk))
+        assert mapped.details == {"student_number": "STU-0001", "source": "cache"}
+        assert list(OutboxEvent.objects.filter(key=f"payment:{payment.pk}").order_by("pk").values_list("event_type", flat=True)) == [
+            "payment.created", "payment.succeeded", "payment.mapped"
+        ]
 
     def test_a_fresh_claim_is_respected_and_a_stale_one_taken_over(self, client, account, fake_directory):
         event = deliver(client)

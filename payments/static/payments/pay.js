@@ -22,19 +22,24 @@
   });
 
   // The thanks page: poll the JSON status endpoint; reload once the payment is settled, so the page
-  // is drawn by the server in its final state. Without JavaScript its meta refresh does the same.
+  // is drawn by the server in its final state. Often at first (the webhook usually comes within
+  // seconds, and "Paid" should show within one of it), then every few seconds. Without JavaScript
+  // its meta refresh does the same.
   var box = document.getElementById("payment-state");
   if (box && box.dataset.final === "false") {
     var every = parseInt(box.dataset.refresh, 10) * 1000;
+    var fast = parseInt(box.dataset.fastPoll, 10) || every;
+    var fastUntil = Date.now() + (parseInt(box.dataset.fastFor, 10) || 0) * 1000;
+    var next = function () { return Date.now() < fastUntil ? fast : every; };
     var poll = function () {
       fetch(box.dataset.statusUrl, { headers: { "Accept": "application/json" }, cache: "no-store" })
         .then(function (response) { return response.json(); })
         .then(function (data) {
           if (data.state && data.state !== "processing") { window.location.reload(); }
-          else { setTimeout(poll, every); }
+          else { setTimeout(poll, next()); }
         })
         .catch(function () { setTimeout(poll, every * 2); });
     };
-    setTimeout(poll, every);
+    setTimeout(poll, next());
   }
 })();
