@@ -101,10 +101,10 @@ def seed_known_students(database: str) -> None:
             )
 
 
-def start_worker(env: dict, log: Path) -> subprocess.Popen:
-    # The worker as deployed (k8s/base/worker-deployment.yaml): prefork, concurrency 2.
+def start_worker(env: dict, log: Path, concurrency: int) -> subprocess.Popen:
+    # The worker as deployed (k8s/base/worker-deployment.yaml): prefork.
     return subprocess.Popen(
-        [PYTHON, "-m", "celery", "-A", "config", "worker", "--concurrency=2", "--loglevel=WARNING", "--without-mingle", "--without-gossip"],
+        [PYTHON, "-m", "celery", "-A", "config", "worker", f"--concurrency={concurrency}", "--loglevel=WARNING", "--without-mingle", "--without-gossip"],
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -194,7 +194,7 @@ def drain(args) -> dict:
 
     django.setup()
 
-    worker = start_worker(env, Path("/tmp/worker_bench_worker.log"))
+    worker = start_worker(env, Path("/tmp/worker_bench_worker.log"), args.concurrency)
     results = {}
     try:
         processed = "SELECT count(*) FROM payments_webhookevent WHERE status = 'processed'"
@@ -228,7 +228,7 @@ def drain(args) -> dict:
     results["check"] = drain_check(args.database, args.events + args.warmup)
     results["directory_lookups"] = len(directory.lookups())
     ratio = results["real"]["per_s"] / results["floor"]["per_s"]
-    print(f"\nWorker drain: {args.events} stored events, messages of {args.batch} ids, one worker (prefork, concurrency 2)")
+    print(f"\nWorker drain: {args.events} stored events, messages of {args.batch} ids, one worker (prefork, concurrency {args.concurrency})")
     print(f"{'':34}{'events/s':>10}{'seconds':>10}  load before -> after")
     for name, label in (("floor", "floor (read 1 row, update 1 row)"), ("real", "webhook events -> payments")):
         r = results[name]
@@ -332,7 +332,7 @@ def latency(args) -> dict:
         [PYTHON, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.conf.py", "-b", f"127.0.0.1:{args.port}"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open("/tmp/worker_bench_gunicorn.log", "w"),
     )  # fmt: skip
-    worker = start_worker(env, Path("/tmp/worker_bench_worker.log"))
+    worker = start_worker(env, Path("/tmp/worker_bench_worker.log"), args.concurrency)
     results = {}
     try:
         wait_until_up(args.port)
@@ -364,7 +364,7 @@ def latency(args) -> dict:
         stop(worker)
         stop(gunicorn)
         directory_server.stop()
-    print(f"\nWorker latency: {args.rate:g} deliveries/s, {args.duration:g} s (floor {args.floor_duration:g} s), gunicorn (config/gunicorn.conf.py) + one worker (concurrency 2)")
+    print(f"\nWorker latency: {args.rate:g} deliveries/s, {args.duration:g} s (floor {args.floor_duration:g} s), gunicorn (config/gunicorn.conf.py) + one worker (concurrency {args.concurrency})")
     print(f"{'':28}{'deliveries':>11}{'202 p99 ms':>12}{'paid p50 ms':>13}{'paid p99 ms':>13}{'max backlog':>13}{'end backlog':>13}")
     for name, label in (("floor", "floor (bare view + task)"), ("real", "surepay -> succeeded")):
         r = results[name]
@@ -419,6 +419,7 @@ def main() -> None:
         each.add_argument("--new-students", type=float, default=0.1, help="share of events from students new to us")
         each.add_argument("--database", default="school_payments_worker_bench")
         each.add_argument("--redis-db", type=int, default=13)
+        each.add_argument("--concurrency", type=int, default=2, help="the worker's processes (as deployed: 2)")
     args = parser.parse_args()
     print(f"{args.mode} ({load()})", flush=True)
     results = drain(args) if args.mode == "drain" else latency(args)

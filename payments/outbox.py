@@ -89,8 +89,19 @@ def payment_data(payment: Payment) -> dict[str, Any]:
 def payment_events_record(
     *, payment: Payment, created: bool, previous: dict[str, Any] | None, actor_type: str, action: str
 ) -> list[OutboxEvent]:
-    """The events of one change of a payment (``payment_settle``), in the order a consumer should
-    see them. ``previous`` is the payment's status and money before the change (None when new)."""
+    """Write the events of one change of a payment, in one INSERT, its rows numbered in this
+    order: the relay publishes them so."""
+    return OutboxEvent.objects.bulk_create(
+        payment_event_rows(payment=payment, created=created, previous=previous, actor_type=actor_type, action=action)
+    )
+
+
+def payment_event_rows(
+    *, payment: Payment, created: bool, previous: dict[str, Any] | None, actor_type: str, action: str
+) -> list[OutboxEvent]:
+    """The events of one change of a payment (``payment_settle``), unsaved, in the order a
+    consumer should see them. ``previous`` is the payment's status and money before the change
+    (None when new)."""
     after = {
         "status": payment.status,
         "amount_minor": payment.amount_minor,
@@ -117,17 +128,15 @@ def payment_events_record(
             types.append(event_type)
     data = payment_data(payment)
     change = {"previous": previous, "actor_type": actor_type, "action": action}
-    # One INSERT, its rows numbered in this order: the relay publishes them so.
-    return OutboxEvent.objects.bulk_create(
-        [
-            outbox_row(event_type=t, school_id=payment.school_id, key=payment_key(payment), payload={**data, **change})
-            for t in types
-        ]
-    )
+    return [
+        outbox_row(event_type=t, school_id=payment.school_id, key=payment_key(payment), payload={**data, **change})
+        for t in types
+    ]
 
 
-def payment_mapped_record(*, payment: Payment, student_number: str, source: str) -> OutboxEvent:
-    return outbox_write(
+def payment_mapped_row(*, payment: Payment, student_number: str, source: str) -> OutboxEvent:
+    """The ``payment.mapped`` event, unsaved."""
+    return outbox_row(
         event_type="payment.mapped",
         school_id=payment.school_id,
         key=payment_key(payment),

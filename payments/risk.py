@@ -238,6 +238,11 @@ RULES: tuple[Callable[[Payment], Reason | None], ...] = (
 )
 
 
-def payment_risk_assess(payment: Payment) -> RiskAssessment:
-    reasons = tuple(reason for rule in RULES if (reason := rule(payment)) is not None)
+def payment_risk_assess(payment: Payment, facts=None) -> RiskAssessment:
+    """``facts``: all of the payment's facts, when the caller holds them: without a refund or a
+    dispute among them, money taken back soon has nothing to find, and is not looked for."""
+    rules = RULES
+    if facts is not None and not any(fact.kind in (FactKind.DISPUTE, FactKind.REFUND) for fact in facts):
+        rules = tuple(rule for rule in RULES if rule is not taken_back_soon)
+    reasons = tuple(reason for rule in rules if (reason := rule(payment)) is not None)
     return RiskAssessment(min(MAX_SCORE, sum(reason.points for reason in reasons)), reasons)

@@ -9,7 +9,7 @@ Processing, ``webhook_event_process``, claims the event with a conditional updat
 its payment under a row lock in one transaction with the audit entry and the event's
 ``applied_at`` mark (so an event is never applied twice). A student mapped before is set in that
 same transaction, and an event with nothing left to do is marked processed by the same
-statement as ``applied_at``: about eighteen statements and two round trips of commit for the
+statement as ``applied_at``: about fifteen statements and two commits for the
 common case. Otherwise the follow-up work comes after: it asks the provider's API to confirm
 events whose body is not bound to a secret, and maps a new student through the School Directory.
 

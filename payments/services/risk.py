@@ -13,10 +13,11 @@ from payments import locks, risk
 from payments.models import Payment
 
 
-def payment_risk_update(payment: Payment, put: Callable[[str, Any], None]) -> None:
+def payment_risk_update(payment: Payment, put: Callable[[str, Any], None], facts=None) -> None:
     """Score the locked payment again (inside ``payment_settle``) and set its flag and hold. A
-    clearance stands until the score rises: new signs after a staff member looked need a new look."""
-    assessment = risk.payment_risk_assess(payment)
+    clearance stands until the score rises: new signs after a staff member looked need a new look.
+    ``facts``: all of the payment's facts, when the caller holds them."""
+    assessment = risk.payment_risk_assess(payment, facts=facts)
     if payment.risk_cleared_at is not None and assessment.score > (payment.risk_score or 0):
         put("risk_cleared_at", None)
         put("risk_cleared_by", "")

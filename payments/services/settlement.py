@@ -17,11 +17,12 @@ from django.utils.module_loading import import_string
 from config.celery import enqueue_on_commit
 from core.status import PaymentStatus
 from payments import locks, outbox, selectors
-from payments.audit import audit_record
+from payments.audit import audit_entry, audit_record
 from payments.ledger import FactKind
 from payments.models import (
     AuditLog,
     MappingStatus,
+    OutboxEvent,
     Payment,
     ProviderAccount,
     ReviewFlag,
@@ -108,10 +109,8 @@ def payment_event_apply(
         audit_action=audit_action,
         details={"event_id": event.event_id, "event_type": event.event_type},
         reported=event.status,
-        mapped=known_student is not None,
+        mapped_from="cache" if known_student is not None else None,
     )
-    if known_student is not None:
-        payment_mapped_record(payment=payment, student=known_student, source="cache", actor_type=AuditLog.ActorType.SYSTEM, actor="directory")
     return change
 
 
@@ -133,8 +132,12 @@ def _known_student_take(payment: Payment):
 def payment_mapped_record(*, payment: Payment, student, source: str, actor_type: str, actor: str, **details) -> None:
     """What a payment being mapped to its student leaves behind, in the caller's transaction:
     its ``payment.mapped`` event and its audit entry."""
-    outbox.payment_mapped_record(payment=payment, student_number=student.student_number, source=source)
-    audit_record(
+    outbox.payment_mapped_row(payment=payment, student_number=student.student_number, source=source).save(force_insert=True)
+    _mapped_audit_entry(payment, student, source, actor_type, actor, **details).save()
+
+
+def _mapped_audit_entry(payment: Payment, student, source: str, actor_type: str, actor: str, **details) -> AuditLog:
+    return audit_entry(
         action="payment.mapped",
         actor_type=actor_type,
         actor=actor,
@@ -217,15 +220,17 @@ def payment_settle(
     details: dict[str, Any],
     created: bool = False,
     reported: str | None = None,
-    mapped: bool = False,
+    mapped_from: str | None = None,
     facts: list[TransactionFact] | None = None,
 ) -> PaymentChange:
     """Fold the locked payment's facts (``payments.ledger``) and store the result: status,
     amounts, conflicts for staff, the janitor's next check. Then, in the same transaction: one
     audit entry, the payment request settled when the payment first succeeds
     (``payment_finalize``), and the books told after commit when what the school holds changed
-    or the payment was just ``mapped`` to its student. ``facts``: all of the payment's facts, when
-    the caller holds them (a payment created just now), else they are read.
+    or the payment was just mapped to its student (``mapped_from``: the mapping's source, whose
+    ``payment.mapped`` event and audit entry are written with the settlement's). ``facts``: all of
+    the payment's facts, when the caller holds them (a payment created just now), else they are
+    read.
     """
     if not created:  # a payment created just now has no refund requests yet
         refund_requests_sync(payment=payment)
@@ -260,7 +265,7 @@ def payment_settle(
         put("review_flag_reason", "")
     _recheck_schedule(payment, ledger, now, put)
     was_held = payment.risk_held
-    payment_risk_update(payment, put)
+    payment_risk_update(payment, put, facts=facts)
 
     if changed:
         payment.save(update_fields=sorted(changed | {"updated_at"}))
@@ -268,7 +273,7 @@ def payment_settle(
     after = _Money.of(payment, status=payment.status)
     applied = created or after != before
     note = _settle_note(before, after, ledger, reported)
-    audit_record(
+    entries = [audit_entry(
         action=audit_action,
         actor_type=actor_type,
         actor=actor,
@@ -286,19 +291,23 @@ def payment_settle(
             "net_minor": payment.net_minor,
             **({"conflict": payment.ledger_conflict} if ledger.conflicts else {}),
         },
-    )
-    if applied:
-        # The world outside hears of it if, and only if, this transaction commits.
-        outbox.payment_events_record(
-            payment=payment, created=created, previous=None if created else before.as_event(),
-            actor_type=actor_type, action=audit_action,
-        )  # fmt: skip
+    )]  # fmt: skip
+    # The world outside hears of it if, and only if, this transaction commits.
+    events = outbox.payment_event_rows(
+        payment=payment, created=created, previous=None if created else before.as_event(),
+        actor_type=actor_type, action=audit_action,
+    ) if applied else []  # fmt: skip
+    if mapped_from is not None:
+        entries.append(_mapped_audit_entry(payment, payment.student, mapped_from, AuditLog.ActorType.SYSTEM, "directory"))
+        events.append(outbox.payment_mapped_row(payment=payment, student_number=payment.student.student_number, source=mapped_from))
+    AuditLog.objects.bulk_create(entries)
+    OutboxEvent.objects.bulk_create(events)
     if first_settled and payment.payment_request_id:
         # A payment started from a pay link: settle its request in this same transaction.
         outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
         note = f"{note}; {outcome.summary}"
     if ledger.status in SETTLED_STATES and (
-        first_settled or mapped or after.held != before.held or was_held != payment.risk_held
+        first_settled or mapped_from or after.held != before.held or was_held != payment.risk_held
     ):
         payment_offer_to_books_on_commit(payment_id=payment.pk)
     if first_settled and _payer_contact_known(payment):
