@@ -5,12 +5,11 @@ one INSERT of the event, unique per (account, provider event id), which is the d
 with its ``webhook.received`` outbox row written by the same statement. The id is published to
 Celery after commit. No outbound HTTP call, one query for a new event.
 
-Processing, ``webhook_event_process``, claims the event with a conditional update, applies it to
-its payment under a row lock in one transaction with the audit entry and the event's
-``applied_at`` mark (so an event is never applied twice). A student mapped before is set in that
-same transaction, and an event with nothing left to do is marked processed by the same
-statement as ``applied_at``: about fifteen statements and two commits for the
-common case. Otherwise the follow-up work comes after: it asks the provider's API to confirm
+Processing, ``webhook_event_process``, claims the event with a conditional update and applies it
+to its payment in the same transaction, with the audit entry and the event's ``applied_at`` mark
+(so an event is never applied twice). A student mapped before is set in that same transaction,
+and an event with nothing left to do is marked processed by the same statement as
+``applied_at``: about fourteen statements and one commit for the common case. Otherwise the follow-up work comes after: it asks the provider's API to confirm
 events whose body is not bound to a secret, and maps a new student through the School Directory.
 
 Replay (``webhooks.replay``) is staff's second go at a failed event or a dead letter (admin).
@@ -338,7 +337,9 @@ def webhook_event_run(*, event_id: int) -> str | None:
 
 def webhook_event_claim(*, event_id: int) -> WebhookEvent | None:
     """Claim an event for processing with one conditional ``UPDATE … RETURNING``; None if it is
-    done or another worker holds a fresh claim. Its account comes from the process's cache."""
+    done or another worker holds a fresh claim. Its account comes from the process's cache. Inside
+    a transaction the claimed row stays locked until it ends: a second worker's claim waits, then
+    finds the event processed (or still claimed) and gets None."""
     now = timezone.now()
     stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_TIMEOUT_SECONDS)
     claimed_at = WebhookEvent._meta.get_field("claimed_at")
@@ -367,19 +368,22 @@ def _claim_sql(vendor: str) -> str:
 
 
 def webhook_event_process(*, event_id: int) -> str | None:
-    """Apply a claimed event to its payment, confirm it with the provider's API when its body
-    cannot be trusted alone, then map the payment's student. Returns the result, or None when
+    """Claim an event and apply it to its payment, confirm it with the provider's API when its
+    body cannot be trusted alone, then map the payment's student. Returns the result, or None when
     there was nothing to claim.
 
     Most events need neither follow-up (the body is signed, the student is known): they are
-    applied and marked processed in one transaction."""
-    event = webhook_event_claim(event_id=event_id)
-    if event is None:
+    claimed, applied and marked processed in one transaction."""
+    try:
+        claimed = webhook_event_claim_and_apply(event_id=event_id)
+    except Exception:
+        # That transaction, its claim with it, was rolled back: the attempt is counted on its own
+        # (``attempts`` bounds the retries), then the caller decides what the failure means.
+        webhook_event_claim(event_id=event_id)
+        raise
+    if claimed is None:
         return None
-    adapter = get_provider(event.account.provider)
-    # Verified on receipt; parsed again here so only the raw delivery needs storing.
-    normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
-    applied = webhook_event_apply(event=event, normalized=normalized)
+    event, adapter, normalized, applied = claimed
     if applied.finished:
         _processed_observe(event, applied.processed_at)
         return applied.result
@@ -419,21 +423,29 @@ class EventApplied:
     processed_at: object = None
 
 
-def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> EventApplied:
-    """Apply the event to its payment once: the payment change, its audit entry and the event's
-    ``applied_at`` mark commit together. Updates ``event.payment_id``.
+def webhook_event_claim_and_apply(
+    *, event_id: int
+) -> tuple[WebhookEvent, ProviderAdapter, NormalizedEvent, EventApplied] | None:
+    """Claim the event and apply it to its payment once, in one transaction: the claim (which
+    holds the event's row until commit, so no other worker applies it meanwhile), the payment
+    change, its audit entry and the event's ``applied_at`` mark commit together. None when there
+    is nothing to claim. Updates ``event.payment_id``.
 
     When nothing is left to do after it (the body needs no confirmation, the payment has its
     student or none to look up) the event is marked processed in the same statement."""
-    if event.applied_at is not None:
-        return EventApplied("applied before")
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                locked = payment_locks.webhook_event(event.pk, related=())
-                if locked.applied_at is not None:
-                    event.payment_id = locked.payment_id
-                    return EventApplied("applied before")
+                event = webhook_event_claim(event_id=event_id)
+                if event is None:
+                    return None
+                adapter = get_provider(event.account.provider)
+                # Verified on receipt; parsed again here so only the raw delivery needs storing.
+                normalized = adapter.parse_body(
+                    body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account
+                )
+                if event.applied_at is not None:
+                    return event, adapter, normalized, EventApplied("applied before")
                 change = payment_event_apply(
                     account=event.account, event=normalized, webhook_event_id=event.pk, received_at=event.received_at
                 )
@@ -443,18 +455,15 @@ def webhook_event_apply(*, event: WebhookEvent, normalized: NormalizedEvent) -> 
                 finished = not normalized.requires_confirmation and (
                     payment is None or payment.student_id is not None or not payment.provider_student_id
                 )
-                mark = {"payment_id": event.payment_id, "applied_at": now}
                 result = change.note if payment is None else f"{change.note}; student {payment.mapping_status}"
-                events = WebhookEvent.objects.filter(pk=event.pk)
-                finished = finished and bool(
-                    events.filter(status=WebhookEvent.Status.PROCESSING).update(
-                        **mark, status=WebhookEvent.Status.PROCESSED, processed_at=now, result=result[:200],
-                        last_error="", next_attempt_at=None,
+                mark = {"payment_id": event.payment_id, "applied_at": now}
+                if finished:
+                    mark.update(
+                        status=WebhookEvent.Status.PROCESSED, processed_at=now, result=result[:200], last_error="",
+                        next_attempt_at=None,
                     )  # fmt: skip
-                )
-                if not finished:
-                    events.update(**mark)
-            return EventApplied(change.note, finished=finished, result=result, processed_at=now)
+                WebhookEvent.objects.filter(pk=event.pk).update(**mark)
+            return event, adapter, normalized, EventApplied(change.note, finished, result, now)
         except IntegrityError as exc:
             # Another worker created this transaction's payment first; now it will be found.
             if attempt == 2:

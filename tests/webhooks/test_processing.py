@@ -110,8 +110,8 @@ class TestIdempotence:
     ):
         services.webhook_event_process(event_id=deliver(client, event_id="e1", external_txn_id="t1").pk)
         event = deliver(client, event_id="e2", external_txn_id="t2")
-        # The claim, then one transaction (its savepoint here, inside the test's transaction).
-        with django_assert_max_num_queries(16):
+        # One transaction: the claim, the payment, its facts, audit and events, the mark (here a savepoint inside the test's transaction).
+        with django_assert_max_num_queries(15):
             assert services.webhook_event_process(event_id=event.pk) == "new -> succeeded; student mapped"
         event.refresh_from_db()
         assert (event.status, event.attempts, event.applied_at) == (EventStatus.PROCESSED, 1, event.processed_at)
@@ -123,6 +123,30 @@ class TestIdempotence:
         assert list(OutboxEvent.objects.filter(key=f"payment:{payment.pk}").order_by("pk").values_list("event_type", flat=True)) == [
             "payment.created", "payment.succeeded", "payment.mapped"
         ]
+
+    def test_a_failure_while_applying_counts_the_attempt_and_keeps_nothing_half_done(
+        self, client, account, fake_directory, monkeypatch
+    ):
+        event = deliver(client)
+        real_apply = services.payment_event_apply
+
+        def fails_once(**kwargs):
+            monkeypatch.setattr(services, "payment_event_apply", real_apply)
+            real_apply(**kwargs)  # the payment is written, then the transaction fails
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(services, "payment_event_apply", fails_once)
+        assert services.webhook_event_run(event_id=event.pk) == "retrying"
+        event.refresh_from_db()
+        assert (event.status, event.attempts, event.applied_at, event.last_error) == (
+            EventStatus.PENDING, 1, None, "database went away"
+        )
+        assert not Payment.objects.exists() and not AuditLog.objects.filter(action="payment.webhook").exists()
+        WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=None)
+        assert services.webhook_event_run(event_id=event.pk) == "new -> succeeded; student mapped"
+        event.refresh_from_db()
+        assert (event.status, event.attempts) == (EventStatus.PROCESSED, 2)
+        assert Payment.objects.get().amount_minor == 100_000
 
     def test_a_fresh_claim_is_respected_and_a_stale_one_taken_over(self, client, account, fake_directory):
         event = deliver(client)
