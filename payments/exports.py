@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 
 from core.money import from_minor
-from core.timezones import local_iso
+from core.timezones import zone
 from payments.models import Payment
 
 CSV_HEADER = (
@@ -50,43 +51,73 @@ class _Echo:
         return value
 
 
+# Exactly the columns the CSV shows, joined in the one query: building four model instances
+# from every column of four tables for each row cost ten times the query itself.
+_COLUMNS = (
+    "created_at",
+    "settled_at",
+    "school__code",
+    "school__time_zone",
+    "provider",
+    "method",
+    "reference",
+    "manual_reference",
+    "external_txn_id",
+    "amount_minor",
+    "currency",
+    "refunded_amount_minor",
+    "status",
+    "student__student_number",
+    "student__full_name",
+    "provider_student_id",
+    "mapping_status",
+    "payment_request_id",
+    "payment_request__description",
+    "qbo_sync__status",
+    "qbo_sync__txn_id",
+)
+# Rows fetched from the server-side cursor at a time: the memory stays the same for any export.
+CHUNK_ROWS = 2000
+
+
 def payments_csv_lines(queryset: QuerySet[Payment]) -> Iterator[str]:
     """The CSV, a line at a time (streamed: a year of payments must not sit in memory). Amounts
     are exact: ``amount`` in major units as a plain decimal, ``amount_minor`` the integer. Times
     are ISO 8601 in the school's zone, with its offset (``2026-12-05T22:15:00+03:00``)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
-    rows: Iterable[Payment] = (
-        queryset.select_related("school", "student", "qbo_sync", "payment_request")
-        .order_by("created_at", "pk")
-        .iterator(chunk_size=2000)
-    )
-    for payment in rows:
-        sync = getattr(payment, "qbo_sync", None)
-        zone = payment.school.time_zone
-        request = payment.payment_request
+    rows = queryset.order_by("created_at", "pk").values_list(*_COLUMNS).iterator(chunk_size=CHUNK_ROWS)
+    zones: dict[str | None, ZoneInfo] = {}
+    for (
+        created_at, settled_at, school_code, zone_name, provider, method, reference, manual_reference,
+        external_txn_id, amount_minor, currency, refunded_minor, status, student_number, student_name,
+        provider_student_id, mapping_status, request_id, description, sync_status, sync_txn_id,
+    ) in rows:  # fmt: skip
+        tz = zones.get(zone_name)
+        if tz is None:
+            tz = zones[zone_name] = zone(zone_name)
         yield writer.writerow(
             [
-                local_iso(payment.created_at, zone),
-                local_iso(payment.settled_at, zone),
-                payment.school.code,
-                payment.provider,
-                payment.method,
-                _cell(payment.reference),
-                _cell(payment.manual_reference),
-                _cell(payment.external_txn_id),
-                from_minor(payment.amount_minor, payment.currency),
-                payment.amount_minor,
-                payment.currency,
-                payment.refunded_amount_minor,
-                payment.status,
-                _cell(payment.student.student_number if payment.student else ""),
-                _cell(payment.student.full_name if payment.student else ""),
-                _cell(payment.provider_student_id),
-                payment.mapping_status,
-                request.pk if request else "",
-                _cell(request.description if request else ""),
-                sync.status if sync else "",
-                sync.txn_id if sync else "",
+                created_at.astimezone(tz).isoformat(),
+                "" if settled_at is None else settled_at.astimezone(tz).isoformat(),
+                school_code,
+                provider,
+                method,
+                _cell(reference),
+                _cell(manual_reference),
+                _cell(external_txn_id),
+                from_minor(amount_minor, currency),
+                amount_minor,
+                currency,
+                refunded_minor,
+                status,
+                _cell(student_number),
+                _cell(student_name),
+                _cell(provider_student_id),
+                mapping_status,
+                "" if request_id is None else request_id,
+                _cell(description),
+                sync_status or "",
+                sync_txn_id or "",
             ]
         )
