@@ -109,7 +109,11 @@ class AuditLog(models.Model):
     details = models.JSONField(blank=True, default=dict)
 
     class Meta:
-        indexes = [models.Index(fields=["target_type", "target_id", "created_at"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id", "created_at"]),
+            # A school's audit log in its order (newest first), read backwards: no sort.
+            models.Index(fields=["school", "created_at", "id"], name="audit_log_school_created"),
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
