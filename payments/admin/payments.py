@@ -28,6 +28,7 @@ from core.status import PaymentStatus
 from payments import receipts, selectors, services
 from payments.admin.display import (
     AmountSearch,
+    CachedValuesFilter,
     ProviderNameFilter,
     SchoolColumnForManySchools,
     amount_cell,
@@ -53,7 +54,7 @@ class PaymentAdmin(SchoolColumnForManySchools, AmountSearch, SchoolScopedAdmin):
     list_filter = (
         "status",
         ("provider", ProviderNameFilter),
-        "currency",
+        ("currency", CachedValuesFilter),
         ("created_at", DateFieldListFilter),
         ("settled_at", DateFieldListFilter),
         ("status_changed_at", StatusChangedFilter),

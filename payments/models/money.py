@@ -80,6 +80,7 @@ class PaymentRequest(models.Model):
             models.Index(fields=["school", "status", "created_at"]),
             # A school's list in its default order (newest first), read backwards: no sort.
             models.Index(fields=["school", "created_at", "id"], name="payment_request_school_created"),
+            models.Index(fields=["created_at", "id"], name="payment_request_created"),  # every school's
         ]
         ordering = ["-created_at", "-id"]
 
@@ -265,6 +266,9 @@ class Payment(models.Model):
             # admin adds to make the order total), read backwards: a page costs its own rows, not
             # a sort of every payment of the school.
             models.Index(fields=["school", "created_at", "id"], name="payment_school_created"),
+            # The same for a superuser's list of every school: else each page joins and sorts
+            # every payment.
+            models.Index(fields=["created_at", "id"], name="payment_created"),
         ]
         ordering = ["-created_at"]
 

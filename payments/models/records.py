@@ -79,6 +79,9 @@ class WebhookEvent(models.Model):
             models.Index(fields=["account", "received_at"]),
             # Partial: an event is stored before it is linked to its payment.
             models.Index(fields=["payment"], condition=Q(payment__isnull=False), name="webhook_event_payment"),
+            # A superuser's list of every school's events, newest first: else each page sorts
+            # them all. (A school's list goes through its accounts' (account, received_at).)
+            models.Index(fields=["received_at", "id"], name="webhook_event_received"),
         ]
         ordering = ["-received_at"]
 

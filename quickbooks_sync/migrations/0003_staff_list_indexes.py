@@ -1,5 +1,5 @@
-# The payment syncs of a school in the list's order, read from an index instead of sorting every
-# row of the school; built concurrently so the sync's writes are not held back meanwhile.
+# The payment syncs in the list's order, of one school and of every school, read from an index
+# instead of sorting every row; built concurrently so the sync's writes are not held back meanwhile.
 
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
@@ -17,5 +17,9 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="qbopaymentsync",
             index=models.Index(fields=["school", "created_at", "id"], name="qbo_sync_school_created"),
+        ),
+        AddIndexConcurrently(
+            model_name="qbopaymentsync",
+            index=models.Index(fields=["created_at", "id"], name="qbo_sync_created"),
         ),
     ]
