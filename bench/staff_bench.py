@@ -105,8 +105,16 @@ def seed(args) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
 
-    from payments.models import AuditLog, Payment, PaymentRequest, ProviderAccount, School, StaffMembership, Student
-    from payments.models import WebhookEvent
+    from payments.models import (
+        AuditLog,
+        Payment,
+        PaymentRequest,
+        ProviderAccount,
+        School,
+        StaffMembership,
+        Student,
+        WebhookEvent,
+    )
     from payments.staff import staff_group_ensure
     from quickbooks_sync.models import QboPaymentSync
 
@@ -334,7 +342,9 @@ def main() -> None:
     parser.add_argument("--schools", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=15, help="timed requests per view")
     parser.add_argument(
-        "--dashboard-repeat", type=int, default=0,
+        "--dashboard-repeat",
+        type=int,
+        default=0,
         help="timed dashboards after the first (each reconciles every settled payment: minutes at 1M)",
     )
     parser.add_argument("--no-dashboard", action="store_true")

@@ -42,21 +42,35 @@ def lines_from_instances(queryset) -> list[str]:
     from payments.exports import CSV_HEADER
 
     lines = [writer.writerow(CSV_HEADER)]
-    for payment in queryset.select_related("school", "student", "qbo_sync", "payment_request").order_by("created_at", "pk"):
+    for payment in queryset.select_related("school", "student", "qbo_sync", "payment_request").order_by(
+        "created_at", "pk"
+    ):
         sync = getattr(payment, "qbo_sync", None)
         zone = payment.school.time_zone
         request = payment.payment_request
         lines.append(
             writer.writerow(
                 [
-                    local_iso(payment.created_at, zone), local_iso(payment.settled_at, zone), payment.school.code,
-                    payment.provider, payment.method, cell(payment.reference), cell(payment.manual_reference),
-                    cell(payment.external_txn_id), from_minor(payment.amount_minor, payment.currency),
-                    payment.amount_minor, payment.currency, payment.refunded_amount_minor, payment.status,
+                    local_iso(payment.created_at, zone),
+                    local_iso(payment.settled_at, zone),
+                    payment.school.code,
+                    payment.provider,
+                    payment.method,
+                    cell(payment.reference),
+                    cell(payment.manual_reference),
+                    cell(payment.external_txn_id),
+                    from_minor(payment.amount_minor, payment.currency),
+                    payment.amount_minor,
+                    payment.currency,
+                    payment.refunded_amount_minor,
+                    payment.status,
                     cell(payment.student.student_number if payment.student else ""),
-                    cell(payment.student.full_name if payment.student else ""), cell(payment.provider_student_id),
-                    payment.mapping_status, request.pk if request else "",
-                    cell(request.description if request else ""), sync.status if sync else "",
+                    cell(payment.student.full_name if payment.student else ""),
+                    cell(payment.provider_student_id),
+                    payment.mapping_status,
+                    request.pk if request else "",
+                    cell(request.description if request else ""),
+                    sync.status if sync else "",
                     sync.txn_id if sync else "",
                 ]
             )  # fmt: skip
@@ -78,12 +92,23 @@ def mixed_payments(db):
         PaymentFactory(account=ug, status=PaymentStatus.SUCCEEDED, student=plain, mapping_status=MappingStatus.MAPPED),
         PaymentFactory(account=ug, status=PaymentStatus.PENDING, provider_student_id="+256700000000"),
         PaymentFactory(
-            account=ke, currency="KES", amount_minor=123_456, status=PaymentStatus.SUCCEEDED, student=formula,
-            payment_request=request, reference="=1+1", external_txn_id="@txn",
+            account=ke,
+            currency="KES",
+            amount_minor=123_456,
+            status=PaymentStatus.SUCCEEDED,
+            student=formula,
+            payment_request=request,
+            reference="=1+1",
+            external_txn_id="@txn",
         ),  # fmt: skip
         PaymentFactory(
-            account=ke, currency="KES", status=PaymentStatus.AWAITING_REVIEW, method=PaymentMethod.BANK_TRANSFER,
-            manual_reference="\tTAB-1", external_txn_id=None, provider="manual",
+            account=ke,
+            currency="KES",
+            status=PaymentStatus.AWAITING_REVIEW,
+            method=PaymentMethod.BANK_TRANSFER,
+            manual_reference="\tTAB-1",
+            external_txn_id=None,
+            provider="manual",
         ),  # fmt: skip
     ]
     PaymentSyncFactory(payment=payments[0], status="synced", txn_id="QB-7")

@@ -1,5 +1,6 @@
-"""Each staff list of a school is read in its default order from a (school, ...) index: a page
-costs its own rows, not a sort of every row of the school."""
+"""Each staff list is read in its default order from an index, (school, ...) for one school's
+staff, (created_at, id) for a superuser's list of every school: a page costs its own rows, not a
+sort of every row it could show."""
 
 from __future__ import annotations
 
@@ -17,13 +18,20 @@ INDEXES = {
     "audit_log_school_created": ("payments_auditlog", "school_id, created_at, id"),
     "fact_school_occurred": ("payments_transactionfact", "school_id, occurred_at, id"),
     "qbo_sync_school_created": ("quickbooks_sync_qbopaymentsync", "school_id, created_at, id"),
+    # A superuser's lists, of every school.
+    "payment_created": ("payments_payment", "created_at, id"),
+    "payment_request_created": ("payments_paymentrequest", "created_at, id"),
+    "webhook_event_received": ("payments_webhookevent", "received_at, id"),
+    "qbo_sync_created": ("quickbooks_sync_qbopaymentsync", "created_at, id"),
 }
 
 
 @pytest.mark.django_db
 def test_the_migrations_create_the_lists_indexes():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname, tablename, indexdef FROM pg_indexes WHERE indexname = ANY(%s)", [list(INDEXES)])
+        cursor.execute(
+            "SELECT indexname, tablename, indexdef FROM pg_indexes WHERE indexname = ANY(%s)", [list(INDEXES)]
+        )
         found = {name: (table, definition) for name, table, definition in cursor.fetchall()}
     assert set(found) == set(INDEXES)
     for name, (table, columns) in INDEXES.items():
