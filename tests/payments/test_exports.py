@@ -111,6 +111,8 @@ def mixed_payments(db):
             provider="manual",
         ),  # fmt: skip
     ]
+    # A cent in a two-decimal currency, and settled at a time with microseconds (its now()).
+    payments.append(PaymentFactory(account=ke, currency="KES", amount_minor=100, status=PaymentStatus.SUCCEEDED))
     PaymentSyncFactory(payment=payments[0], status="synced", txn_id="QB-7")
     PaymentSyncFactory(payment=payments[2], status="failed")
     # Distinct times, one after midnight in Nairobi and before it in UTC.
