@@ -220,21 +220,22 @@ def seed(args) -> None:
                 f"{Payment._meta.db_table} p JOIN bench_school s ON s.id = p.school_id "
                 "WHERE s.n %% 2 = 0 AND p.status = 'succeeded'",
             )  # fmt: skip
-            # One provider event for every other payment, a dead letter now and then.
+            # One provider event for about every other payment (of every school), a failure now
+            # and then; an audit entry for about one in five.
             insert_select(
                 cursor, WebhookEvent,
                 {"account_id": "p.account_id", "external_event_id": "'evt_' || p.external_txn_id",
                  "event_type": "'payment.' || p.status", "payment_id": "p.id",
                  "status": "CASE WHEN p.amount_minor % 89000 = 0 THEN 'failed' ELSE 'processed' END",
                  "raw_body": "'{}'", "received_at": "p.created_at + interval '1 minute'"},
-                f"{Payment._meta.db_table} p WHERE p.amount_minor %% 2000 = 0",
+                f"{Payment._meta.db_table} p WHERE hashtext(p.external_txn_id) %% 2 = 0",
             )  # fmt: skip
             insert_select(
                 cursor, AuditLog,
                 {"created_at": "p.created_at + interval '3 minutes'", "school_id": "p.school_id",
                  "actor_type": "'system'", "action": "'payment.settled'", "target_type": "'payment'",
                  "target_id": "p.id::text", "details": "'{}'::jsonb"},
-                f"{Payment._meta.db_table} p WHERE p.amount_minor %% 5000 = 0",
+                f"{Payment._meta.db_table} p WHERE hashtext(p.external_txn_id) %% 5 = 0",
             )  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")

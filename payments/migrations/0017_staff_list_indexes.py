@@ -23,6 +23,10 @@ class Migration(migrations.Migration):
             index=models.Index(fields=["created_at", "id"], name="payment_created"),
         ),
         AddIndexConcurrently(
+            model_name="payment",
+            index=models.Index(fields=["status", "created_at", "id"], name="payment_status_created"),
+        ),
+        AddIndexConcurrently(
             model_name="paymentrequest",
             index=models.Index(fields=["school", "created_at", "id"], name="payment_request_school_created"),
         ),

@@ -269,6 +269,8 @@ class Payment(models.Model):
             # The same for a superuser's list of every school: else each page joins and sorts
             # every payment.
             models.Index(fields=["created_at", "id"], name="payment_created"),
+            # And their list by status (failed, awaiting review): its count and its page.
+            models.Index(fields=["status", "created_at", "id"], name="payment_status_created"),
         ]
         ordering = ["-created_at"]
 

@@ -20,6 +20,7 @@ INDEXES = {
     "qbo_sync_school_created": ("quickbooks_sync_qbopaymentsync", "school_id, created_at, id"),
     # A superuser's lists, of every school.
     "payment_created": ("payments_payment", "created_at, id"),
+    "payment_status_created": ("payments_payment", "status, created_at, id"),
     "payment_request_created": ("payments_paymentrequest", "created_at, id"),
     "webhook_event_received": ("payments_webhookevent", "received_at, id"),
     "qbo_sync_created": ("quickbooks_sync_qbopaymentsync", "created_at, id"),
