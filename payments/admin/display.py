@@ -8,6 +8,7 @@ import hashlib
 from django.contrib import admin
 from django.contrib.admin.filters import AllValuesFieldListFilter
 from django.core.cache import cache
+from django.core.exceptions import EmptyResultSet
 from django.utils.html import format_html
 
 from core.timezones import local_display, local_iso
@@ -50,7 +51,14 @@ class CachedValuesFilter(AllValuesFieldListFilter):
     def __init__(self, field, request, params, model, model_admin, field_path):
         super().__init__(field, request, params, model, model_admin, field_path)
         query = self.lookup_choices  # not run yet: its SQL names the list and the user's schools
-        key = "admin-values:" + hashlib.sha256(str(query.query).encode()).hexdigest()[:32]
+        if query.model is not model:
+            return  # the values of a related table (an event's account): small, read as they are
+        try:
+            sql = str(query.query)
+        except EmptyResultSet:  # a user of no school: nothing to read
+            self.lookup_choices = []
+            return
+        key = "admin-values:" + hashlib.sha256(sql.encode()).hexdigest()[:32]
         values = cache.get(key)
         if values is None:
             values = list(query)
