@@ -14,7 +14,7 @@ RUN_ADDR ?= 127.0.0.1:8000
 # Where it cannot load (another architecture) the tests use `kustomize` or `kubectl kustomize`.
 PYKUSTOMIZE ?= pykustomize==0.1.4
 
-.PHONY: run test test-ledger-long fuzz install worker beat relay bench bench-worker bench-hostile bench-outbox soak image clean messages
+.PHONY: run test test-ledger-long fuzz install worker beat relay bench bench-worker bench-hostile bench-outbox bench-staff soak image clean messages
 
 # requirements.txt is what the image runs; requirements-dev.txt adds the test tools.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -99,6 +99,12 @@ bench-outbox: install
 	psql "$(BENCH_OUTBOX_DATABASE_URL)" -c 'select 1' >/dev/null 2>&1 || \
 		psql "$(dir $(BENCH_OUTBOX_DATABASE_URL))postgres" -c 'CREATE DATABASE bench_outbox'
 	DATABASE_URL=$(BENCH_OUTBOX_DATABASE_URL) $(PY) bench/outbox_bench.py
+
+# Not a test: the staff pages (admin lists, dashboard, API, CSV export) at a million payments across
+# 50 schools, seeded in its own database (dropped and made again unless STAFF_BENCH_ARGS has --keep).
+STAFF_BENCH_ARGS ?=
+bench-staff: install
+	$(PY) bench/staff_bench.py $(STAFF_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3

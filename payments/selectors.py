@@ -90,6 +90,18 @@ def schools_for_user(*, user) -> QuerySet[School]:
     return School.objects.filter(staff_memberships__user=user)
 
 
+def user_schools_q(*, user, school_path: str = "school") -> Q:
+    """The condition keeping rows to the user's schools (``school_path``: the look-up from the
+    row to its school; "" for School itself). Nothing for a superuser; for staff the ids of their
+    schools, read first: with the one school of most staff the database then sees
+    ``school_id = 5`` and reads a list in order from its (school, ...) index, where behind a
+    subquery it sorts every row of the school for each page."""
+    if getattr(user, "is_superuser", False) and user.is_active:
+        return Q()
+    school_ids = list(schools_for_user(user=user).order_by().values_list("pk", flat=True))
+    return Q(**{f"{school_path}__in" if school_path else "pk__in": school_ids})
+
+
 def staff_time_zone(*, user) -> str | None:
     """The one time zone of all the user's schools, or None when they have none or several."""
     zones = list(schools_for_user(user=user).order_by().values_list("time_zone", flat=True).distinct()[:2])
@@ -107,11 +119,11 @@ def user_can_access_school(*, user, school_id: int) -> bool:
 
 
 def payment_requests_for_user(*, user) -> QuerySet[PaymentRequest]:
-    return PaymentRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("school", "student")
+    return PaymentRequest.objects.filter(user_schools_q(user=user)).select_related("school", "student")
 
 
 def payments_for_user(*, user) -> QuerySet[Payment]:
-    return Payment.objects.filter(school__in=schools_for_user(user=user)).select_related("school", "student")
+    return Payment.objects.filter(user_schools_q(user=user)).select_related("school", "student")
 
 
 @dataclass(frozen=True)
@@ -434,7 +446,7 @@ def payment_refund_balance(*, payment: Payment) -> RefundBalance:
 
 
 def refund_requests_for_user(*, user) -> QuerySet[RefundRequest]:
-    return RefundRequest.objects.filter(school__in=schools_for_user(user=user)).select_related("payment", "school")
+    return RefundRequest.objects.filter(user_schools_q(user=user)).select_related("payment", "school")
 
 
 # --- Receipts ------------------------------------------------------------------------------------

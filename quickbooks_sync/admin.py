@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.money import format_minor
-from payments.admin.display import SchoolColumnForManySchools, amount_cell, school_time
+from payments.admin.display import CachedValuesFilter, SchoolColumnForManySchools, amount_cell, school_time
 from payments.admin.payments import PaymentAdmin
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.models import Payment
@@ -57,7 +57,7 @@ class QboConnectionAdmin(SchoolScopedAdmin):
 
 
 class SyncRecordAdmin(SchoolColumnForManySchools, SchoolScopedAdmin):
-    list_filter = ("status", "txn_type", "school")
+    list_filter = ("status", ("txn_type", CachedValuesFilter), "school")
     search_fields = ("payment__external_txn_id", "payment__reference", "txn_id", "payment__student__student_number")
     actions = ("retry_sync",)
     list_select_related = ("payment", "school")

@@ -168,6 +168,9 @@ class QboPaymentSync(SyncRecord):
                 name="qbo_payment_sync_open",
             ),
             models.Index(fields=["status", "updated_at"], name="qbo_payment_sync_status"),
+            # A school's list in its order (newest first), read backwards: no sort.
+            models.Index(fields=["school", "created_at", "id"], name="qbo_sync_school_created"),
+            models.Index(fields=["created_at", "id"], name="qbo_sync_created"),  # every school's
         ]
         ordering = ["-created_at"]
 

@@ -28,6 +28,7 @@ from core.status import PaymentStatus
 from payments import receipts, selectors, services
 from payments.admin.display import (
     AmountSearch,
+    CachedValuesFilter,
     ProviderNameFilter,
     SchoolColumnForManySchools,
     amount_cell,
@@ -38,7 +39,7 @@ from payments.admin.filters import LedgerConflictFilter, RiskFilter, StatusChang
 from payments.admin.scoping import SchoolScopedAdmin
 from payments.admin.summary import payment_summary_rows, payment_todo, timeline_time, timeline_words
 from payments.audit import audit_record
-from payments.exports import payments_csv_lines
+from payments.exports import payments_csv_pieces
 from payments.forms import MapStudentForm, RefundForm, ReviewForm
 from payments.models import AuditLog, MappingStatus, Payment, PaymentRequest, RefundRequest
 from payments.state import SETTLED_STATES
@@ -53,7 +54,7 @@ class PaymentAdmin(SchoolColumnForManySchools, AmountSearch, SchoolScopedAdmin):
     list_filter = (
         "status",
         ("provider", ProviderNameFilter),
-        "currency",
+        ("currency", CachedValuesFilter),
         ("created_at", DateFieldListFilter),
         ("settled_at", DateFieldListFilter),
         ("status_changed_at", StatusChangedFilter),
@@ -261,7 +262,7 @@ class PaymentAdmin(SchoolColumnForManySchools, AmountSearch, SchoolScopedAdmin):
             actor=request.user.get_username(),
             details={"filters": request.GET.urlencode()[:500]},
         )
-        response = StreamingHttpResponse(payments_csv_lines(queryset), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(payments_csv_pieces(queryset), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="payments.csv"'
         return response
 

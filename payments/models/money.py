@@ -76,7 +76,12 @@ class PaymentRequest(models.Model):
                 name="payment_request_paid_has_payment",
             ),
         ]
-        indexes = [models.Index(fields=["school", "status", "created_at"])]
+        indexes = [
+            models.Index(fields=["school", "status", "created_at"]),
+            # A school's list in its default order (newest first), read backwards: no sort.
+            models.Index(fields=["school", "created_at", "id"], name="payment_request_school_created"),
+            models.Index(fields=["created_at", "id"], name="payment_request_created"),  # every school's
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
@@ -257,6 +262,15 @@ class Payment(models.Model):
                 fields=["school", "review_flag"], condition=~Q(review_flag=""), name="payment_review_flagged"
             ),
             models.Index(fields=["school", "created_at"], condition=Q(risk_flagged=True), name="payment_risk_flagged"),
+            # A school's list, API list and export in their order (newest first, then the id the
+            # admin adds to make the order total), read backwards: a page costs its own rows, not
+            # a sort of every payment of the school.
+            models.Index(fields=["school", "created_at", "id"], name="payment_school_created"),
+            # The same for a superuser's list of every school: else each page joins and sorts
+            # every payment.
+            models.Index(fields=["created_at", "id"], name="payment_created"),
+            # And their list by status (failed, awaiting review): its count and its page.
+            models.Index(fields=["status", "created_at", "id"], name="payment_status_created"),
         ]
         ordering = ["-created_at"]
 
@@ -324,6 +338,8 @@ class TransactionFact(models.Model):
             models.Index(
                 fields=["account", "reference"], condition=Q(payment__isnull=True), name="fact_waiting_reference"
             ),
+            # The ledger list of a school in its order: a fact or more for every payment.
+            models.Index(fields=["school", "occurred_at", "id"], name="fact_school_occurred"),
         ]
         ordering = ["occurred_at", "id"]
 

@@ -79,6 +79,9 @@ class WebhookEvent(models.Model):
             models.Index(fields=["account", "received_at"]),
             # Partial: an event is stored before it is linked to its payment.
             models.Index(fields=["payment"], condition=Q(payment__isnull=False), name="webhook_event_payment"),
+            # A superuser's list of every school's events, newest first: else each page sorts
+            # them all. (A school's list goes through its accounts' (account, received_at).)
+            models.Index(fields=["received_at", "id"], name="webhook_event_received"),
         ]
         ordering = ["-received_at"]
 
@@ -109,7 +112,11 @@ class AuditLog(models.Model):
     details = models.JSONField(blank=True, default=dict)
 
     class Meta:
-        indexes = [models.Index(fields=["target_type", "target_id", "created_at"])]
+        indexes = [
+            models.Index(fields=["target_type", "target_id", "created_at"]),
+            # A school's audit log in its order (newest first), read backwards: no sort.
+            models.Index(fields=["school", "created_at", "id"], name="audit_log_school_created"),
+        ]
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:

@@ -1,0 +1,25 @@
+# The payment syncs in the list's order, of one school and of every school, read from an index
+# instead of sorting every row; built concurrently so the sync's writes are not held back meanwhile.
+
+from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    atomic = False
+
+    dependencies = [
+        ("payments", "0017_staff_list_indexes"),
+        ("quickbooks_sync", "0002_ledger"),
+    ]
+
+    operations = [
+        AddIndexConcurrently(
+            model_name="qbopaymentsync",
+            index=models.Index(fields=["school", "created_at", "id"], name="qbo_sync_school_created"),
+        ),
+        AddIndexConcurrently(
+            model_name="qbopaymentsync",
+            index=models.Index(fields=["created_at", "id"], name="qbo_sync_created"),
+        ),
+    ]
