@@ -16,6 +16,10 @@ from dashboard.selectors import staff_dashboard
 from payments import selectors as payment_selectors
 from quickbooks_sync.selectors import reconciliation
 
+# Payments listed per school and currency in the "Ledger and QuickBooks" panel; the rest are
+# counted ("and N more") and listed in full by `manage.py reconcile`.
+DIFFERENCES_SHOWN = 20
+
 
 def _link(name: str, **params) -> str:
     return f"{reverse(name)}?{urlencode(params)}"
@@ -84,7 +88,7 @@ def dashboard_view(request: HttpRequest):
         ("Outbound webhook endpoints disabled", len(board.disabled_endpoints),
          _link("admin:events_webhookendpoint_changelist", is_active__exact="0")),
     ]  # fmt: skip
-    books = reconciliation(schools=payment_selectors.schools_for_user(user=request.user))
+    books = reconciliation(schools=payment_selectors.schools_for_user(user=request.user), differences_limit=DIFFERENCES_SHOWN)
     context = {
         **admin.site.each_context(request),
         "title": title,
@@ -106,9 +110,9 @@ def dashboard_view(request: HttpRequest):
                         "booked": format_minor(difference.books_minor, row.currency),
                         "reason": difference.reason,
                     }
-                    for difference in row.differences[:20]
+                    for difference in row.differences
                 ],
-                "more": max(0, len(row.differences) - 20),
+                "more": row.difference_count - len(row.differences),
             }
             for row in books.schools
         ],

@@ -2,7 +2,7 @@
 # from an index instead of sorting every row it could show. Built concurrently: on a table of a
 # million payments a plain CREATE INDEX would hold back every webhook's insert until it finished.
 
-from django.contrib.postgres.operations import AddIndexConcurrently
+from core.migration_operations import AddIndexOnline
 from django.db import migrations, models
 
 
@@ -14,35 +14,35 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="payment",
             index=models.Index(fields=["school", "created_at", "id"], name="payment_school_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="payment",
             index=models.Index(fields=["created_at", "id"], name="payment_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="payment",
             index=models.Index(fields=["status", "created_at", "id"], name="payment_status_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="paymentrequest",
             index=models.Index(fields=["school", "created_at", "id"], name="payment_request_school_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="paymentrequest",
             index=models.Index(fields=["created_at", "id"], name="payment_request_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="webhookevent",
             index=models.Index(fields=["received_at", "id"], name="webhook_event_received"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="auditlog",
             index=models.Index(fields=["school", "created_at", "id"], name="audit_log_school_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="transactionfact",
             index=models.Index(fields=["school", "occurred_at", "id"], name="fact_school_occurred"),
         ),

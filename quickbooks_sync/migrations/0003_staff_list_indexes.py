@@ -1,7 +1,7 @@
 # The payment syncs in the list's order, of one school and of every school, read from an index
 # instead of sorting every row; built concurrently so the sync's writes are not held back meanwhile.
 
-from django.contrib.postgres.operations import AddIndexConcurrently
+from core.migration_operations import AddIndexOnline
 from django.db import migrations, models
 
 
@@ -14,11 +14,11 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="qbopaymentsync",
             index=models.Index(fields=["school", "created_at", "id"], name="qbo_sync_school_created"),
         ),
-        AddIndexConcurrently(
+        AddIndexOnline(
             model_name="qbopaymentsync",
             index=models.Index(fields=["created_at", "id"], name="qbo_sync_created"),
         ),

@@ -64,6 +64,28 @@ def test_a_payment_whose_documents_do_not_add_up_is_listed_with_the_reason(books
     ]
 
 
+def test_the_dashboard_reads_the_totals_and_its_first_differences_not_every_payment(books, fake_qbo, django_assert_max_num_queries):
+    from quickbooks_sync.selectors import reconciliation
+
+    ledger = books("ug", "UGX")
+    account = provider_account(ledger, "surepay", webhook_secret="sekret")
+    synced = [settled(account, ledger.student) for _ in range(3)]
+    qbo.qbo_backlog_scan()
+    qbo.qbo_school_sync(school_id=ledger.school.pk)
+    waiting = [settled(account, ledger.student, 20_000) for _ in range(5)]  # not in QuickBooks yet
+    # A constant number of queries, whatever the number of payments.
+    with django_assert_max_num_queries(9):
+        shown = reconciliation(differences_limit=2)
+    (row,) = shown.schools
+    assert (row.payments, row.ledger_net_minor, row.books_minor, row.difference_count) == (8, 400_000, 300_000, 5)
+    assert [difference.payment_id for difference in row.differences] == [str(p.pk) for p in waiting[:2]]
+    assert shown.differences == 5
+    everything = reconciliation()
+    assert [d.payment_id for d in everything.schools[0].differences] == [str(p.pk) for p in waiting]
+    assert {d.reason for d in everything.schools[0].differences} == {"not in QuickBooks yet"}
+    assert all(str(p.pk) not in {d.payment_id for d in everything.schools[0].differences} for p in synced)
+
+
 def test_a_school_without_quickbooks_is_listed_with_its_ledger_only(db):
     payment = PaymentFactory(status=S.SUCCEEDED, amount_minor=40_000)
     code, out = reconcile("--json")
@@ -72,7 +94,7 @@ def test_a_school_without_quickbooks_is_listed_with_its_ledger_only(db):
     assert data["differences"] == 0
     assert data["schools"] == [{
         "school_code": payment.school.code, "currency": "UGX", "connected": False, "payments": 1,
-        "ledger_net_minor": 40_000, "books_minor": 0, "differences": [],
+        "ledger_net_minor": 40_000, "books_minor": 0, "differences": [], "difference_count": 0,
     }]  # fmt: skip
 
 

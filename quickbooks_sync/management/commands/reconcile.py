@@ -56,7 +56,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{row.school_code} {row.currency}: {row.payments} payments, ledger "
                 f"{format_minor(row.ledger_net_minor, row.currency)}, QuickBooks {books}, "
-                f"{len(row.differences)} differ"
+                f"{row.difference_count} differ"
             )
             for difference in row.differences:
                 self.stdout.write(
