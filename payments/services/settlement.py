@@ -87,10 +87,11 @@ def payment_event_apply(
             TransactionFact.objects.bulk_create(facts)
             what = ", ".join(fact_summary(fact) for fact in facts)
             return PaymentChange(None, False, False, None, None, f"{what}: waits for its payment")
+        # Inserted by ``payment_settle`` with its settled state and its student, in one INSERT
+        # rather than an INSERT and an UPDATE of a row with twenty indexes. Its facts may be
+        # written first: their foreign key to it is checked at commit.
         payment = _payment_from_event(account=account, event=event)
-        # A student mapped before (the known mappings) is set in the same INSERT.
         known_student = _known_student_take(payment)
-        payment.save(force_insert=True)
     else:
         _payment_ids_learn(payment, event)
         known_student = _known_student_take(payment)
@@ -230,7 +231,7 @@ def payment_settle(
     or the payment was just mapped to its student (``mapped_from``: the mapping's source, whose
     ``payment.mapped`` event and audit entry are written with the settlement's). ``facts``: all of
     the payment's facts, when the caller holds them (a payment created just now), else they are
-    read.
+    read. ``created``: the payment is new and not saved yet; it is inserted here, settled.
     """
     if not created:  # a payment created just now has no refund requests yet
         refund_requests_sync(payment=payment)
@@ -267,7 +268,9 @@ def payment_settle(
     was_held = payment.risk_held
     payment_risk_update(payment, put, facts=facts)
 
-    if changed:
+    if created:
+        payment.save(force_insert=True)
+    elif changed:
         payment.save(update_fields=sorted(changed | {"updated_at"}))
 
     after = _Money.of(payment, status=payment.status)

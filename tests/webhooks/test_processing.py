@@ -111,7 +111,7 @@ class TestIdempotence:
         services.webhook_event_process(event_id=deliver(client, event_id="e1", external_txn_id="t1").pk)
         event = deliver(client, event_id="e2", external_txn_id="t2")
         # One transaction: the claim, the payment, its facts, audit and events, the mark (here a savepoint inside the test's transaction).
-        with django_assert_max_num_queries(15):
+        with django_assert_max_num_queries(14):
             assert services.webhook_event_process(event_id=event.pk) == "new -> succeeded; student mapped"
         event.refresh_from_db()
         assert (event.status, event.attempts, event.applied_at) == (EventStatus.PROCESSED, 1, event.processed_at)
