@@ -9,8 +9,9 @@ Processing, ``webhook_event_process``, claims the event with a conditional updat
 to its payment in the same transaction, with the audit entry and the event's ``applied_at`` mark
 (so an event is never applied twice). A student mapped before is set in that same transaction,
 and an event with nothing left to do is marked processed by the same statement as
-``applied_at``: about thirteen statements and one commit for the common case. Otherwise the follow-up work comes after: it asks the provider's API to confirm
-events whose body is not bound to a secret, and maps a new student through the School Directory.
+``applied_at``: about thirteen statements and one commit for the common case. Otherwise the
+follow-up work comes after: it asks the provider's API to confirm events whose body is not bound
+to a secret, and maps a new student through the School Directory.
 
 Replay (``webhooks.replay``) is staff's second go at a failed event or a dead letter (admin).
 
