@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -251,6 +252,52 @@ def _books_of_payments() -> dict:
     }
 
 
+def _reconciliation_totals(*, school_ids: list[int], since: datetime | None, connected: dict) -> dict[tuple, dict]:
+    """Per school and currency, in one pass over the settled payments with their synced documents
+    joined: how many, the ledger's net, what the documents add up to, and how many payments differ
+    (the rule of ``reconciliation``). Per-payment subqueries took seconds at a million payments;
+    the joins take a fraction of that, and the same SQL runs on SQLite (``make run``)."""
+    if not school_ids:
+        return {}
+    quote = db_connection.ops.quote_name
+    created_at = Payment._meta.get_field("created_at")
+    expected, expected_params = ["books <> 0"], []
+    for school_id, qbo_connection in connected.items():
+        expected.append("(school_id = %s AND created_at >= %s)")
+        expected_params += [school_id, created_at.get_db_prep_value(qbo_connection.sync_since, db_connection)]
+    since_clause, since_params = "", []
+    if since is not None:
+        since_clause = "AND p.settled_at >= %s"
+        since_params = [created_at.get_db_prep_value(since, db_connection)]
+    sql = f"""
+        SELECT school_id, currency, COUNT(*), SUM(net), SUM(books),
+               SUM(CASE WHEN books <> net AND ({" OR ".join(expected)}) THEN 1 ELSE 0 END)
+        FROM (
+            SELECT p.school_id AS school_id, p.currency AS currency, p.created_at AS created_at,
+                   p.amount_minor - p.refunded_amount_minor - p.charged_back_amount_minor AS net,
+                   COALESCE(s.amount_minor, 0) + COALESCE(a.total, 0) AS books
+            FROM {quote(Payment._meta.db_table)} p
+            LEFT JOIN {quote(QboPaymentSync._meta.db_table)} s ON s.payment_id = p.id AND s.status = %s
+            LEFT JOIN (
+                SELECT payment_id, SUM(CASE WHEN direction = 'in' THEN amount_minor ELSE -amount_minor END) AS total
+                FROM {quote(QboAdjustmentSync._meta.db_table)} WHERE status = %s GROUP BY payment_id
+            ) a ON a.payment_id = p.id
+            WHERE p.settled_at IS NOT NULL AND p.school_id IN ({", ".join(["%s"] * len(school_ids))}) {since_clause}
+        ) settled
+        GROUP BY school_id, currency
+    """
+    params = [*expected_params, SyncStatus.SYNCED, SyncStatus.SYNCED, *school_ids, *since_params]
+    with db_connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {
+            # PostgreSQL sums bigints as numeric: back to exact ints.
+            (school_id, currency): {
+                "payments": int(count), "ledger": int(ledger), "books": int(books), "count": int(differ), "differences": [],
+            }  # fmt: skip
+            for school_id, currency, count, ledger, books, differ in cursor.fetchall()
+        }
+
+
 def reconciliation(
     *, schools: QuerySet[School] | None = None, since: datetime | None = None, differences_limit: int | None = None
 ) -> Reconciliation:
@@ -275,31 +322,13 @@ def reconciliation(
         connection.school_id: connection
         for connection in QboConnection.objects.filter(school__in=schools, status=QboConnection.Status.CONNECTED)
     }
-    rows: dict[tuple, dict] = {}
-    net = F("amount_minor") - F("refunded_amount_minor") - F("charged_back_amount_minor")
-    for school_id, currency, count, ledger in (
-        settled.order_by().values_list("school_id", "currency").annotate(count=Count("pk"), ledger=Sum(net))
-    ):
-        rows[(school_id, currency)] = {"payments": count, "ledger": ledger, "books": 0, "count": 0, "differences": []}
-    documents = (
-        QboPaymentSync.objects.filter(payment__in=settled, status=SyncStatus.SYNCED).order_by()
-        .values_list("payment__school_id", "payment__currency").annotate(booked=Sum("amount_minor")),
-        QboAdjustmentSync.objects.filter(payment__in=settled, status=SyncStatus.SYNCED).order_by()
-        .values_list("payment__school_id", "payment__currency")
-        .annotate(booked=Coalesce(Sum("amount_minor", filter=Q(direction="in")), 0)
-                  - Coalesce(Sum("amount_minor", filter=Q(direction="out")), 0)),
-    )  # fmt: skip
-    for totals in documents:
-        for school_id, currency, booked in totals:
-            rows[(school_id, currency)]["books"] += booked
+    rows = _reconciliation_totals(school_ids=list(codes), since=since, connected=connected)
     # A payment differs when its documents do not add up to its net, and either it has some or its
     # school's books are expected to hold it (connected, and created since the sync's start).
     expected = ~Q(books=0)
     for school_id, connection in connected.items():
         expected |= Q(school_id=school_id, created_at__gte=connection.sync_since)
     differing = settled.annotate(**_books_of_payments()).exclude(books=F("net")).filter(expected)
-    for school_id, currency, count in differing.order_by().values_list("school_id", "currency").annotate(count=Count("pk")):
-        rows[(school_id, currency)]["count"] = count
     columns = ("pk", "school_id", "currency", "status", "net", "books", "student_id", "sync_failed")
     if differences_limit is None:
         listed = [differing.order_by("school__code", "settled_at").values_list(*columns).iterator(chunk_size=2000)]
