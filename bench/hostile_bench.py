@@ -70,7 +70,6 @@ def pad_object(prefix: str, suffix: str, filler: str) -> bytes:
 
 def bodies() -> dict[str, bytes]:
     """The worst cases found: each as large as the endpoint accepts."""
-    deep = LIMIT // 2
     return {
         "deep arrays [[[[... (256 KiB)": b"[" * LIMIT,
         "deep objects {\"a\":{\"a\":...": pad_object("", "", '{"a":')[: LIMIT - 1],

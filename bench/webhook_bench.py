@@ -65,6 +65,15 @@ def _read_response(sock: socket.socket, buffer: bytes) -> tuple[int, bool, bytes
     return status, closes, rest[length:]
 
 
+def signed_request(host: str, port: int, path: str, body: bytes) -> bytes:
+    """One HTTP/1.1 delivery of ``body`` to the bench school, signed as SurePay signs."""
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"X-School-Code: bench\r\nX-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 def _connection_loop(host, port, path, label, deadline, results, lock):
     statuses: dict[int, int] = {}
     latencies: list[float] = []
@@ -83,11 +92,7 @@ def _connection_loop(host, port, path, label, deadline, results, lock):
                 "provider_student_id": "prov-001",
             }
         ).encode()
-        signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        request = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"X-School-Code: bench\r\nX-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+        request = signed_request(host, port, path, body)
         started = time.perf_counter()
         try:
             if sock is None:

@@ -38,7 +38,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.webhook_bench import PYTHON, REPO, SECRET, _read_response, bench_env, prepare_database, wait_until_up  # noqa: E402
+from bench.webhook_bench import (  # noqa: E402
+    PYTHON,
+    REPO,
+    SECRET,
+    _read_response,
+    bench_env,
+    prepare_database,
+    signed_request,
+    wait_until_up,
+)
 from fakes.directory import FakeDirectory  # noqa: E402
 from fakes.server import serve_in_thread  # noqa: E402
 
@@ -288,15 +297,7 @@ def paced_sender(port: int, path: str, label: str, rate: float, duration: float,
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
-            body = event_body(label, k, student_for(k, new_share))
-            import hashlib
-            import hmac
-
-            signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            request = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-                f"X-School-Code: bench\r\nX-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+            request = signed_request("127.0.0.1", port, path, event_body(label, k, student_for(k, new_share)))
             if sock is None:
                 sock = socket.create_connection(("127.0.0.1", port))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -38,6 +38,10 @@ def account_for_webhook(*, provider: str, school_code: str) -> ProviderAccount |
         .order_by()
         .first()
     )
+    return _account_cache_put(key, account, now)
+
+
+def _account_cache_put(key, account: ProviderAccount | None, now: float) -> ProviderAccount | None:
     with _account_cache_lock:
         # Bounded: school codes come from requests (header or path), and misses are cached too.
         if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
@@ -54,12 +58,7 @@ def account_of_event(account_id: int) -> ProviderAccount:
     cached = _account_cache.get(account_id)
     if cached is not None and cached[0] > now:
         return cached[1]
-    account = ProviderAccount.objects.select_related("school").get(pk=account_id)
-    with _account_cache_lock:
-        if len(_account_cache) >= ACCOUNT_CACHE_MAX_ENTRIES:
-            _account_cache.clear()
-        _account_cache[account_id] = (now + settings.WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
-    return account
+    return _account_cache_put(account_id, ProviderAccount.objects.select_related("school").get(pk=account_id), now)
 
 
 def account_cache_clear(**_signal_kwargs) -> None:

@@ -153,12 +153,8 @@ class AccountingApi:
                 400, "2050", "String length is either shorter or longer than supported by specification", "requestid"
             )
         with self.lock:
-            cached = company.request_ids.get(request_id) if request_id and self.dedupe_request_ids else None
+            cached = self._replayed(company, request_id)
             if cached is not None:
-                if self.request_id_replay == "fault600":
-                    raise _Fault(
-                        400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault"
-                    )
                 return cached
             created = self.create(company, entity, _loads(request.body))
             response = _json(200, {entity: created, "time": _now_iso()})
@@ -208,12 +204,8 @@ class AccountingApi:
                 400, "2050", "String length is either shorter or longer than supported by specification", "requestid"
             )
         with self.lock:
-            cached = company.request_ids.get(request_id) if request_id and self.dedupe_request_ids else None
+            cached = self._replayed(company, request_id)
         if cached is not None:
-            if self.request_id_replay == "fault600":
-                raise _Fault(
-                    400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault"
-                )
             return cached
         answers, entities = [], set()
         for item in items:
@@ -240,6 +232,14 @@ class AccountingApi:
         return response
 
     # --- Creates: what QBO checks before it accepts a document --------------------------------
+
+    def _replayed(self, company: Company, request_id: str | None) -> dict | None:
+        """Intuit's answer to a request id it has seen: the first answer again, or fault 600 when
+        the fake is set to refuse replays. None for a new id. Called with the lock held."""
+        cached = company.request_ids.get(request_id) if request_id and self.dedupe_request_ids else None
+        if cached is not None and self.request_id_replay == "fault600":
+            raise _Fault(400, "600", "Duplicate Request ID", f"Request ID {request_id} already exists", "ValidationFault")
+        return cached
 
     def _ref(self, company: Company, obj: dict, name: str, entity: str, *, required: bool) -> dict | None:
         ref = obj.get(name)
