@@ -34,15 +34,19 @@ def transaction_ids_lock(*, account_id: int, ids: Iterable[tuple[str, str]]) -> 
     PostgreSQL transaction-level advisory locks, taken in one order so they cannot deadlock.
     SQLite (development) lets one writer in at a time anyway.
     """
+    transaction_ids_lock_many((account_id, kind, value) for kind, value in ids)
+
+
+def transaction_ids_lock_many(ids: Iterable[tuple[int, str, str]]) -> None:
+    """``transaction_ids_lock`` for (account id, kind, value) ids of many transactions at once."""
     if connection.vendor != "postgresql":
         return
-    keys = sorted({_lock_key(account_id, kind, value) for kind, value in ids if value})
+    keys = sorted({_lock_key(account_id, kind, value) for account_id, kind, value in ids if value})
     if not keys:
         return
-    # Evaluated left to right: the locks are taken in sorted order.
-    sql = "SELECT " + ", ".join("pg_advisory_xact_lock(%s)" for _ in keys)
+    # Evaluated in the array's order: the locks are taken sorted.
     with connection.cursor() as cursor:
-        cursor.execute(sql, keys)
+        cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) AS key", [keys])
 
 
 def _lock_key(account_id: int, kind: str, value: str) -> int:
@@ -63,27 +67,66 @@ def payment_of_transaction(*, account: ProviderAccount, ids: list[tuple[str, str
     a payment made through another.
 
     When ids point at different payments (they should not), the transaction id wins, then the
-    checkout, then the reference.
+    checkout, then the reference (``payment_pick``).
     """
+    match = _transaction_match(ids)
+    if not match:
+        return None
+    return payment_pick(list(Payment.objects.select_for_update(**_SHAPE).filter(match, account=account)[:4]), ids)
+
+
+def payments_of_transactions(*, account: ProviderAccount, ids: Iterable[tuple[str, str]]) -> list[Payment]:
+    """Every payment of this account named by any of these ids (of many transactions), locked;
+    ``payment_matches`` and ``payment_pick`` then find each transaction's among them."""
+    match = _transaction_match(list(ids))
+    if not match:
+        return []
+    found = list(Payment.objects.select_for_update(**_SHAPE).filter(match, account=account).order_by("pk"))
+    for payment in found:
+        payment.account = account
+    return found
+
+
+def _transaction_match(ids: list[tuple[str, str]]) -> Q:
     txn_ids = {value for kind, value in ids if kind == "txn" and value}
-    given = {kind: value for kind, value in ids if value and kind != "txn"}
+    checkouts = {value for kind, value in ids if kind == "checkout" and value}
+    references = {value for kind, value in ids if kind == "ref" and value}
     match = Q()
     if txn_ids:
         match |= Q(external_txn_id__in=txn_ids) | Q(provider_charge_id__in=txn_ids)
-    if "checkout" in given:
-        match |= Q(provider_checkout_id=given["checkout"])
-    if "ref" in given:
-        match |= Q(reference=given["ref"]) | Q(provider_reference=given["ref"])
-    if not match:
-        return None
-    found = list(Payment.objects.select_for_update(**_SHAPE).filter(match, account=account)[:4])
+    if checkouts:
+        match |= Q(provider_checkout_id__in=checkouts)
+    if references:
+        match |= Q(reference__in=references) | Q(provider_reference__in=references)
+    return match
+
+
+def payment_matches(payment: Payment, ids: list[tuple[str, str]]) -> bool:
+    """Whether ``_transaction_match(ids)`` selects this payment: the same rule, in Python."""
+    for kind, value in ids:
+        if not value:
+            continue
+        if kind == "txn" and value in (payment.external_txn_id, payment.provider_charge_id):
+            return True
+        if kind == "checkout" and value == payment.provider_checkout_id:
+            return True
+        if kind == "ref" and value in (payment.reference, payment.provider_reference):
+            return True
+    return False
+
+
+def payment_pick(found: list[Payment], ids: list[tuple[str, str]]) -> Payment | None:
+    """The transaction's payment among those its ids found: by transaction id, then checkout,
+    then reference, the oldest first."""
     if len(found) <= 1:
         return found[0] if found else None
+    txn_ids = {value for kind, value in ids if kind == "txn" and value}
+    checkouts = {value for kind, value in ids if kind == "checkout" and value}
 
     def rank(payment: Payment) -> int:
         if payment.external_txn_id in txn_ids or payment.provider_charge_id in txn_ids:
             return 0
-        if "checkout" in given and payment.provider_checkout_id == given["checkout"]:
+        if payment.provider_checkout_id in checkouts:
             return 1
         return 2
 

@@ -47,6 +47,7 @@ from payments.audit import audit_record
 from payments.models import AuditLog, OutboxEvent, Payment, ProviderAccount, School, WebhookEvent
 from payments.ratelimits import webhook_refusal_limit
 from payments.services import (
+    PaymentChange,
     payment_event_apply,
     payment_mapping_fail,
     payment_provider_status_apply,
@@ -323,17 +324,22 @@ def _audit_refusal(
 
 
 def webhook_event_run(*, event_id: int) -> str | None:
-    """Process one event and decide what a failure means: a transient error is retried later
-    with backoff, a permanent one (or the last attempt) leaves the event visibly failed."""
+    """Process one event and decide what a failure means (``webhook_event_failure_record``)."""
     try:
         return webhook_event_process(event_id=event_id)
-    except PermanentError as exc:
+    except Exception as exc:  # noqa: BLE001 - transient errors and bugs alike are retried, then failed
+        return webhook_event_failure_record(event_id=event_id, exc=exc)
+
+
+def webhook_event_failure_record(*, event_id: int, exc: Exception) -> str:
+    """A transient error is retried later with backoff, a permanent one (or the last attempt)
+    leaves the event visibly failed."""
+    if isinstance(exc, PermanentError):
         webhook_event_fail(event_id=event_id, error=str(exc))
         return "failed"
-    except Exception as exc:  # noqa: BLE001 - transient errors and bugs alike are retried, then failed
-        if not isinstance(exc, TransientError):
-            logger.exception("processing webhook event %s failed", event_id)
-        return webhook_event_retry_later(event_id=event_id, error=str(exc) or type(exc).__name__)
+    if not isinstance(exc, TransientError):
+        logger.error("processing webhook event %s failed", event_id, exc_info=exc)
+    return webhook_event_retry_later(event_id=event_id, error=str(exc) or type(exc).__name__)
 
 
 def webhook_event_claim(*, event_id: int) -> WebhookEvent | None:
@@ -384,14 +390,20 @@ def webhook_event_process(*, event_id: int) -> str | None:
         raise
     if claimed is None:
         return None
-    event, adapter, normalized, applied = claimed
+    return webhook_event_follow_up(*claimed)
+
+
+def webhook_event_follow_up(
+    event: WebhookEvent, adapter: ProviderAdapter, normalized: NormalizedEvent, applied: EventApplied
+) -> str:
+    """What is left after the event was applied (outside any transaction, so no lock is held
+    during a network call): confirm its body with the provider's API, map a new student; then
+    mark it processed. Re-run on every retry until it succeeds; doing it twice changes nothing."""
     if applied.finished:
         _processed_observe(event, applied.processed_at)
         return applied.result
     result = applied.note
     if normalized.requires_confirmation and event.payment_id is not None:
-        # Outside any transaction: no lock is held during the provider call. Re-run on every
-        # retry until it succeeds; applying the same answer twice changes nothing.
         payment = Payment.objects.get(pk=event.payment_id)
         confirmed = adapter.fetch_status(payment=payment)
         change = payment_provider_status_apply(payment_id=payment.pk, status=confirmed, source=f"event {normalized.event_id}")
@@ -421,7 +433,18 @@ class EventApplied:
     note: str  # what applying it did to the payment
     finished: bool = False  # applied and marked processed in the same transaction
     result: str = ""  # the event's stored result, when finished
-    processed_at: object = None
+    processed_at: object = None  # when it was applied (and processed, when finished)
+
+
+def event_applied(normalized: NormalizedEvent, change: PaymentChange) -> EventApplied:
+    """Whether anything is left to do after applying the event: not when its body needs no
+    confirmation and its payment has its student (or none to look up)."""
+    payment = change.payment
+    finished = not normalized.requires_confirmation and (
+        payment is None or payment.student_id is not None or not payment.provider_student_id
+    )
+    result = change.note if payment is None else f"{change.note}; student {payment.mapping_status}"
+    return EventApplied(change.note, finished, result, timezone.now())
 
 
 def webhook_event_claim_and_apply(
@@ -450,21 +473,16 @@ def webhook_event_claim_and_apply(
                 change = payment_event_apply(
                     account=event.account, event=normalized, webhook_event_id=event.pk, received_at=event.received_at
                 )
-                payment = change.payment
-                event.payment_id = payment.pk if payment else None
-                now = timezone.now()
-                finished = not normalized.requires_confirmation and (
-                    payment is None or payment.student_id is not None or not payment.provider_student_id
-                )
-                result = change.note if payment is None else f"{change.note}; student {payment.mapping_status}"
-                mark = {"payment_id": event.payment_id, "applied_at": now}
-                if finished:
+                event.payment_id = change.payment.pk if change.payment else None
+                applied = event_applied(normalized, change)
+                mark = {"payment_id": event.payment_id, "applied_at": applied.processed_at}
+                if applied.finished:
                     mark.update(
-                        status=WebhookEvent.Status.PROCESSED, processed_at=now, result=result[:200], last_error="",
-                        next_attempt_at=None,
+                        status=WebhookEvent.Status.PROCESSED, processed_at=applied.processed_at,
+                        result=applied.result[:200], last_error="", next_attempt_at=None,
                     )  # fmt: skip
                 WebhookEvent.objects.filter(pk=event.pk).update(**mark)
-            return event, adapter, normalized, EventApplied(change.note, finished, result, now)
+            return event, adapter, normalized, applied
         except IntegrityError as exc:
             # Another worker created this transaction's payment first; now it will be found.
             if attempt == 2:

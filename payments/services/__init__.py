@@ -1,6 +1,7 @@
 """The writes of the payments domain, one module per job (HackSoft's services split as they grow):
 
 - ``settlement``: provider events and the provider's API in, the payment folded out of its facts;
+- ``batch``: many events settled in one transaction, what they share read and written once;
 - ``facts``: the facts an event or an answer states, kept for a payment or waiting for it;
 - ``finalize``: a success settles its payment request;
 - ``mapping``: which student a payment is for;
@@ -19,6 +20,7 @@ each lives in the module named on its import line.
 
 from __future__ import annotations
 
+from payments.services.batch import SettlementBatch  # noqa: F401
 from payments.services.checkout import (  # noqa: F401
     CheckoutFailed,
     CheckoutRefused,

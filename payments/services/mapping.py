@@ -76,7 +76,7 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
         )
         if updated:
             payment_risk_rescore(payment_id=payment.pk)  # the student is a sign of its own
-            payment_offer_to_books_on_commit(payment_id=payment.pk)
+            payment_offer_to_books_on_commit(payment_ids=[payment.pk])
             payment.student, payment.mapping_status = student, MappingStatus.MAPPED
             payment_mapped_record(
                 payment=payment, student=student, source=source, actor_type=AuditLog.ActorType.SYSTEM, actor="directory"
@@ -124,7 +124,7 @@ def payment_student_assign(*, payment_id: uuid.UUID, student_number: str, full_n
         payment.mapping_error = ""
         payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
         payment_risk_rescore(payment_id=payment.pk)
-        payment_offer_to_books_on_commit(payment_id=payment.pk)
+        payment_offer_to_books_on_commit(payment_ids=[payment.pk])
         payment_mapped_record(
             payment=payment, student=student, source="staff", actor_type=AuditLog.ActorType.STAFF,
             actor=actor.get_username(), previous=previous,

@@ -28,6 +28,7 @@ from payments.models import (
     ReviewFlag,
     TransactionFact,
 )
+from payments.services.batch import SettlementBatch
 from payments.services.facts import event_ids, fact_summary, facts_add, facts_adopt, facts_from_event, facts_from_status
 from payments.services.finalize import payment_finalize
 from payments.services.refund_sync import refund_requests_sync
@@ -57,6 +58,7 @@ def payment_event_apply(
     webhook_event_id: int | None = None,
     received_at: datetime | None = None,
     audit_action: str = "payment.webhook",
+    batch: SettlementBatch | None = None,
 ) -> PaymentChange:
     """Record what a verified provider event says about its transaction and settle the payment
     from everything known, inside the caller's transaction.
@@ -66,14 +68,20 @@ def payment_event_apply(
     when its payment appears. The payment is then folded from all its facts
     (``payment_settle``), so any order of the same events gives the same payment. One audit
     entry says what changed, or why nothing did.
+
+    ``batch``: the event is one of many applied in this transaction (``SettlementBatch``), which
+    holds what they share: its locks and look-ups taken for all, its rows written for all.
     """
     if not event.concerns_payment:
         return PaymentChange(None, False, False, None, None, f"{event.event_type} concerns no payment")
     occurred_at = event.occurred_at or received_at or timezone.now()
     facts = facts_from_event(event, occurred_at=occurred_at, webhook_event_id=webhook_event_id)
     ids = event_ids(event)
-    locks.transaction_ids_lock(account_id=account.pk, ids=ids)
-    payment = locks.payment_of_transaction(account=account, ids=ids)
+    if batch is None:
+        locks.transaction_ids_lock(account_id=account.pk, ids=ids)
+        payment = locks.payment_of_transaction(account=account, ids=ids)
+    else:
+        payment = batch.payment_of_transaction(account=account, ids=ids)
     created = payment is None
     if payment is None:
         if not facts:
@@ -85,21 +93,24 @@ def payment_event_apply(
                 fact.school_id, fact.account = account.school_id, account
                 fact.txn_id, fact.reference = event.external_txn_id[:128], event.reference[:128]
             TransactionFact.objects.bulk_create(facts)
+            if batch is not None:
+                batch.facts_left_waiting(account=account, ids=ids)
             what = ", ".join(fact_summary(fact) for fact in facts)
             return PaymentChange(None, False, False, None, None, f"{what}: waits for its payment")
         # Inserted by ``payment_settle`` with its settled state and its student, in one INSERT
         # rather than an INSERT and an UPDATE of a row with twenty indexes. Its facts may be
         # written first: their foreign key to it is checked at commit.
         payment = _payment_from_event(account=account, event=event)
-        known_student = _known_student_take(payment)
+        known_student = _known_student_take(payment, batch)
     else:
         _payment_ids_learn(payment, event)
-        known_student = _known_student_take(payment)
+        known_student = _known_student_take(payment, batch)
         if known_student is not None:
             payment.save(update_fields=["student", "mapping_status", "mapping_error", "updated_at"])
     # A new payment with no facts waiting for it holds only this event's: kept in memory, they
     # are folded without being read back.
-    only_these = facts_adopt(payment) == 0 and created
+    none_waited = (batch is not None and batch.facts_waiting_none(payment)) or facts_adopt(payment) == 0
+    only_these = none_waited and created
     stored = facts_add(payment, facts, none_before=only_these)
     change = payment_settle(
         payment=payment,
@@ -111,18 +122,21 @@ def payment_event_apply(
         details={"event_id": event.event_id, "event_type": event.event_type},
         reported=event.status,
         mapped_from="cache" if known_student is not None else None,
+        batch=batch,
     )
+    if batch is not None:
+        batch.settled(account=account, ids=ids, payment=payment)
     return change
 
 
-def _known_student_take(payment: Payment):
+def _known_student_take(payment: Payment, batch: SettlementBatch | None = None):
     """Map a payment without a student from the known mappings (``ProviderStudentLink``: the
     directory's earlier answers and staff's choices), in the caller's transaction. Most payments
     of a term come from students paid for before: they are mapped here, with their settlement,
     and never wait for the School Directory. Returns the student, or None."""
     if payment.student_id is not None or not payment.provider_student_id:
         return None
-    student = selectors.known_student(
+    student = (batch or selectors).known_student(
         school_id=payment.school_id, provider=payment.provider, provider_student_id=payment.provider_student_id
     )
     if student is not None:
@@ -223,6 +237,7 @@ def payment_settle(
     reported: str | None = None,
     mapped_from: str | None = None,
     facts: list[TransactionFact] | None = None,
+    batch: SettlementBatch | None = None,
 ) -> PaymentChange:
     """Fold the locked payment's facts (``payments.ledger``) and store the result: status,
     amounts, conflicts for staff, the janitor's next check. Then, in the same transaction: one
@@ -232,6 +247,8 @@ def payment_settle(
     ``payment.mapped`` event and audit entry are written with the settlement's). ``facts``: all of
     the payment's facts, when the caller holds them (a payment created just now), else they are
     read. ``created``: the payment is new and not saved yet; it is inserted here, settled.
+    ``batch``: the audit entries, outbox rows and books offer are left to it, to be written with
+    those of the other events of its transaction.
     """
     if not created:  # a payment created just now has no refund requests yet
         refund_requests_sync(payment=payment)
@@ -303,16 +320,25 @@ def payment_settle(
     if mapped_from is not None:
         entries.append(_mapped_audit_entry(payment, payment.student, mapped_from, AuditLog.ActorType.SYSTEM, "directory"))
         events.append(outbox.payment_mapped_row(payment=payment, student_number=payment.student.student_number, source=mapped_from))
-    AuditLog.objects.bulk_create(entries)
-    OutboxEvent.objects.bulk_create(events)
+    if batch is None:
+        AuditLog.objects.bulk_create(entries)
+        OutboxEvent.objects.bulk_create(events)
+    else:
+        batch.audit_add(entries)
+        batch.outbox_add(events)
     if first_settled and payment.payment_request_id:
         # A payment started from a pay link: settle its request in this same transaction.
+        if batch is not None:
+            batch.flush()  # its events follow the payment's in the outbox
         outcome = payment_finalize(payment=payment, actor_type=actor_type, actor=actor)
         note = f"{note}; {outcome.summary}"
     if ledger.status in SETTLED_STATES and (
         first_settled or mapped_from or after.held != before.held or was_held != payment.risk_held
     ):
-        payment_offer_to_books_on_commit(payment_id=payment.pk)
+        if batch is None:
+            payment_offer_to_books_on_commit(payment_ids=[payment.pk])
+        else:
+            batch.offered.append(payment.pk)
     if first_settled and _payer_contact_known(payment):
         # The parent's confirmation and receipt (payments.services.notices), once per payment.
         enqueue_on_commit("payments.tasks.payment_receipt_issue", str(payment.pk))
@@ -330,14 +356,17 @@ def _payer_contact_known(payment: Payment) -> bool:
     return bool(payment_request.parent_email or payment_request.parent_phone)
 
 
-def payment_offer_to_books_on_commit(*, payment_id: uuid.UUID) -> None:
-    """Offer a payment to the books once the current change commits: what the school holds may
+def payment_offer_to_books_on_commit(*, payment_ids: list[uuid.UUID]) -> None:
+    """Offer payments to the books once the current change commits: what the school holds may
     just have changed (settled, refunded, charged back, mapped to a student). The books apps are
-    the hooks of ``settings.PAYMENT_BOOKS_HOOKS`` (QuickBooks: ``qbo_sync_request``), so payments
-    never imports them; each is idempotent and cheap, and decides. An error there must not undo
-    the committed change: it is logged, and the books' backlog scan finds the payment later."""
+    the hooks of ``settings.PAYMENT_BOOKS_HOOKS`` (QuickBooks: ``qbo_sync_offered``), called with
+    the payments' ids, so payments never imports them; each is idempotent and cheap, and decides.
+    An error there must not undo the committed change: it is logged, and the books' backlog scan
+    finds the payment later."""
+    if not payment_ids:
+        return
     for hook in map(import_string, settings.PAYMENT_BOOKS_HOOKS):
-        transaction.on_commit(lambda hook=hook: hook(payment_id=payment_id), robust=True)
+        transaction.on_commit(lambda hook=hook: hook(payment_ids=list(payment_ids)), robust=True)
 
 
 @dataclass(frozen=True)
@@ -495,5 +524,5 @@ def payment_risk_clear(*, payment_id: uuid.UUID, actor: str, note: str = "") -> 
             target=payment, details={"score": payment.risk_score, "was_held": was_held, "note": note[:500]},
         )  # fmt: skip
         if was_held:
-            payment_offer_to_books_on_commit(payment_id=payment.pk)
+            payment_offer_to_books_on_commit(payment_ids=[payment.pk])
     return payment

@@ -3,7 +3,7 @@
 How a payment reaches QuickBooks exactly once:
 
 1. ``qbo_sync_request`` (called when a payment may have become ready: after webhook processing,
-   by staff actions, by the backlog scan) makes sure a ready payment has its ``QboPaymentSync``
+   through ``qbo_sync_offered``, by staff actions, by the backlog scan) makes sure a ready payment has its ``QboPaymentSync``
    record (and a ``QboAdjustmentSync`` per later money movement: refunds, chargebacks), then
    wakes its school's sync after commit.
 2. ``qbo_school_sync`` runs one *lane* per school (a Redis lock): it claims due records in
@@ -39,7 +39,7 @@ from quickbooks_sync.services.connection import (
     qbo_setup_choices,
 )
 from quickbooks_sync.services.lane import qbo_school_resume
-from quickbooks_sync.services.sync import qbo_school_sync, qbo_sync_request, qbo_sync_retry
+from quickbooks_sync.services.sync import qbo_school_sync, qbo_sync_offered, qbo_sync_request, qbo_sync_retry
 from quickbooks_sync.services.tokens import (
     QboSession,
     qbo_connection_authorization_lost,
@@ -60,6 +60,7 @@ __all__ = [
     "qbo_school_resume",
     "qbo_school_sync",
     "qbo_setup_choices",
+    "qbo_sync_offered",
     "qbo_sync_request",
     "qbo_sync_retry",
     "qbo_tokens_keepalive",

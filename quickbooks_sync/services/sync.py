@@ -36,6 +36,18 @@ from quickbooks_sync.services.tokens import QboSession, qbo_connection_authoriza
 logger = logging.getLogger(__name__)
 
 
+def qbo_sync_offered(*, payment_ids: Iterable[uuid.UUID]) -> None:
+    """The books hook (``settings.PAYMENT_BOOKS_HOOKS``): payments whose money may have changed
+    were committed. Most settle at schools without QuickBooks: one query for all of them keeps
+    those out, before ``qbo_sync_request`` takes each of the others."""
+    with_connection = Payment.objects.filter(pk__in=list(payment_ids), school__qbo_connection__isnull=False)
+    for payment_id in with_connection.values_list("pk", flat=True):
+        try:
+            qbo_sync_request(payment_id=payment_id)
+        except Exception:  # noqa: BLE001 - one payment's error must not keep the others from the books
+            logger.exception("offering payment %s to QuickBooks failed; the backlog scan will find it", payment_id)
+
+
 def qbo_sync_request(*, payment_id: uuid.UUID, requested_by: str = "") -> str | None:
     """Make sure a ready payment (and each refund of it) will reach QuickBooks, and wake the
     school's sync after commit. Idempotent and cheap (one query) when the school has no

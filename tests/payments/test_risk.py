@@ -248,8 +248,8 @@ def test_clearing_a_payment_that_is_not_flagged_is_refused(acct):
 RECORDED: list = []
 
 
-def record_offer(*, payment_id):
-    RECORDED.append(payment_id)
+def record_offer(*, payment_ids):
+    RECORDED.extend(payment_ids)
 
 
 # --- Where staff see it ----------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""A worker's message of webhook events applied in one transaction.
+
+The request path publishes events in messages of up to a hundred ids (``EVENT_PUBLISHER``).
+Applied one at a time, each event is its own transaction of about thirteen statements. Here a
+message's events are claimed with one ``UPDATE … RETURNING``, applied with what they share read
+and written once (``payments.services.batch.SettlementBatch``: the transaction ids' locks, the
+payments those ids name, waiting facts, known students, the audit entries and outbox rows), and
+marked applied, or processed, with one more ``UPDATE``: one commit for all.
+
+The result is the same as one at a time, event by event: each is applied exactly once (the
+claim holds its row until commit), in the order the message gives. When anything goes wrong
+the whole transaction is rolled back and the message is processed one event at a time
+(``services.webhook_event_run``), where a failure is retried or recorded for that event alone.
+The follow-ups (the provider's confirmation, a new student's look-up in the School Directory)
+come after commit, one event at a time, as they do for a single event.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ops.context import request_id_bound
+from payments.models import WebhookEvent
+from payments.services import SettlementBatch, payment_event_apply, payment_offer_to_books_on_commit
+from providers.registry import get_provider
+from webhooks.selectors import account_of_event
+from webhooks.services import (
+    EventApplied,
+    event_applied,
+    webhook_event_failure_record,
+    webhook_event_follow_up,
+    webhook_event_run,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def webhook_events_process(*, events: list[tuple[int, str | None]]) -> dict[int, str | None]:
+    """Process a message's events: ``(event id, request id)`` pairs, each processed under the id
+    of the request that stored it. Returns each event's result, None for one there was nothing
+    to claim (done, or another worker holds it)."""
+    request_ids = dict(events)
+    if len(request_ids) < 2 or connection.vendor != "postgresql":
+        # SQLite (development) has neither the advisory locks nor the array parameters.
+        return _one_by_one(request_ids)
+    try:
+        applied = _claim_and_apply(list(request_ids), request_ids)
+    except Exception:  # noqa: BLE001 - rolled back whole: each event gets its own go, and its own failure
+        logger.warning("applying %d webhook events together failed; applying them one by one", len(request_ids), exc_info=True)
+        return _one_by_one(request_ids)
+    results: dict[int, str | None] = dict.fromkeys(request_ids)
+    for event, adapter, normalized, outcome in applied:
+        with request_id_bound(request_ids[event.pk]):
+            try:
+                results[event.pk] = webhook_event_follow_up(event, adapter, normalized, outcome)
+            except Exception as exc:  # noqa: BLE001 - retried, then failed, as for a single event
+                results[event.pk] = webhook_event_failure_record(event_id=event.pk, exc=exc)
+    return results
+
+
+def _one_by_one(request_ids: dict[int, str | None]) -> dict[int, str | None]:
+    results = {}
+    for event_id, request_id in request_ids.items():
+        with request_id_bound(request_id):
+            results[event_id] = webhook_event_run(event_id=event_id)
+    return results
+
+
+def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None]) -> list[tuple]:
+    """Claim the events, apply each to its payment and mark it, in one transaction; returns
+    ``(event, adapter, normalized event, EventApplied)`` for each event claimed, in message order."""
+    with transaction.atomic():
+        position = {event_id: n for n, event_id in enumerate(event_ids)}
+        claimed = sorted(_claim(event_ids), key=lambda event: position[event.pk])
+        parsed = []
+        for event in claimed:
+            event.account = account_of_event(event.account_id)
+            adapter = get_provider(event.account.provider)
+            # Verified on receipt; parsed again here so only the raw delivery needs storing.
+            normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
+            parsed.append((event, adapter, normalized))
+        batch = SettlementBatch()
+        batch.prepare((event.account, normalized) for event, _, normalized in parsed if event.applied_at is None)
+        applied, marks = [], []
+        for event, adapter, normalized in parsed:
+            if event.applied_at is not None:
+                applied.append((event, adapter, normalized, EventApplied("applied before")))
+                continue
+            with request_id_bound(request_ids[event.pk]):
+                change = payment_event_apply(
+                    account=event.account, event=normalized, webhook_event_id=event.pk, received_at=event.received_at,
+                    batch=batch,
+                )  # fmt: skip
+            event.payment_id = change.payment.pk if change.payment else None
+            outcome = event_applied(normalized, change)
+            applied.append((event, adapter, normalized, outcome))
+            marks.append((event.pk, event.payment_id, outcome.finished, outcome.result[:200], outcome.processed_at))
+        batch.flush()
+        _marks_write(marks)
+        payment_offer_to_books_on_commit(payment_ids=batch.offered)
+    return applied
+
+
+def _claim(event_ids: list[int]) -> list[WebhookEvent]:
+    """``services.webhook_event_claim`` for many events: one conditional ``UPDATE … RETURNING``;
+    the rows stay locked until the transaction ends."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_TIMEOUT_SECONDS)
+    params = [
+        WebhookEvent.Status.PROCESSING, now, event_ids,
+        WebhookEvent.Status.PENDING, WebhookEvent.Status.PROCESSING, stale,
+    ]  # fmt: skip
+    return list(WebhookEvent.objects.raw(CLAIM_SQL, params))
+
+
+CLAIM_SQL = (
+    "UPDATE payments_webhookevent SET status = %s, claimed_at = %s, attempts = attempts + 1 "
+    "WHERE id = ANY(%s) AND (status = %s OR (status = %s AND claimed_at < %s)) RETURNING *"
+)
+
+
+def _marks_write(marks: list[tuple]) -> None:
+    """Each event applied (``applied_at``, its payment), and processed when nothing is left to do,
+    in one statement. An event whose payment came later in the batch, and adopted its waiting
+    fact, keeps the payment it was given."""
+    if not marks:
+        return
+    ids, payment_ids, finished, results, applied_at = (list(column) for column in zip(*marks))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE payments_webhookevent AS e SET
+                payment_id = COALESCE(m.payment_id, e.payment_id),
+                applied_at = m.applied_at,
+                status = CASE WHEN m.finished THEN %s ELSE e.status END,
+                processed_at = CASE WHEN m.finished THEN m.applied_at ELSE e.processed_at END,
+                result = CASE WHEN m.finished THEN m.result ELSE e.result END,
+                last_error = CASE WHEN m.finished THEN '' ELSE e.last_error END,
+                next_attempt_at = CASE WHEN m.finished THEN NULL ELSE e.next_attempt_at END
+            FROM unnest(%s::bigint[], %s::uuid[], %s::boolean[], %s::text[], %s::timestamptz[])
+                AS m(id, payment_id, finished, result, applied_at)
+            WHERE e.id = m.id
+            """,
+            [WebhookEvent.Status.PROCESSED, ids, payment_ids, finished, results, applied_at],
+        )
