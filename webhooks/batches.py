@@ -17,6 +17,7 @@ come after commit, one event at a time, as they do for a single event.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 
@@ -130,7 +131,12 @@ def _marks_write(marks: list[tuple]) -> None:
     fact, keeps the payment it was given."""
     if not marks:
         return
-    ids, payment_ids, finished, results, applied_at = (list(column) for column in zip(*marks))
+    # One JSON parameter rather than five arrays: psycopg adapts an array item by item.
+    rows = json.dumps([
+        {"id": event_id, "payment_id": payment_id and str(payment_id), "finished": finished, "result": result,
+         "applied_at": applied_at.isoformat()}
+        for event_id, payment_id, finished, result, applied_at in marks
+    ])  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -142,9 +148,9 @@ def _marks_write(marks: list[tuple]) -> None:
                 result = CASE WHEN m.finished THEN m.result ELSE e.result END,
                 last_error = CASE WHEN m.finished THEN '' ELSE e.last_error END,
                 next_attempt_at = CASE WHEN m.finished THEN NULL ELSE e.next_attempt_at END
-            FROM unnest(%s::bigint[], %s::uuid[], %s::boolean[], %s::text[], %s::timestamptz[])
-                AS m(id, payment_id, finished, result, applied_at)
+            FROM json_to_recordset(%s::json)
+                AS m(id bigint, payment_id uuid, finished boolean, result text, applied_at timestamptz)
             WHERE e.id = m.id
             """,
-            [WebhookEvent.Status.PROCESSED, ids, payment_ids, finished, results, applied_at],
+            [WebhookEvent.Status.PROCESSED, rows],
         )
