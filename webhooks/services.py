@@ -10,8 +10,10 @@ to its payment in the same transaction, with the audit entry and the event's ``a
 (so an event is never applied twice). A student mapped before is set in that same transaction,
 and an event with nothing left to do is marked processed by the same statement as
 ``applied_at``: about thirteen statements and one commit for the common case. Otherwise the
-follow-up work comes after: it asks the provider's API to confirm events whose body is not bound
-to a secret, and maps a new student through the School Directory.
+follow-up work comes after (``webhook_event_follow_up``): it asks the provider's API to confirm
+events whose body is not bound to a secret, and maps a new student through the School Directory.
+The worker applies a message's events together, in one transaction (``webhooks.batches``), and
+comes back here, one event at a time, when that fails.
 
 Replay (``webhooks.replay``) is staff's second go at a failed event or a dead letter (admin).
 
