@@ -27,7 +27,12 @@ from django.utils import timezone
 
 from ops.context import request_id_bound
 from payments.models import WebhookEvent
-from payments.services import SettlementBatch, payment_event_apply, payment_offer_to_books_on_commit
+from payments.services import (
+    SettlementBatch,
+    payment_event_apply,
+    payment_offer_to_books_on_commit,
+    provider_students_learn,
+)
 from providers.registry import get_provider
 from webhooks.selectors import account_of_event
 from webhooks.services import (
@@ -50,7 +55,7 @@ def webhook_events_process(*, events: list[tuple[int, str | None]]) -> dict[int,
         # SQLite (development) has neither the advisory locks nor the array parameters.
         return _one_by_one(request_ids)
     try:
-        applied = _claim_and_apply(list(request_ids), request_ids)
+        applied = _claim_and_apply(list(request_ids), request_ids, learnt=_students_learn(list(request_ids)))
     except Exception:  # noqa: BLE001 - rolled back whole: each event gets its own go, and its own failure
         logger.warning("applying %d webhook events together failed; applying them one by one", len(request_ids), exc_info=True)
         return _one_by_one(request_ids)
@@ -72,10 +77,40 @@ def _one_by_one(request_ids: dict[int, str | None]) -> dict[int, str | None]:
     return results
 
 
-def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None]) -> list[tuple]:
+def _students_learn(event_ids: list[int]) -> set[tuple[int, str, str]]:
+    """Before the transaction (no lock is held during a network call): the students of the
+    events whose provider student id has no known mapping, asked of the School Directory
+    (``provider_students_learn``), so their payments are mapped with their settlement. Only
+    from bodies bound to a secret: an unconfirmed body's student waits for its confirmation.
+    One look-up per new student, as one event at a time would make after the settlement.
+    Returns the (school, provider, provider student id) learnt."""
+    if not settings.SCHOOL_API_BASE_URL:
+        return set()
+    wanted: dict[int, set[str]] = {}
+    unapplied = WebhookEvent.objects.filter(pk__in=event_ids, applied_at__isnull=True)
+    for account_id, raw_body, headers in unapplied.values_list("account_id", "raw_body", "headers"):
+        account = account_of_event(account_id)
+        try:
+            event = get_provider(account.provider).parse_body(body=raw_body.encode("utf-8"), headers=headers, account=account)
+        except Exception:  # noqa: BLE001 - the batch, or the event on its own, records what is wrong with it
+            continue
+        # Only an event stating its charge's outcome makes (or moves) a payment to map; a refund
+        # alone waits for its payment, and so does the student's look-up.
+        if event.concerns_payment and event.status is not None and event.provider_student_id and not event.requires_confirmation:
+            wanted.setdefault(account_id, set()).add(event.provider_student_id)
+    learnt = set()
+    for account_id, provider_student_ids in wanted.items():
+        account = account_of_event(account_id)
+        for provider_student_id in provider_students_learn(account=account, provider_student_ids=provider_student_ids):
+            learnt.add((account.school_id, account.provider, provider_student_id))
+    return learnt
+
+
+def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None], *, learnt: set) -> list[tuple]:
     """Claim the events, apply each to its payment and mark it, in one transaction; returns
     ``(event, adapter, normalized event, EventApplied)`` for each event claimed, in message order."""
-    with transaction.atomic():
+    batch = SettlementBatch(learnt=learnt)
+    with transaction.atomic(), connection.execute_wrapper(batch.before_statement):
         position = {event_id: n for n, event_id in enumerate(event_ids)}
         claimed = sorted(_claim(event_ids), key=lambda event: position[event.pk])
         parsed = []
@@ -85,7 +120,6 @@ def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None]) -
             # Verified on receipt; parsed again here so only the raw delivery needs storing.
             normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
             parsed.append((event, adapter, normalized))
-        batch = SettlementBatch()
         batch.prepare((event.account, normalized) for event, _, normalized in parsed if event.applied_at is None)
         applied, marks = [], []
         for event, adapter, normalized in parsed:

@@ -60,6 +60,7 @@ from payments.services.mapping import (  # noqa: F401
     payment_mapping_fail,
     payment_student_assign,
     payment_student_map,
+    provider_students_learn,
     student_upsert,
 )
 from payments.services.notices import (  # noqa: F401

@@ -120,12 +120,15 @@ def facts_from_status(status: NormalizedStatus, *, payment: Payment, source_ref:
     return facts
 
 
-def facts_add(payment: Payment, facts: list[TransactionFact], *, none_before: bool = False) -> list[TransactionFact]:
+def facts_add(
+    payment: Payment, facts: list[TransactionFact], *, none_before: bool = False, batch=None
+) -> list[TransactionFact]:
     """Keep the new facts of a locked payment; returns those stored. A report that only repeats
     the latest one of its kind (the janitor asking again, an event stating what another said)
     adds nothing, so the ledger does not grow with every check; the fold would give the same
     answer either way. ``none_before``: the payment has no facts yet (it was created just now
-    and none waited for it), so there is nothing to read."""
+    and none waited for it), so there is nothing to read. ``batch``: a ``SettlementBatch`` that
+    inserts them with its other rows."""
     if not facts:
         return []
     latest: dict[tuple, tuple] = {}
@@ -145,7 +148,10 @@ def facts_add(payment: Payment, facts: list[TransactionFact], *, none_before: bo
             continue
         latest[slot] = value
         new.append(fact)
-    TransactionFact.objects.bulk_create(new)
+    if batch is not None:
+        batch.rows_add(new)
+    else:
+        TransactionFact.objects.bulk_create(new)
     return new
 
 

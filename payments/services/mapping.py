@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -61,12 +63,8 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
                 action="payment.unmatched",
             )
             return MappingStatus.UNMATCHED
-        student = student_upsert(school=payment.school, student_number=record.student_id, full_name=record.full_name)
-        ProviderStudentLink.objects.get_or_create(
-            school_id=payment.school_id,
-            provider=payment.provider,
-            provider_student_id=payment.provider_student_id,
-            defaults={"student": student, "source": ProviderStudentLink.Source.DIRECTORY},
+        student = _directory_student_keep(
+            school=payment.school, provider=payment.provider, provider_student_id=payment.provider_student_id, record=record
         )
         source = "directory"
 
@@ -82,6 +80,58 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
                 payment=payment, student=student, source=source, actor_type=AuditLog.ActorType.SYSTEM, actor="directory"
             )
     return MappingStatus.MAPPED
+
+
+def _directory_student_keep(*, school: School, provider: str, provider_student_id: str, record) -> Student:
+    """The student the School Directory named, kept with the mapping (``ProviderStudentLink``)
+    so the provider's student id is known from now on."""
+    student = student_upsert(school=school, student_number=record.student_id, full_name=record.full_name)
+    ProviderStudentLink.objects.get_or_create(
+        school_id=school.pk,
+        provider=provider,
+        provider_student_id=provider_student_id,
+        defaults={"student": student, "source": ProviderStudentLink.Source.DIRECTORY},
+    )
+    return student
+
+
+def provider_students_learn(*, account, provider_student_ids: Iterable[str], directory=None) -> set[str]:
+    """Ask the School Directory, before a batch of events settles their payments, about the
+    provider student ids of this account with no known mapping, and keep each student it names
+    (as ``payment_student_map`` does), so the batch maps the payments in its own transaction
+    rather than each in a transaction of its own afterwards. Returns the ids learnt now.
+
+    One attempt each and no waiting: an id the directory does not know, or a directory that is
+    slow or down, is left to each payment's own mapping after the batch, with its retries and
+    its ``unmatched`` outcome."""
+    ids = set(provider_student_ids) - set(
+        ProviderStudentLink.objects.filter(
+            school_id=account.school_id, provider=account.provider, provider_student_id__in=set(provider_student_ids)
+        ).values_list("provider_student_id", flat=True)
+    )
+    if not ids:
+        return set()
+    from directory_client.client import DirectoryClient, DirectoryUnavailable
+
+    if directory is None:
+        directory = DirectoryClient(
+            base_url=settings.SCHOOL_API_BASE_URL, token=settings.SCHOOL_API_TOKEN,
+            timeout_seconds=settings.SCHOOL_API_TIMEOUT_SECONDS, attempts=1,
+        )  # fmt: skip
+    learnt = set()
+    for provider_student_id in sorted(ids):
+        try:
+            record = directory.lookup_student(
+                school_code=account.school.code, provider=account.provider, provider_student_id=provider_student_id
+            )
+        except DirectoryUnavailable:
+            break
+        if record is not None:
+            _directory_student_keep(
+                school=account.school, provider=account.provider, provider_student_id=provider_student_id, record=record
+            )
+            learnt.add(provider_student_id)
+    return learnt
 
 
 class MappingRefused(Exception):

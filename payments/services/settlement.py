@@ -111,7 +111,7 @@ def payment_event_apply(
     # are folded without being read back.
     none_waited = (batch is not None and batch.facts_waiting_none(payment)) or facts_adopt(payment) == 0
     only_these = none_waited and created
-    stored = facts_add(payment, facts, none_before=only_these)
+    stored = facts_add(payment, facts, none_before=only_these, batch=batch)
     change = payment_settle(
         payment=payment,
         created=created,
@@ -121,7 +121,7 @@ def payment_event_apply(
         audit_action=audit_action,
         details={"event_id": event.event_id, "event_type": event.event_type},
         reported=event.status,
-        mapped_from="cache" if known_student is not None else None,
+        mapped_from=(batch.mapping_source(payment) if batch else "cache") if known_student is not None else None,
         batch=batch,
     )
     if batch is not None:
@@ -285,7 +285,9 @@ def payment_settle(
     was_held = payment.risk_held
     payment_risk_update(payment, put, facts=facts)
 
-    if created:
+    if created and batch is not None:
+        batch.rows_add([payment])
+    elif created:
         payment.save(force_insert=True)
     elif changed:
         payment.save(update_fields=sorted(changed | {"updated_at"}))
@@ -324,8 +326,7 @@ def payment_settle(
         AuditLog.objects.bulk_create(entries)
         OutboxEvent.objects.bulk_create(events)
     else:
-        batch.audit_add(entries)
-        batch.outbox_add(events)
+        batch.rows_add(entries + events)
     if first_settled and payment.payment_request_id:
         # A payment started from a pay link: settle its request in this same transaction.
         if batch is not None:
