@@ -4,6 +4,8 @@ for a fraction of the statements; a failure rolls the message back and each even
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -15,7 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from payments.models import AuditLog, OutboxEvent, Payment, ProviderStudentLink, WebhookEvent
+from providers import registry
 from tests.conftest import sign, surepay_body
+from tests.factories import AccountFactory
+from tests.webhooks.test_confirmation import UnsignedProvider
 from webhooks import batches, services
 
 EventStatus = WebhookEvent.Status
@@ -207,3 +212,70 @@ def test_workers_racing_on_overlapping_messages_apply_each_event_once(account, f
     assert sorted(Payment.objects.values_list("external_txn_id", "status")) == [(f"t{n}", "succeeded") for n in range(4)]
     assert AuditLog.objects.filter(action="payment.webhook").count() == 12
     assert set(WebhookEvent.objects.values_list("status", "attempts")) <= {(EventStatus.PROCESSED, 1), (EventStatus.PROCESSED, 2)}
+
+
+# --- Students new to us: asked of the School Directory before the message's transaction ---------
+
+
+def mapped_sources() -> Counter:
+    return Counter(AuditLog.objects.filter(action="payment.mapped").values_list("details__source", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_messages_new_students_are_looked_up_first_and_mapped_with_their_payments(account, fake_directory):
+    students = ["prov-002", "prov-003", "prov-002", "prov-999"]
+    event_ids = [
+        store(surepay_body(event_id=f"e{n}", external_txn_id=f"t{n}", provider_student_id=student))
+        for n, student in enumerate(students)
+    ]
+    results = run_message(event_ids)
+    assert [results[event_id] for event_id in event_ids] == ["new -> succeeded; student mapped"] * 3 + [
+        "new -> succeeded; student unmatched"
+    ]
+    mapped = WebhookEvent.objects.filter(pk__in=event_ids[:3])
+    # Mapped in the transaction that applied them: processed by the same statement.
+    assert all(event.processed_at == event.applied_at for event in mapped)
+    assert sorted(Payment.objects.values_list("external_txn_id", "mapping_status", "student__student_number")) == [
+        ("t0", "mapped", "STU-0002"), ("t1", "mapped", "STU-0003"), ("t2", "mapped", "STU-0002"), ("t3", "unmatched", None),
+    ]  # fmt: skip
+    assert mapped_sources() == {"directory": 3}
+    # One look-up per new student; the one the directory does not know is asked again by its
+    # payment's own mapping, which records it unmatched.
+    asked = Counter(request.query["provider_student_id"][0] for request in fake_directory.lookups())
+    assert asked == {"prov-002": 1, "prov-003": 1, "prov-999": 2}
+
+
+@pytest.mark.django_db
+def test_a_directory_down_before_a_message_leaves_its_students_to_their_own_mapping(account, fake_directory):
+    fake_directory.fail_next(1, status=503)
+    event_ids = [store(surepay_body(event_id=f"e{n}", external_txn_id=f"t{n}", provider_student_id=f"prov-00{n + 2}")) for n in range(2)]
+    results = run_message(event_ids)
+    assert [results[event_id] for event_id in event_ids] == ["new -> succeeded; student mapped"] * 2
+    # The first look-up failed and no other was tried before the transaction: each payment was
+    # mapped after it, on its own.
+    assert len(fake_directory.lookups()) == 3
+    assert all(event.processed_at > event.applied_at for event in WebhookEvent.objects.filter(pk__in=event_ids))
+    assert mapped_sources() == {"directory": 2}
+
+
+class UnsignedWithStudent(UnsignedProvider):
+    def parse(self, *, payload, headers, account):
+        event = super().parse(payload=payload, headers=headers, account=account)
+        return dataclasses.replace(event, provider_student_id=payload["student"])
+
+
+@pytest.mark.django_db
+def test_a_refund_alone_or_an_unconfirmed_body_sends_no_one_to_the_directory(client, account, fake_directory, monkeypatch):
+    monkeypatch.setitem(registry.PROVIDERS, "unsigned", f"{__name__}.UnsignedWithStudent")
+    registry._load.cache_clear()
+    AccountFactory(school=account.school, provider="unsigned")
+    body = json.dumps({"id": "cb-1", "txn": "t-1", "amount": 150_000, "status": "succeeded", "student": "prov-003"})
+    assert client.post("/api/webhooks/unsigned/ng", data=body, content_type="application/json").status_code == 202
+    unconfirmed = WebhookEvent.objects.get(external_event_id="cb-1").pk
+    waiting = store(surepay_body(event_id="e0", external_txn_id="t0", status="REVERSED", amount="40,000", provider_student_id="prov-002"))
+    try:
+        assert batches._students_learn([unconfirmed, waiting]) == set()
+    finally:
+        registry._load.cache_clear()
+    assert fake_directory.lookups() == []
+    assert not ProviderStudentLink.objects.exists()
