@@ -118,12 +118,14 @@ def process_pending() -> list:
     from payments.models import WebhookEvent
     from webhooks.batches import webhook_events_process
 
-    pending = list(WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("pk").values_list("pk", flat=True))
+    pending = WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("pk")
+    pending = list(pending.values_list("pk", flat=True))
     results = {}
     with TestCase.captureOnCommitCallbacks(execute=True):
         # In messages of a hundred, as the request path and the sweep publish them.
         for start in range(0, len(pending), 100):
-            results.update(webhook_events_process(events=[(event_id, None) for event_id in pending[start : start + 100]]))
+            message = [(event_id, None) for event_id in pending[start : start + 100]]
+            results.update(webhook_events_process(events=message))
     return [results[event_id] for event_id in pending]
 
 

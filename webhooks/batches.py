@@ -57,7 +57,9 @@ def webhook_events_process(*, events: list[tuple[int, str | None]]) -> dict[int,
     try:
         applied = _claim_and_apply(list(request_ids), request_ids, learnt=_students_learn(list(request_ids)))
     except Exception:  # noqa: BLE001 - rolled back whole: each event gets its own go, and its own failure
-        logger.warning("applying %d webhook events together failed; applying them one by one", len(request_ids), exc_info=True)
+        logger.warning(
+            "applying %d webhook events together failed; applying them one by one", len(request_ids), exc_info=True
+        )
         return _one_by_one(request_ids)
     results: dict[int, str | None] = dict.fromkeys(request_ids)
     for event, adapter, normalized, outcome in applied:
@@ -91,12 +93,14 @@ def _students_learn(event_ids: list[int]) -> set[tuple[int, str, str]]:
     for account_id, raw_body, headers in unapplied.values_list("account_id", "raw_body", "headers"):
         account = account_of_event(account_id)
         try:
-            event = get_provider(account.provider).parse_body(body=raw_body.encode("utf-8"), headers=headers, account=account)
+            adapter = get_provider(account.provider)
+            event = adapter.parse_body(body=raw_body.encode("utf-8"), headers=headers, account=account)
         except Exception:  # noqa: BLE001 - the batch, or the event on its own, records what is wrong with it
             continue
         # Only an event stating its charge's outcome makes (or moves) a payment to map; a refund
         # alone waits for its payment, and so does the student's look-up.
-        if event.concerns_payment and event.status is not None and event.provider_student_id and not event.requires_confirmation:
+        trusted = event.concerns_payment and not event.requires_confirmation
+        if trusted and event.status is not None and event.provider_student_id:
             wanted.setdefault(account_id, set()).add(event.provider_student_id)
     learnt = set()
     for account_id, provider_student_ids in wanted.items():
@@ -118,7 +122,9 @@ def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None], *
             event.account = account_of_event(event.account_id)
             adapter = get_provider(event.account.provider)
             # Verified on receipt; parsed again here so only the raw delivery needs storing.
-            normalized = adapter.parse_body(body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account)
+            normalized = adapter.parse_body(
+                body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account
+            )
             parsed.append((event, adapter, normalized))
         batch.prepare((event.account, normalized) for event, _, normalized in parsed if event.applied_at is None)
         applied, marks = [], []

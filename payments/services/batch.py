@@ -48,7 +48,8 @@ class SettlementBatch:
         self._waiting: set[tuple[int, str, str]] = set()  # ... of those, with facts waiting for their payment
         self._touched: set[tuple[int, str, str]] = set()  # ids whose payment or facts this batch changed
         self._used: set[uuid.UUID] = set()  # payments read once and settled since: their row is stale
-        self._students: dict[tuple[int, str, str], object] = {}  # (school, provider, provider student id) -> Student | None
+        # (school, provider, provider student id) -> its Student, or None when unknown
+        self._students: dict[tuple[int, str, str], object] = {}
         # Rows to insert, parents first: new payments, their facts, audit entries, outbox rows.
         self._pending: dict[type, list] = {Payment: [], TransactionFact: [], AuditLog: [], OutboxEvent: []}
         self._flushing = False
@@ -122,7 +123,8 @@ class SettlementBatch:
 
     def facts_waiting_none(self, payment: Payment) -> bool:
         """Whether it is known, without a query, that no fact waits for this payment."""
-        keys = {(payment.account_id, kind, value) for kind, value in _payment_ids(payment) if value and kind in ("txn", "ref")}
+        ids = _payment_ids(payment)
+        keys = {(payment.account_id, kind, value) for kind, value in ids if value and kind in ("txn", "ref")}
         return keys <= self._looked_up and not keys & (self._waiting | self._touched)
 
     def facts_left_waiting(self, *, account: ProviderAccount, ids: list[tuple[str, str]]) -> None:

@@ -64,7 +64,10 @@ def payment_student_map(*, payment_id: uuid.UUID, directory=None) -> str:
             )
             return MappingStatus.UNMATCHED
         student = _directory_student_keep(
-            school=payment.school, provider=payment.provider, provider_student_id=payment.provider_student_id, record=record
+            school=payment.school,
+            provider=payment.provider,
+            provider_student_id=payment.provider_student_id,
+            record=record,
         )
         source = "directory"
 

@@ -3,9 +3,9 @@
 How a payment reaches QuickBooks exactly once:
 
 1. ``qbo_sync_request`` (called when a payment may have become ready: after webhook processing,
-   through ``qbo_sync_offered``, by staff actions, by the backlog scan) makes sure a ready payment has its ``QboPaymentSync``
-   record (and a ``QboAdjustmentSync`` per later money movement: refunds, chargebacks), then
-   wakes its school's sync after commit.
+   through ``qbo_sync_offered``; by staff actions; by the backlog scan) makes sure a ready
+   payment has its ``QboPaymentSync`` record (and a ``QboAdjustmentSync`` per later money
+   movement: refunds, chargebacks), then wakes its school's sync after commit.
 2. ``qbo_school_sync`` runs one *lane* per school (a Redis lock): it claims due records in
    rounds, resolves the students' customers (cached in ``QboCustomer``, else found by name or
    batch-created: customer names are unique in QuickBooks, so a batch can never duplicate one),
