@@ -15,7 +15,7 @@ from payments.models import AuditLog, Payment, PaymentRequest, ReviewFlag
 from payments.services import payment_finalize, payment_provider_status_apply
 from providers.base import NormalizedStatus
 from tests.conftest import process_pending
-from tests.factories import PaymentFactory
+from tests.factories import PaymentFactory, PaymentRequestFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,9 @@ def intent(payment_request, account, **fields):
     return PaymentFactory(**defaults)
 
 
-def dummy_webhook(client, payment, *, amount_minor=None, currency=None, event_id=None, txn_id=None, status="succeeded"):
+def dummy_webhook(
+    client, payment, *, amount_minor=None, currency=None, event_id=None, txn_id=None, status="succeeded", process=True
+):
     payload = {
         "id": event_id or f"devt-{payment.pk}",
         "type": f"payment.{status}",
@@ -57,7 +59,7 @@ def dummy_webhook(client, payment, *, amount_minor=None, currency=None, event_id
         "/api/webhooks/dummy/ng", data=body, content_type="application/json", HTTP_X_DUMMY_SIGNATURE=signature
     )
     assert response.status_code in (200, 202), response.content
-    return process_pending()
+    return process_pending() if process else None
 
 
 def finalize_entries(payment):
@@ -80,6 +82,26 @@ def test_an_exact_success_pays_the_request(client, payment_request, dummy_accoun
     assert entry["result"] == "paid"
     assert entry["reason"] == "UGX 450,000 received as requested"
     assert AuditLog.objects.filter(action="payment_request.paid", target_id=str(payment_request.pk)).count() == 1
+
+
+def test_pay_links_settled_in_one_worker_message_each_pay_their_request_once(
+    client, payment_request, dummy_account, student, caplog
+):
+    other_request = PaymentRequestFactory(school=payment_request.school, student=student, amount_minor=450_000)
+    payments = [intent(payment_request, dummy_account), intent(other_request, dummy_account)]
+    for payment in payments:
+        dummy_webhook(client, payment, process=False)
+    # Both events in one message, applied in one transaction.
+    assert process_pending() == ["pending -> succeeded; request paid; student mapped"] * 2
+    assert not [record for record in caplog.records if record.name == "webhooks.batches"]
+    for payment, request in zip(payments, (payment_request, other_request)):
+        payment.refresh_from_db()
+        request.refresh_from_db()
+        assert (payment.status, request.status, request.paid_payment_id) == (PaymentStatus.SUCCEEDED, "paid", payment.pk)
+        assert [entry["result"] for entry in finalize_entries(payment)] == ["paid"]
+        # The settlement's entry comes first, as when each event is applied on its own.
+        actions = AuditLog.objects.filter(target_id=str(payment.pk)).order_by("pk").values_list("action", flat=True)
+        assert list(actions) == ["payment.webhook", "payment.finalize"]
 
 
 def test_a_redelivered_success_does_not_finalize_twice(client, payment_request, dummy_account):
