@@ -11,7 +11,8 @@ from payments.services import manual_payment_review, manual_payment_submit, paym
 from providers.base import NormalizedStatus
 from quickbooks_sync import services
 from quickbooks_sync.models import QboPaymentSync, SyncStatus
-from tests.factories import PaymentRequestFactory
+from tests.factories import AccountFactory, PaymentRequestFactory, SchoolFactory
+from tests.quickbooks_sync.conftest import ready_payment
 
 pytestmark = pytest.mark.django_db
 
@@ -54,3 +55,29 @@ def test_a_success_the_janitor_learns_reaches_quickbooks(connection, student, ac
             source="janitor",
         )
     assert QboPaymentSync.objects.get(payment=payment).status == SyncStatus.PENDING
+
+
+def test_payments_offered_together_are_each_recorded_and_one_error_keeps_no_other_out(
+    connection, student, account, monkeypatch, caplog, django_assert_max_num_queries
+):
+    """The books hook gets the payments of a whole worker message: those of schools without
+    QuickBooks are set aside by one query; a failure on one payment is logged and the others
+    still reach the books (the backlog scan finds the failed one later)."""
+    elsewhere = AccountFactory(school=SchoolFactory(code="nobooks"), provider="surepay")
+    without_books = [ready_payment(elsewhere, None, mapping_status="pending") for _ in range(3)]
+    with django_assert_max_num_queries(1):
+        services.qbo_sync_offered(payment_ids=[payment.pk for payment in without_books])
+    assert not QboPaymentSync.objects.exists()
+
+    first, second = ready_payment(account, student), ready_payment(account, student)
+    real_request = services.sync.qbo_sync_request
+
+    def fails_for_first(*, payment_id, **kwargs):
+        if payment_id == first.pk:
+            raise RuntimeError("database hiccup")
+        return real_request(payment_id=payment_id, **kwargs)
+
+    monkeypatch.setattr(services.sync, "qbo_sync_request", fails_for_first)
+    services.qbo_sync_offered(payment_ids=[first.pk, second.pk, *(payment.pk for payment in without_books)])
+    assert list(QboPaymentSync.objects.values_list("payment_id", flat=True)) == [second.pk]
+    assert any(f"offering payment {first.pk} to QuickBooks failed" in record.getMessage() for record in caplog.records)
