@@ -11,8 +11,10 @@ The result is the same as one at a time, event by event: each is applied exactly
 claim holds its row until commit), in the order the message gives. When anything goes wrong
 the whole transaction is rolled back and the message is processed one event at a time
 (``services.webhook_event_run``), where a failure is retried or recorded for that event alone.
-The follow-ups (the provider's confirmation, a new student's look-up in the School Directory)
-come after commit, one event at a time, as they do for a single event.
+Students new to us are asked of the School Directory before the transaction opens (no lock is
+held across a network call), so their payments are mapped with their settlement. What is left
+after commit comes one event at a time, as for a single event: the provider's confirmation of a
+body not bound to a secret, and the mapping of a student the directory could not be asked about.
 """
 
 from __future__ import annotations

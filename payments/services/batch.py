@@ -91,7 +91,7 @@ class SettlementBatch:
             return
         self._students = dict.fromkeys(keys)
         # One index scan by the ids (a hundred ORed conditions cost more to build than to run);
-        # the rare link of another school or provider with the same id is left out here.
+        # the rare link of another school or provider with the same id is skipped below.
         links = ProviderStudentLink.objects.select_related("student").filter(
             school_id__in={key[0] for key in keys},
             provider__in={key[1] for key in keys},
