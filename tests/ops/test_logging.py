@@ -215,28 +215,29 @@ def test_inline_tasks_keep_the_requests_id(client, settings):
 def test_each_webhook_is_processed_under_the_id_of_the_request_that_stored_it(
     client, account, fake_directory, celery_worker, monkeypatch
 ):
-    """The request path hands events to the worker in batches (one message for many requests):
-    each event is still processed, and its follow-up work published, under its own request's id."""
-    from payments.models import WebhookEvent
+    """The request path hands events to the worker in batches (one message for many requests,
+    applied in one transaction): each event is still applied, and its follow-up work published,
+    under its own request's id."""
     from tests.conftest import post_webhook, sign, surepay_body
-    from webhooks import services
+    from webhooks import batches, services
 
-    seen: dict[int, str | None] = {}
-    process = services.webhook_event_process
+    seen: dict[str, str | None] = {}
+    apply = services.payment_event_apply
 
-    def process_and_note_the_request_id(*, event_id):
-        seen[event_id] = current_request_id()
-        return process(event_id=event_id)
+    def apply_and_note_the_request_id(**kwargs):
+        seen[kwargs["event"].event_id] = current_request_id()
+        return apply(**kwargs)
 
-    monkeypatch.setattr(services, "webhook_event_process", process_and_note_the_request_id)
+    # Both ways an event is applied: with the others of its message, or on its own.
+    monkeypatch.setattr(batches, "payment_event_apply", apply_and_note_the_request_id)
+    monkeypatch.setattr(services, "payment_event_apply", apply_and_note_the_request_id)
     for number in (1, 2):
         body = surepay_body(event_id=f"evt-rid-{number}", external_txn_id=f"txn-rid-{number}")
         response = post_webhook(client, body, signature=sign(body), **{"X-Request-ID": f"req-webhook-{number}"})
         assert response.status_code == 202
     services.EVENT_PUBLISHER.flush()
     wait_for(lambda: len(seen) == 2)
-    by_event = dict(WebhookEvent.objects.values_list("external_event_id", "pk"))
-    assert seen == {by_event["evt-rid-1"]: "req-webhook-1", by_event["evt-rid-2"]: "req-webhook-2"}
+    assert seen == {"evt-rid-1": "req-webhook-1", "evt-rid-2": "req-webhook-2"}
 
 
 @pytest.fixture
