@@ -132,10 +132,11 @@ def pooled_client(base_url: str, token: str, timeout: httpx.Timeout) -> httpx.Cl
         return client
 
 
-def default_directory_client() -> DirectoryClient:
+def default_directory_client(*, attempts: int | None = None) -> DirectoryClient:
+    """The configured School Directory; ``attempts`` overrides ``SCHOOL_API_ATTEMPTS``."""
     return DirectoryClient(
         base_url=settings.SCHOOL_API_BASE_URL,
         token=settings.SCHOOL_API_TOKEN,
         timeout_seconds=settings.SCHOOL_API_TIMEOUT_SECONDS,
-        attempts=settings.SCHOOL_API_ATTEMPTS,
+        attempts=settings.SCHOOL_API_ATTEMPTS if attempts is None else attempts,
     )

@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -114,13 +113,10 @@ def provider_students_learn(*, account, provider_student_ids: Iterable[str], dir
     )
     if not ids:
         return set()
-    from directory_client.client import DirectoryClient, DirectoryUnavailable
+    from directory_client.client import DirectoryUnavailable, default_directory_client
 
     if directory is None:
-        directory = DirectoryClient(
-            base_url=settings.SCHOOL_API_BASE_URL, token=settings.SCHOOL_API_TOKEN,
-            timeout_seconds=settings.SCHOOL_API_TIMEOUT_SECONDS, attempts=1,
-        )  # fmt: skip
+        directory = default_directory_client(attempts=1)
     learnt = set()
     for provider_student_id in sorted(ids):
         try:

@@ -476,3 +476,73 @@ def test_every_documented_payload_is_under_test():
         (provider, path.stem) for provider in provider_slugs() for path in (payloads_dir(provider) / "documented").glob("*.json")
     }
     assert on_disk == {(case.provider, case.file) for case in CASES}
+
+
+# --- The same payloads applied together, as the worker applies a message of events --------------
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "test"])
+def test_documented_paystack_charges_applied_in_one_message(client, school, live, caplog, fake_directory):
+    """Paystack's documented charge.success deliveries (cards, mobile money in GHS, bank
+    transfers in KES, USSD, QR in ZAR...), stored one after another and applied in one worker
+    message: each payment exactly as its payload says."""
+    cases = [c for c in PAYSTACK if isinstance(c.expect, Charge) and c.live == live]
+    account = account_for(cases[0], school)
+    for case in cases:
+        response = post(client, "paystack", delivery_for(case, documented(case), None), school=school.code)
+        assert response.status_code == 202, response.content
+    results = process_pending()
+    assert len(results) == len(cases) and not [r for r in caplog.records if r.name == "webhooks.batches"]
+    for case in cases:
+        payment = Payment.objects.get(account=account, external_txn_id=parsed(case, account, documented(case)).external_txn_id)
+        assert (payment.status, payment.amount_minor, payment.currency) == (
+            case.expect.status, case.expect.amount, case.expect.currency,
+        ), case.file  # fmt: skip
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookEvent.Status.PROCESSED}
+
+
+STRIPE_ONE_INTENT = [c for c in STRIPE if isinstance(c.expect, Charge)]  # one payment intent's events
+
+
+@pytest.mark.parametrize("order", ["as documented", "reversed"])
+def test_documented_stripe_events_of_one_intent_in_one_message_settle_as_one_at_a_time(client, school, order, caplog):
+    """Stripe's documented events of one payment intent (the Checkout Session, the intent and the
+    charge, succeeded and failed) in one worker message, in either order: the same payment, audit
+    entries and outbox events as applying them one at a time."""
+    from collections import Counter
+
+    from payments.models import AuditLog, OutboxEvent
+    from webhooks.batches import webhook_events_process
+    from webhooks.services import webhook_event_run
+
+    account = account_for(STRIPE_ONE_INTENT[0], school)
+    for number, case in enumerate(STRIPE_ONE_INTENT):
+        # The samples share one placeholder event id; each is its own delivery here.
+        body = documented(case).replace(b'"evt_000000000000000000000000"', f'"evt_doc_{number}"'.encode(), 1)
+        response = post(client, "stripe", delivery_for(case, body, None), school=school.code)
+        assert response.status_code == 202, response.content
+    event_ids = list(WebhookEvent.objects.order_by("pk").values_list("pk", flat=True))
+    if order == "reversed":
+        event_ids.reverse()
+
+    def what_staff_see():
+        payment = Payment.objects.get(account=account)
+        return (
+            (payment.status, payment.amount_minor, payment.currency, payment.ledger_conflict),
+            list(OutboxEvent.objects.filter(key=f"payment:{payment.pk}").order_by("pk").values_list("event_type", flat=True)),
+            Counter(AuditLog.objects.filter(target_id=str(payment.pk)).values_list("action", flat=True)),
+            sorted(WebhookEvent.objects.values_list("external_event_id", "status", "result")),
+        )
+
+    with transaction.atomic():
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            for event_id in event_ids:
+                webhook_event_run(event_id=event_id)
+        expected = what_staff_see()
+        transaction.set_rollback(True)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        webhook_events_process(events=[(event_id, None) for event_id in event_ids])
+    assert not [r for r in caplog.records if r.name == "webhooks.batches"]
+    assert what_staff_see() == expected
+    # A success outranks the failures; the samples' amounts differ, which the ledger reports.
+    assert expected[0][0] == S.SUCCEEDED and expected[0][3]
