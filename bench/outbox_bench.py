@@ -114,38 +114,38 @@ class Reader(threading.Thread):
 
 def insert_cost(school, total: int, rounds: int = 6) -> dict:
     """Microseconds per committed statement: the event INSERT alone against the event INSERT with
-    its outbox row (``webhooks.services._webhook_event_insert``), interleaved rounds."""
+    its outbox row (``webhooks.inbox.event_insert``), interleaved rounds."""
     from django.db import connection
     from django.utils import timezone
 
     from payments.models import ProviderAccount, WebhookEvent
-    from providers.base import NormalizedEvent
-    from webhooks.services import _webhook_event_insert, _webhook_event_insert_sql, webhook_received_outbox
+    from webhooks.inbox import EVENT_COLUMNS, _event_insert_sql, event_insert
 
     account, _ = ProviderAccount.objects.get_or_create(
         school=school, provider="surepay", defaults={"webhook_secret": "bench-secret"}
     )
-    names = ("account", "external_event_id", "event_type", "raw_body", "headers", "remote_addr", "received_at")
-    sql, fields, _ = _webhook_event_insert_sql(connection.vendor, names)
-    plain = sql.split(") INSERT INTO ")[0].removeprefix("WITH e AS (")
+    plain = _event_insert_sql().split(") INSERT INTO ")[0].removeprefix("WITH e AS (")
     body = json.dumps({"event_id": "x", "external_txn_id": "t", "amount": "100,000", "currency": "UGX", "status": "SUCCEEDED"})
 
-    def values(n: int, tag: str) -> dict:
+    def row(tag: str) -> dict:
+        event_id, now = f"bench-{tag}-{uuid.uuid4().hex}", timezone.now()
         return {
-            "account": account.pk, "external_event_id": f"bench-{tag}-{uuid.uuid4().hex}", "event_type": "payment",
-            "raw_body": body, "headers": {"content-type": "application/json"}, "remote_addr": "127.0.0.1",
-            "received_at": timezone.now(),
+            "account_id": account.pk, "external_event_id": event_id, "event_type": "payment", "raw_body": body,
+            "headers": {"content-type": "application/json"}, "remote_addr": "127.0.0.1", "received_at": now,
+            "status": "pending", "result": "", "processed_at": None,
+            "outbox_event_id": uuid.uuid4(), "outbox_event_type": "webhook.received", "outbox_version": 1,
+            "outbox_school": account.school_id, "outbox_key": f"surepay:{account.pk}:t",
+            "outbox_payload": {"provider_event_id": event_id, "received_at": now.isoformat()},
         }  # fmt: skip
 
     def event_only(n: int) -> None:
-        v = values(n, "a")
+        values = row("a")
+        values["headers"] = json.dumps(values["headers"])
         with connection.cursor() as cursor:
-            cursor.execute(plain, [field.get_db_prep_save(v[field.name], connection) for field in fields])
+            cursor.execute(plain, [values[WebhookEvent._meta.get_field(name).attname] for name in EVENT_COLUMNS])
 
     def with_outbox(n: int) -> None:
-        v = values(n, "b")
-        event = NormalizedEvent(event_id=v["external_event_id"], event_type="payment", status=None, external_txn_id="t")
-        _webhook_event_insert(webhook_received_outbox(account=account, event=event, received_at=v["received_at"], ignored=False), **v)
+        event_insert(row("b"))
 
     per_round = max(1, total // rounds)
     timings: dict[str, list[float]] = {"event_only": [], "with_outbox": []}

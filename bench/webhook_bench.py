@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved measuring rounds per endpoint")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--database", default="school_payments_bench")
     parser.add_argument("--redis-db", type=int, default=14)

@@ -45,6 +45,20 @@ WEBHOOK_PROCESSING_LAG = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600),
 )
 
+# The request path's group commit (webhooks/inbox.py): how full its statements are, and how often
+# one failed and its deliveries were stored one by one.
+WEBHOOK_INBOX_STATEMENT_ROWS = Histogram(
+    "webhook_inbox_statement_rows",
+    "Deliveries stored by each statement of the webhook request path's group commit.",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+
+WEBHOOK_INBOX_FALLBACKS = Counter(
+    "webhook_inbox_fallbacks",  # exposed as webhook_inbox_fallbacks_total
+    "Group statements of the webhook request path that failed: each of their deliveries was then "
+    "stored alone.",
+)
+
 # --- QuickBooks Online (incremented by quickbooks_sync) ----------------------------------------
 
 QBO_REQUESTS = Counter(

@@ -51,6 +51,18 @@ def _clean_broker():
     reset_broker_backoff()
 
 
+@pytest.fixture(autouse=True)
+def _deliveries_stored_together(request):
+    """The request path's group commit (``webhooks.inbox``) never silently falls back to storing
+    each delivery alone, unless a test says it expects to."""
+    from prometheus_client import REGISTRY
+
+    fallbacks = REGISTRY.get_sample_value("webhook_inbox_fallbacks_total")
+    yield
+    if "inbox_falls_back" not in request.keywords:
+        assert REGISTRY.get_sample_value("webhook_inbox_fallbacks_total") == fallbacks
+
+
 @pytest.fixture
 def school(db):
     return SchoolFactory(code="ng", name="Nile Gardens School", currency="UGX")
@@ -146,7 +158,7 @@ def gunicorn_server(transactional_db):
 
     processes = []
 
-    def start(*, redis_url: str = settings.REDIS_URL) -> str:
+    def start(*, redis_url: str = settings.REDIS_URL, image_config: bool = False) -> str:
         db = settings.DATABASES["default"]
         port = free_port()
         env = {
@@ -156,8 +168,8 @@ def gunicorn_server(transactional_db):
             "APP_ENV": "test",
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
-             "--log-level", "warning"],
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}",
+             *(["-c", "config/gunicorn.conf.py"] if image_config else ["-w", "1"]), "--log-level", "warning"],
             cwd=REPO,
             env=env,
         )  # fmt: skip

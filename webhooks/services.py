@@ -2,8 +2,10 @@
 
 The request path, ``webhook_receive``, is an inbox: account (cached), signature, validation, then
 one INSERT of the event, unique per (account, provider event id), which is the duplicate gate,
-with its ``webhook.received`` outbox row written by the same statement. The id is published to
-Celery after commit. No outbound HTTP call, one query for a new event.
+with its ``webhook.received`` outbox row written by the same statement. Deliveries that a
+process's threads have ready at the same moment share that statement and its commit
+(``webhooks.inbox``). The id is published to Celery after commit. No outbound HTTP call, one query
+for a new event.
 
 Processing, ``webhook_event_process``, claims the event with a conditional update and applies it
 to its payment in the same transaction, with the audit entry and the event's ``applied_at`` mark
@@ -29,7 +31,6 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -59,6 +60,7 @@ from providers.base import NormalizedEvent, ProviderAdapter, storable_text
 from providers.errors import PayloadInvalid, PayloadMalformed, SignatureInvalid, SignatureMissing
 from providers.registry import get_provider
 from webhooks.dead_letters import webhook_dead_letter_record
+from webhooks.inbox import EVENT_INBOX, BatchFailed, event_insert
 from webhooks.selectors import account_for_webhook, account_of_event, storable_headers
 
 logger = logging.getLogger(__name__)
@@ -168,7 +170,7 @@ def webhook_event_store(
     """Store a verified event exactly once and publish it for processing after commit.
 
     A racing duplicate is settled by the unique constraint on (account, event id), not by a
-    look-up first: the loser's insert fails and it answers with the stored event's status.
+    look-up first: the loser's insert is refused and it answers with the stored event's status.
     """
     # A genuine event with nothing in it to act on (a payout, a customer update, the other mode)
     # is kept, done at once with the reason, and never queued.
@@ -176,31 +178,20 @@ def webhook_event_store(
     if not event.concerns_payment:
         now = timezone.now()
         ignored = {"status": WebhookEvent.Status.IGNORED, "result": event.ignored_reason[:200], "processed_at": now}
-    # A lone INSERT commits by itself; inside a caller's transaction it needs a savepoint so a
-    # duplicate does not abort that transaction.
-    guard = transaction.atomic() if connection.in_atomic_block else nullcontext()
     received_at = timezone.now()
-    try:
-        with guard:
-            event_pk = _webhook_event_insert(
-                webhook_received_outbox(account=account, event=event, received_at=received_at, ignored=bool(ignored)),
-                account=account.pk,
-                external_event_id=event.event_id,
-                event_type=event.event_type,
-                raw_body=body.decode("utf-8", errors="replace"),
-                headers=storable_headers(headers, adapter),
-                remote_addr=remote_addr,
-                received_at=received_at,
-                **ignored,
-            )
-    except IntegrityError:
+    row = _webhook_event_row(
+        account=account, event=event, body=body, headers=storable_headers(headers, adapter), remote_addr=remote_addr,
+        received_at=received_at, ignored=ignored,
+    )  # fmt: skip
+    event_pk = _webhook_event_row_store(row)
+    if event_pk is None:  # stored before: answered with the stored event's status
         existing = (
             WebhookEvent.objects.filter(account=account, external_event_id=event.event_id)
             .values_list("status", flat=True)
             .first()
         )
         if existing is None:
-            raise
+            raise IntegrityError(f"webhook event {event.event_id!r} of account {account.pk} could not be stored")
         return WebhookReceipt(created=False, event_id=event.event_id, status=existing)
     if ignored:
         return WebhookReceipt(True, event.event_id, WebhookEvent.Status.IGNORED, event.ignored_reason)
@@ -219,80 +210,78 @@ def webhook_received_outbox(
         event_type="webhook.received",
         version=outbox.EVENT_VERSIONS["webhook.received"],
         school_id=account.school_id,
-        key=outbox.webhook_key(
-            provider=account.provider, account_id=account.pk, txn_id=event.external_txn_id, event_id=event.event_id
-        ),
-        payload={
-            "provider": account.provider,
-            "account_id": account.pk,
-            "school_id": account.school_id,
-            "provider_event_id": event.event_id,
-            "event_type": event.event_type,
-            "status": WebhookEvent.Status.IGNORED if ignored else WebhookEvent.Status.PENDING,
-            "ignored_reason": event.ignored_reason if ignored else "",
-            "external_txn_id": event.external_txn_id,
-            "reference": event.reference,
-            "reported_status": event.status.value if event.status else None,
-            "amount_minor": event.amount_minor,
-            "currency": event.currency,
-            "confirmed_by_signature": not event.requires_confirmation,
-            "received_at": received_at.isoformat(),
-        },
+        key=_webhook_received_key(account, event),
+        payload=_webhook_received_payload(account=account, event=event, received_at=received_at, ignored=ignored),
         created_at=received_at,
     )
 
 
-_OUTBOX_FIELDS = ("event_id", "event_type", "version", "school", "key", "payload", "created_at")
-
-
-@functools.cache
-def _webhook_event_insert_sql(vendor: str, names: tuple[str, ...]) -> tuple[str, list, list]:
-    meta = WebhookEvent._meta
-    fields = [meta.get_field(name) for name in names]
-    outbox_meta = OutboxEvent._meta
-    outbox_fields = [outbox_meta.get_field(name) for name in _OUTBOX_FIELDS]
-    quote = connection.ops.quote_name
-    # One statement, one round trip: the event, then its outbox row carrying the event's new id.
-    # A duplicate's INSERT fails and takes the outbox row with it.
-    sql = (
-        "WITH e AS (INSERT INTO {} ({}) VALUES ({}) RETURNING {pk}) "
-        "INSERT INTO {} ({}) SELECT {}, %s::jsonb || jsonb_build_object('webhook_event_id', e.{pk}), %s FROM e "
-        "RETURNING (payload->>'webhook_event_id')::bigint"
-    ).format(
-        quote(meta.db_table),
-        ", ".join(quote(field.column) for field in fields),
-        ", ".join(["%s"] * len(fields)),
-        quote(outbox_meta.db_table),
-        ", ".join(quote(field.column) for field in outbox_fields),
-        ", ".join(["%s"] * (len(outbox_fields) - 2)),
-        pk=quote(meta.pk.column),
+def _webhook_received_key(account: ProviderAccount, event: NormalizedEvent) -> str:
+    return outbox.webhook_key(
+        provider=account.provider, account_id=account.pk, txn_id=event.external_txn_id, event_id=event.event_id
     )
-    return sql, fields, outbox_fields
 
 
-def _webhook_event_insert(outbox_row: OutboxEvent, **values) -> int:
-    """Insert one event naming only the given columns (the rest take their database defaults),
-    and its outbox row, in one statement.
+def _webhook_received_payload(*, account: ProviderAccount, event: NormalizedEvent, received_at, ignored: bool) -> dict:
+    return {
+        "provider": account.provider,
+        "account_id": account.pk,
+        "school_id": account.school_id,
+        "provider_event_id": event.event_id,
+        "event_type": event.event_type,
+        "status": WebhookEvent.Status.IGNORED if ignored else WebhookEvent.Status.PENDING,
+        "ignored_reason": event.ignored_reason if ignored else "",
+        "external_txn_id": event.external_txn_id,
+        "reference": event.reference,
+        "reported_status": event.status.value if event.status else None,
+        "amount_minor": event.amount_minor,
+        "currency": event.currency,
+        "confirmed_by_signature": not event.requires_confirmation,
+        "received_at": received_at.isoformat(),
+    }
 
-    The request path's only write. Django's ``create()`` compiles and adapts every one of the
-    model's twenty columns, which on a 2-core machine costs about as much CPU as the rest of the
-    request; this statement is built once from the model's own field definitions and values are
-    adapted by the same fields, so it stays in step with the model.
+
+def _webhook_event_row(
+    *, account: ProviderAccount, event: NormalizedEvent, body: bytes, headers: dict, remote_addr: str | None,
+    received_at, ignored: dict,
+) -> dict:
+    """A delivery's event and its ``webhook.received`` outbox row, as plain values by column
+    (``webhooks.inbox``): what the request path writes."""
+    return {
+        "account_id": account.pk,
+        "external_event_id": event.event_id,
+        "event_type": event.event_type,
+        "raw_body": body.decode("utf-8", errors="replace"),
+        "headers": headers,
+        "remote_addr": remote_addr,
+        "received_at": received_at,
+        "status": ignored.get("status", WebhookEvent.Status.PENDING),
+        "result": ignored.get("result", ""),
+        "processed_at": ignored.get("processed_at"),
+        "outbox_event_id": uuid.uuid4(),
+        "outbox_event_type": "webhook.received",
+        "outbox_version": outbox.EVENT_VERSIONS["webhook.received"],
+        "outbox_school": account.school_id,
+        "outbox_key": _webhook_received_key(account, event),
+        "outbox_payload": _webhook_received_payload(
+            account=account, event=event, received_at=received_at, ignored=bool(ignored)
+        ),
+    }  # fmt: skip
+
+
+def _webhook_event_row_store(row: dict) -> int | None:
+    """Store the row; return the new event's id, or None when its (account, event id) is stored
+    already.
+
+    Outside a transaction on PostgreSQL (a request), with the other requests' rows of the moment
+    (``webhooks.inbox``); otherwise, or when that batch failed, alone.
     """
-    if connection.vendor != "postgresql":
-        # SQLite (`make run` without a database) has no INSERT in a WITH: two statements, which
-        # the caller's savepoint keeps together.
-        with transaction.atomic():
-            event = WebhookEvent.objects.create(**{WebhookEvent._meta.get_field(k).attname: v for k, v in values.items()})
-            outbox_row.payload = {**outbox_row.payload, "webhook_event_id": event.pk}
-            outbox_row.save(force_insert=True)
-        return event.pk
-    sql, fields, outbox_fields = _webhook_event_insert_sql(connection.vendor, tuple(values))
-    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
-    params += [field.get_db_prep_save(getattr(outbox_row, field.attname), connection) for field in outbox_fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()[0]
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        try:
+            return EVENT_INBOX.store(row)
+        except BatchFailed:
+            pass
+    return event_insert(row)
 
 
 def _audit_refusal(
