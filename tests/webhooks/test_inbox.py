@@ -146,8 +146,8 @@ def test_when_the_batch_statement_fails_each_delivery_is_stored_alone(account, m
 @pytest.mark.django_db(transaction=True)
 def test_a_row_the_database_refuses_fails_only_its_own_delivery(account):
     bodies = [surepay_body(event_id=f"evt-{n}") for n in range(4)]
-    # An address that is not one: PostgreSQL refuses the batch statement holding it (inet), and the
-    # delivery stored alone gets the refusal it always got.
+    # An address that is not one: PostgreSQL refuses the statement holding it (inet), and again when
+    # that delivery is stored alone. Only that delivery fails.
     receipts, statements = receive_at_once(bodies, addresses={3: "no-such-address"})
 
     assert statements == [1, 3]
