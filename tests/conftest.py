@@ -141,6 +141,54 @@ def process_pending() -> list:
     return [results[event_id] for event_id in pending]
 
 
+def stored_at_once(deliveries: list, *, gathered: bool = True) -> tuple[list, list[int]]:
+    """Call each of ``deliveries`` (functions storing one delivery, ``webhook_receive``) in its
+    own thread with its own database connection, all at the same moment, as a gunicorn process's
+    threads do. With ``gathered``, the first statement of the request path's group commit
+    (``webhooks.inbox``) waits until every other delivery is queued behind it, so they are written
+    together in the second. Returns what each call returned (or raised), in order, and the number
+    of rows of each statement."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from webhooks import inbox
+
+    statements, real_insert = [], inbox.events_insert
+
+    def insert(rows):
+        statements.append(len(rows))
+        if gathered and len(statements) == 1:
+            deadline = time.monotonic() + 10
+            while len(inbox.EVENT_INBOX._queue) < len(deliveries) - 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return real_insert(rows)
+
+    results = [None] * len(deliveries)
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(index: int) -> None:
+        try:
+            start.wait()
+            results[index] = deliveries[index]()
+        except Exception as exc:  # asserted by the caller
+            results[index] = exc
+        finally:
+            connection.close()
+
+    inbox.events_insert = insert
+    try:
+        threads = [threading.Thread(target=deliver, args=(index,)) for index in range(len(deliveries))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        inbox.events_insert = real_insert
+    return results, statements
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

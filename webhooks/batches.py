@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from ops.context import request_id_bound
 from payments.models import WebhookEvent
@@ -43,6 +41,7 @@ from webhooks.services import (
     webhook_event_failure_record,
     webhook_event_follow_up,
     webhook_event_run,
+    webhook_events_claim,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,8 @@ def webhook_events_process(*, events: list[tuple[int, str | None]]) -> dict[int,
         # SQLite (development) has neither the advisory locks nor the array parameters.
         return _one_by_one(request_ids)
     try:
-        applied = _claim_and_apply(list(request_ids), request_ids, learnt=_students_learn(list(request_ids)))
+        learnt, parsed = _students_learn(list(request_ids))
+        applied = _claim_and_apply(list(request_ids), request_ids, learnt=learnt, parsed=parsed)
     except Exception:  # noqa: BLE001 - rolled back whole: each event gets its own go, and its own failure
         logger.warning(
             "applying %d webhook events together failed; applying them one by one", len(request_ids), exc_info=True
@@ -81,24 +81,27 @@ def _one_by_one(request_ids: dict[int, str | None]) -> dict[int, str | None]:
     return results
 
 
-def _students_learn(event_ids: list[int]) -> set[tuple[int, str, str]]:
+def _students_learn(event_ids: list[int]) -> tuple[set[tuple[int, str, str]], dict]:
     """Before the transaction (no lock is held during a network call): the students of the
     events whose provider student id has no known mapping, asked of the School Directory
     (``provider_students_learn``), so their payments are mapped with their settlement. Only
     from bodies bound to a secret: an unconfirmed body's student waits for its confirmation.
     One look-up per new student, as one event at a time would make after the settlement.
-    Returns the (school, provider, provider student id) learnt."""
+    Returns the (school, provider, provider student id) learnt, and the bodies parsed on the way
+    by event id (the transaction uses them rather than parse them again)."""
     if not settings.SCHOOL_API_BASE_URL:
-        return set()
+        return set(), {}
     wanted: dict[int, set[str]] = {}
+    parsed = {}
     unapplied = WebhookEvent.objects.filter(pk__in=event_ids, applied_at__isnull=True)
-    for account_id, raw_body, headers in unapplied.values_list("account_id", "raw_body", "headers"):
+    for event_id, account_id, raw_body, headers in unapplied.values_list("pk", "account_id", "raw_body", "headers"):
         account = account_of_event(account_id)
         try:
             adapter = get_provider(account.provider)
             event = adapter.parse_body(body=raw_body.encode("utf-8"), headers=headers, account=account)
         except Exception:  # noqa: BLE001 - the batch, or the event on its own, records what is wrong with it
             continue
+        parsed[event_id] = event
         # Only an event stating its charge's outcome makes (or moves) a payment to map; a refund
         # alone waits for its payment, and so does the student's look-up.
         trusted = event.concerns_payment and not event.requires_confirmation
@@ -109,28 +112,32 @@ def _students_learn(event_ids: list[int]) -> set[tuple[int, str, str]]:
         account = account_of_event(account_id)
         for provider_student_id in provider_students_learn(account=account, provider_student_ids=provider_student_ids):
             learnt.add((account.school_id, account.provider, provider_student_id))
-    return learnt
+    return learnt, parsed
 
 
-def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None], *, learnt: set) -> list[tuple]:
+def _claim_and_apply(
+    event_ids: list[int], request_ids: dict[int, str | None], *, learnt: set, parsed: dict
+) -> list[tuple]:
     """Claim the events, apply each to its payment and mark it, in one transaction; returns
     ``(event, adapter, normalized event, EventApplied)`` for each event claimed, in message order."""
     batch = SettlementBatch(learnt=learnt)
     with transaction.atomic(), connection.execute_wrapper(batch.before_statement):
         position = {event_id: n for n, event_id in enumerate(event_ids)}
-        claimed = sorted(_claim(event_ids), key=lambda event: position[event.pk])
-        parsed = []
+        claimed = sorted(webhook_events_claim(event_ids=event_ids), key=lambda event: position[event.pk])
+        events = []
         for event in claimed:
-            event.account = account_of_event(event.account_id)
             adapter = get_provider(event.account.provider)
-            # Verified on receipt; parsed again here so only the raw delivery needs storing.
-            normalized = adapter.parse_body(
-                body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account
-            )
-            parsed.append((event, adapter, normalized))
-        batch.prepare((event.account, normalized) for event, _, normalized in parsed if event.applied_at is None)
+            # Verified on receipt; parsed again from the stored body (once: before the
+            # transaction, or here) so only the raw delivery needs storing.
+            normalized = parsed.get(event.pk)
+            if normalized is None:
+                normalized = adapter.parse_body(
+                    body=event.raw_body.encode("utf-8"), headers=event.headers, account=event.account
+                )
+            events.append((event, adapter, normalized))
+        batch.prepare((event.account, normalized) for event, _, normalized in events if event.applied_at is None)
         applied, marks = [], []
-        for event, adapter, normalized in parsed:
+        for event, adapter, normalized in events:
             if event.applied_at is not None:
                 applied.append((event, adapter, normalized, EventApplied("applied before")))
                 continue
@@ -147,24 +154,6 @@ def _claim_and_apply(event_ids: list[int], request_ids: dict[int, str | None], *
         _marks_write(marks)
         payment_offer_to_books_on_commit(payment_ids=batch.offered)
     return applied
-
-
-def _claim(event_ids: list[int]) -> list[WebhookEvent]:
-    """``services.webhook_event_claim`` for many events: one conditional ``UPDATE … RETURNING``;
-    the rows stay locked until the transaction ends."""
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_TIMEOUT_SECONDS)
-    params = [
-        WebhookEvent.Status.PROCESSING, now, event_ids,
-        WebhookEvent.Status.PENDING, WebhookEvent.Status.PROCESSING, stale,
-    ]  # fmt: skip
-    return list(WebhookEvent.objects.raw(CLAIM_SQL, params))
-
-
-CLAIM_SQL = (
-    "UPDATE payments_webhookevent SET status = %s, claimed_at = %s, attempts = attempts + 1 "
-    "WHERE id = ANY(%s) AND (status = %s OR (status = %s AND claimed_at < %s)) RETURNING *"
-)
 
 
 def _marks_write(marks: list[tuple]) -> None:

@@ -134,6 +134,7 @@ def _key(row: dict) -> tuple:
     return (row["account_id"], row["external_event_id"])
 
 
+@functools.cache
 def _columns() -> tuple[list, dict]:
     event_meta, outbox_meta = WebhookEvent._meta, OutboxEvent._meta
     return (

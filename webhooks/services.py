@@ -174,11 +174,10 @@ def webhook_event_store(
     """
     # A genuine event with nothing in it to act on (a payout, a customer update, the other mode)
     # is kept, done at once with the reason, and never queued.
+    received_at = timezone.now()
     ignored = {}
     if not event.concerns_payment:
-        now = timezone.now()
-        ignored = {"status": WebhookEvent.Status.IGNORED, "result": event.ignored_reason[:200], "processed_at": now}
-    received_at = timezone.now()
+        ignored = {"status": WebhookEvent.Status.IGNORED, "result": event.ignored_reason[:200], "processed_at": received_at}
     row = _webhook_event_row(
         account=account, event=event, body=body, headers=storable_headers(headers, adapter), remote_addr=remote_addr,
         received_at=received_at, ignored=ignored,
@@ -338,30 +337,43 @@ def webhook_event_claim(*, event_id: int) -> WebhookEvent | None:
     done or another worker holds a fresh claim. Its account comes from the process's cache. Inside
     a transaction the claimed row stays locked until it ends: a second worker's claim waits, then
     finds the event processed (or still claimed) and gets None."""
+    claimed = _claim(event_id, many=False)
+    return claimed[0] if claimed else None
+
+
+def webhook_events_claim(*, event_ids: list[int]) -> list[WebhookEvent]:
+    """``webhook_event_claim`` for many events, with one statement (PostgreSQL: the ids travel as
+    an array)."""
+    return _claim(event_ids, many=True)
+
+
+def _claim(ids, *, many: bool) -> list[WebhookEvent]:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.WEBHOOK_CLAIM_TIMEOUT_SECONDS)
     claimed_at = WebhookEvent._meta.get_field("claimed_at")
     params = [
         WebhookEvent.Status.PROCESSING,
         claimed_at.get_db_prep_value(now, connection),
-        event_id,
+        ids,
         WebhookEvent.Status.PENDING,
         WebhookEvent.Status.PROCESSING,
         claimed_at.get_db_prep_value(stale, connection),
     ]
-    event = next(iter(WebhookEvent.objects.raw(_claim_sql(connection.vendor), params)), None)
-    if event is not None:
+    events = list(WebhookEvent.objects.raw(_claim_sql(connection.vendor, many), params))
+    for event in events:
         event.account = account_of_event(event.account_id)
-    return event
+    return events
 
 
 @functools.cache
-def _claim_sql(vendor: str) -> str:
+def _claim_sql(vendor: str, many: bool) -> str:
     meta, quote = WebhookEvent._meta, connection.ops.quote_name
     status, claimed_at, attempts = (quote(meta.get_field(name).column) for name in ("status", "claimed_at", "attempts"))
+    which = "= ANY(%s)" if many else "= %s"
     return (
         f"UPDATE {quote(meta.db_table)} SET {status} = %s, {claimed_at} = %s, {attempts} = {attempts} + 1 "
-        f"WHERE {quote(meta.pk.column)} = %s AND ({status} = %s OR ({status} = %s AND {claimed_at} < %s)) RETURNING *"
+        f"WHERE {quote(meta.pk.column)} {which} AND ({status} = %s OR ({status} = %s AND {claimed_at} < %s)) "
+        "RETURNING *"
     )
 
 

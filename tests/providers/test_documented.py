@@ -30,7 +30,7 @@ from providers.omise.fake import FakeOmise
 from providers.paypal.fake import FakePayPal
 from providers.registry import get_provider, provider_part, provider_slugs
 from providers.wire import Delivery
-from tests.conftest import process_pending
+from tests.conftest import process_pending, stored_at_once
 from tests.factories import AccountFactory, PaymentFactory
 from tests.providers.helpers import payloads_dir, post
 
@@ -499,6 +499,38 @@ def test_documented_paystack_charges_applied_in_one_message(client, school, live
             case.expect.status, case.expect.amount, case.expect.currency,
         ), case.file  # fmt: skip
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {WebhookEvent.Status.PROCESSED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_documented_paystack_charges_delivered_at_once_are_stored_together(school, fake_directory):
+    """Paystack's documented live charge.success deliveries, each sent twice, all arriving at the
+    same moment on one web process: stored by one statement (the request path's group commit),
+    each once, byte for byte, then each payment exactly as its payload says."""
+    from webhooks.services import webhook_receive
+
+    cases = [c for c in PAYSTACK if isinstance(c.expect, Charge) and c.live]
+    account = account_for(cases[0], school)
+    deliveries = [delivery_for(case, documented(case), None) for case in cases] * 2
+
+    def receive(delivery: Delivery):
+        return webhook_receive(provider_slug="paystack", school_code=school.code, body=delivery.body,
+                               headers=delivery.headers, query=delivery.query or None, remote_addr="52.31.139.75")  # fmt: skip
+
+    receipts, statements = stored_at_once([lambda d=d: receive(d) for d in deliveries])
+
+    assert statements == [1, len(deliveries) - 1]
+    events = [parsed(case, account, documented(case)).event_id for case in cases]
+    assert sorted((r.event_id, r.created, r.status) for r in receipts) == sorted(
+        [(event_id, True, "pending") for event_id in events] + [(event_id, False, "pending") for event_id in events]
+    )
+    stored = dict(WebhookEvent.objects.values_list("external_event_id", "raw_body"))
+    assert stored == {event_id: documented(case).decode() for event_id, case in zip(events, cases)}
+    process_pending()
+    for case in cases:
+        payment = Payment.objects.get(account=account, external_txn_id=parsed(case, account, documented(case)).external_txn_id)
+        assert (payment.status, payment.amount_minor, payment.currency) == (
+            case.expect.status, case.expect.amount, case.expect.currency,
+        ), case.file  # fmt: skip
 
 
 STRIPE_ONE_INTENT = [c for c in STRIPE if isinstance(c.expect, Charge)]  # one payment intent's events

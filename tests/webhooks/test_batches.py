@@ -289,7 +289,8 @@ def test_a_refund_alone_or_an_unconfirmed_body_sends_no_one_to_the_directory(cli
     unconfirmed = WebhookEvent.objects.get(external_event_id="cb-1").pk
     waiting = store(surepay_body(event_id="e0", external_txn_id="t0", status="REVERSED", amount="40,000", provider_student_id="prov-002"))
     try:
-        assert batches._students_learn([unconfirmed, waiting]) == set()
+        learnt, _ = batches._students_learn([unconfirmed, waiting])
+        assert learnt == set()
     finally:
         registry._load.cache_clear()
     assert fake_directory.lookups() == []

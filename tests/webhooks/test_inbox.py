@@ -2,12 +2,11 @@
 in one statement, each exactly once, each answered as it would have been alone."""
 
 import threading
-import time
 import uuid
 
 import httpx
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from payments.models import OutboxEvent, ProviderAccount, WebhookEvent
 from providers.registry import get_provider
-from tests.conftest import sign, surepay_body
+from tests.conftest import sign, stored_at_once, surepay_body
 from webhooks import inbox, services
 from webhooks.selectors import storable_headers
 
@@ -33,42 +32,12 @@ def receive(body: bytes, remote_addr: str = "127.0.0.1") -> services.WebhookRece
 def receive_at_once(
     bodies: list[bytes], *, gathered: bool = True, addresses: dict | None = None
 ) -> tuple[list, list[int]]:
-    """Each body delivered by its own thread (its own connection), as a gunicorn process's
-    threads do. With ``gathered``, the first statement waits until every other delivery is
-    queued behind it, so they are written together in the second. Returns the receipts (or
-    exceptions), in the order of ``bodies``, and the number of rows of each statement."""
-    statements, real_insert = [], inbox.events_insert
-
-    def insert(rows):
-        statements.append(len(rows))
-        if gathered and len(statements) == 1:
-            deadline = time.monotonic() + 10
-            while len(inbox.EVENT_INBOX._queue) < len(bodies) - 1 and time.monotonic() < deadline:
-                time.sleep(0.005)
-        return real_insert(rows)
-
-    receipts = [None] * len(bodies)
-    start = threading.Barrier(len(bodies))
-
-    def deliver(index: int, body: bytes) -> None:
-        try:
-            start.wait()
-            receipts[index] = receive(body, (addresses or {}).get(index, "127.0.0.1"))
-        except Exception as exc:  # asserted by the caller
-            receipts[index] = exc
-        finally:
-            connection.close()
-
-    inbox.events_insert = insert
-    try:
-        threads = [threading.Thread(target=deliver, args=(i, body)) for i, body in enumerate(bodies)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-    finally:
-        inbox.events_insert = real_insert
-    return receipts, statements
+    """SurePay deliveries of ``bodies``, each from its own thread (``stored_at_once``)."""
+    addresses = addresses or {}
+    return stored_at_once(
+        [lambda n=n, body=body: receive(body, addresses.get(n, "127.0.0.1")) for n, body in enumerate(bodies)],
+        gathered=gathered,
+    )
 
 
 def outbox_of(event: WebhookEvent) -> list[OutboxEvent]:
