@@ -341,7 +341,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- QuickBooks Online (quickbooks_sync) ------------------------------------------------------
 # Where payments hands a payment whose held money may have changed: the books apps' entry points
-# (dotted paths, each called with payment_id after commit). Payments imports none of them.
+# (dotted paths, each called with payment_ids after commit). Payments imports none of them.
 PAYMENT_BOOKS_HOOKS = ["quickbooks_sync.services.qbo_sync_offered"]
 globals().update(
     quickbooks_settings(
